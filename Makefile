@@ -1,0 +1,41 @@
+# One-command set-up, run and test. `make run` and `make test` create the venv on first use and
+# skip the install when it is current (the stamp is newer than setup.py and constraints.txt).
+SHELL := /bin/bash
+VENV  := .venv
+STAMP := $(VENV)/.installed
+ARGS  ?=
+
+# Python 3.10: from PATH when it really runs (a pyenv shim may exist but refuse), else under pyenv.
+PYTHON ?= $(shell for p in python3.10 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*/bin/python 2>/dev/null | sort -V | tail -n 1); do \
+            $$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
+
+.PHONY: setup run test bench compile report clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py constraints.txt
+	@test -n "$(PYTHON)" || { echo "error: Python 3.10 not found on PATH or under pyenv; install it (e.g. 'pyenv install 3.10') and retry" >&2; exit 1; }
+	@echo "setting up $(VENV) with $(PYTHON) (first time: several minutes)"
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/python -m pip install -q --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.45.1"
+	@$(VENV)/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+	@$(VENV)/bin/python -m pip check
+	@touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/taxi-pipeline run $(ARGS)
+
+test: setup
+	$(VENV)/bin/python -m pytest $(ARGS)
+
+bench: setup
+	$(VENV)/bin/python -m bench $(ARGS)
+
+compile: setup
+	$(VENV)/bin/taxi-pipeline compile $(ARGS)
+
+report: setup
+	$(VENV)/bin/taxi-pipeline report $(ARGS)
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,69 @@
+"""`taxi-pipeline`: one console script, one subcommand per job.
+
+Each subcommand lives in the module that does the work; that module provides
+`add_arguments(parser)` and `main(args) -> int`. This file only dispatches, turns expected
+failures into one readable line, and keeps TensorFlow/absl noise out of the terminal.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+
+import pipeline  # noqa: F401  (pins TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# command -> (module that implements it, one-line help)
+COMMANDS = {
+    "run": ("pipeline.local_runner", "run the pipeline locally on Apache Beam"),
+    "serve": ("serving.serve_cli", "serve models over gRPC and REST (TF Serving's flags)"),
+    "predict": ("serving.predict_cli", "query a model server over gRPC with rows from a CSV or JSON file"),
+    "compile": ("pipeline.kubeflow_runner", "write the Kubeflow Pipelines spec (KubeflowV2DagRunner)"),
+    "submit": ("kubeflow.submit", "submit the compiled spec to a Kubeflow Pipelines endpoint"),
+    "status": ("pipeline.status", "last runs from ML Metadata: components, metrics, blessing, pushed version"),
+    "report": ("pipeline.report", "a self-contained HTML report with plots of the last run"),
+}
+
+
+class UserError(Exception):
+    """An expected failure: its message is the one line the user sees (no traceback)."""
+
+
+def build_parser(commands=None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taxi-pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in (commands or COMMANDS).items():
+        module = importlib.import_module(module_name)
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        sub.choices[name].set_defaults(_main=module.main)
+    return parser
+
+
+def _available_commands():
+    """Commands whose module is importable (lets partial checkouts still run the rest)."""
+    return {name: spec for name, spec in COMMANDS.items() if importlib.util.find_spec(spec[0]) is not None}
+
+
+def main(argv=None) -> int:
+    args = build_parser(_available_commands()).parse_args(argv)
+    try:
+        return int(args._main(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # unexpected: one line here, the trace in the log
+        logging.getLogger("taxi_pipeline").exception("unexpected failure")
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The one configuration object of the pipeline.
+
+Everything a run can vary (paths, training length, workers, thresholds, Beam options) lives in
+`PipelineConfig`, so the CLI, the local runner, the Kubeflow runner and the tests build the same
+pipeline from the same object instead of reading constants scattered through the code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import List, Optional
+
+PIPELINE_NAME = "taxi-pipeline"
+MODEL_NAME = "taxi"
+HOME_ENV = "TAXI_PIPELINE_HOME"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "schema.pbtxt"
+
+# Module paths, not file paths: the same code runs in the Kubeflow image.
+PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
+RUN_FN = "trainer_module.run.run_fn"
+
+BEAM_MODES = ("in_memory", "multi_processing")
+TRAINING_LOOPS = ("fit", "custom")
+
+
+def default_data_root() -> Path:
+    """The Chicago taxi sample (~15k rows) that ships inside the installed tfx wheel."""
+    import tfx  # local import: resolving the default must not cost a TFX import elsewhere
+
+    return Path(tfx.__file__).resolve().parent / "examples" / "chicago_taxi_pipeline" / "data" / "simple"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get(HOME_ENV, "outputs")).resolve()
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """What one pipeline run is made of. Paths derive from `home` unless given."""
+
+    home: Path = dataclasses.field(default_factory=default_home)
+    data_root: Optional[Path] = None  # None: the taxi sample inside the tfx wheel
+    pipeline_name: str = PIPELINE_NAME
+    model_name: str = MODEL_NAME
+    schema_path: Path = SCHEMA_PATH
+
+    # ExampleGen: hash split train:eval, as TFX's taxi example.
+    train_buckets: int = 2
+    eval_buckets: int = 1
+
+    # Trainer.
+    train_steps: int = 1000
+    eval_steps: int = 100
+    batch_size: int = 256  # global batch = per-replica batch x replicas
+    learning_rate: float = 0.003
+    workers: int = 1  # trainer worker processes (MultiWorkerMirroredStrategy when > 1)
+    training_loop: str = "fit"  # "fit" (model.fit) or "custom" (GradientTape under strategy.run)
+    worker_timeout_s: int = 900
+
+    # Evaluator: a model is blessed only above these bounds and not worse than the baseline.
+    min_auc: float = 0.90
+    min_accuracy: float = 0.85
+    auc_regression_tolerance: float = 0.001
+
+    # Beam: in-process for small data; several local processes for bigger data.
+    beam_mode: str = "in_memory"
+    beam_workers: int = 2
+    enable_cache: bool = True
+
+    def __post_init__(self):
+        if self.beam_mode not in BEAM_MODES:
+            raise ValueError(f"beam mode must be one of {BEAM_MODES}, not {self.beam_mode!r}")
+        if self.training_loop not in TRAINING_LOOPS:
+            raise ValueError(f"training loop must be one of {TRAINING_LOOPS}, not {self.training_loop!r}")
+        for name in ("train_steps", "eval_steps", "batch_size", "workers", "beam_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', ' ')} must be at least 1, not {getattr(self, name)}")
+
+    # Everything generated lives under `home`.
+    @property
+    def data(self) -> Path:
+        return Path(self.data_root) if self.data_root else default_data_root()
+
+    @property
+    def pipeline_root(self) -> Path:
+        return Path(self.home) / "pipeline_root"
+
+    @property
+    def metadata_path(self) -> Path:
+        return Path(self.home) / "metadata.db"
+
+    @property
+    def serving_base(self) -> Path:
+        """TF Serving's model base path is `<serving_base>/<model_name>/<version>`."""
+        return Path(self.home) / "serving"
+
+    @property
+    def serving_model_dir(self) -> Path:
+        return self.serving_base / self.model_name
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.home) / "logs"
+
+    @property
+    def reports_dir(self) -> Path:
+        return Path(self.home) / "reports"
+
+    def beam_pipeline_args(self) -> List[str]:
+        if self.beam_mode == "in_memory":
+            return ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+        return ["--direct_running_mode=multi_processing", f"--direct_num_workers={self.beam_workers}"]
+
+    def trainer_custom_config(self) -> dict:
+        """Passed to `run_fn` (fn_args.custom_config) and to the multi-worker trainer executor."""
+        return {
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "training_loop": self.training_loop,
+            "workers": self.workers,
+            "worker_timeout_s": self.worker_timeout_s,
+            "log_dir": str(self.log_dir),
+        }
+
+    def replace(self, **changes) -> "PipelineConfig":
+        return dataclasses.replace(self, **changes)

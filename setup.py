@@ -1,0 +1,22 @@
+"""Package metadata for taxi-pipeline: a production TFX pipeline ending in TF Serving."""
+import setuptools
+
+setuptools.setup(
+    name="taxi-pipeline",
+    version="0.1.0",
+    description="TFX pipeline (Beam locally, Kubeflow in production) that trains, validates and serves a model",
+    python_requires=">=3.9,<3.11",
+    packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "components", "components.*",
+                                               "trainer_module", "trainer_module.*", "serving", "serving.*",
+                                               "kubeflow", "kubeflow.*"]),
+    package_data={"pipeline": ["schema/*.pbtxt"], "kubeflow": ["Dockerfile", "manifests/*.yaml"]},
+    install_requires=[
+        "tfx[kfp]==1.16.0",
+        "apache-beam[gcp]==2.59.0",
+        "tensorflow-serving-api==2.16.1",
+        "tf_keras==2.16.0",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest", "kubernetes-validate"]},
+    entry_points={"console_scripts": ["taxi-pipeline=pipeline.cli:main"]},
+)
