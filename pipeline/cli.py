@@ -37,7 +37,7 @@ def build_parser(commands=None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taxi-pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, (module_name, help_text) in (commands or COMMANDS).items():
+    for name, (module_name, help_text) in (COMMANDS if commands is None else commands).items():
         module = importlib.import_module(module_name)
         module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
         sub.choices[name].set_defaults(_main=module.main)
