@@ -68,6 +68,10 @@ class PipelineConfig:
     beam_workers: int = 2
     enable_cache: bool = True
 
+    # Kubeflow: the image every step (and each TFJob worker) runs, and where TFJobs are created.
+    kubeflow_image: Optional[str] = None
+    kubeflow_namespace: str = "kubeflow"
+
     def __post_init__(self):
         if self.beam_mode not in BEAM_MODES:
             raise ValueError(f"beam mode must be one of {BEAM_MODES}, not {self.beam_mode!r}")
@@ -121,6 +125,8 @@ class PipelineConfig:
             "workers": self.workers,
             "worker_timeout_s": self.worker_timeout_s,
             "log_dir": str(self.log_dir),
+            "image": self.kubeflow_image,  # set only in compiled Kubeflow pipelines: selects the TFJob launcher
+            "namespace": self.kubeflow_namespace,
         }
 
     def replace(self, **changes) -> "PipelineConfig":
