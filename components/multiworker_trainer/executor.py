@@ -1,9 +1,138 @@
-"""Custom executor for the standard TFX Trainer that can train on several workers."""
+"""Custom executor for the standard TFX Trainer that trains on N workers.
+
+`custom_config["workers"]` (from PipelineConfig.trainer_custom_config()) picks the path:
+- 1: TFX's GenericExecutor, `run_fn` in this process;
+- N > 1 with no pipeline image (local runs): N local worker processes (local_launcher);
+- N > 1 with `custom_config["image"]` set, or when running inside a Kubernetes pod (compiled
+  Kubeflow pipelines): a TFJob of N workers in that image (tfjob_launcher).
+In both multi-worker paths every worker runs `components.multiworker_trainer.worker` on the same
+serialized execution, so `run_fn` sees the FnArgs it would see in process.
+"""
 from __future__ import annotations
 
+import dataclasses
+import glob
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
 import components  # noqa: F401  (pins TF_USE_LEGACY_KERAS before TensorFlow loads)
+from tfx import types
 from tfx.components.trainer import executor as trainer_executor
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import json_utils, path_utils
+
+from components.multiworker_trainer import job_spec, local_launcher, tfjob_launcher, tfjob_manifest
+
+log = logging.getLogger(__name__)
+
+KUBE_API_URL_ENV = "TRAINER_KUBE_API_URL"
+WORKER_REPORTS_DIR = "workers"
+
+
+class TrainerConfigError(ValueError):
+    """custom_config asks for something the trainer cannot do; the message says what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerSettings:
+    """The multi-worker part of the Trainer's custom_config, validated."""
+
+    workers: int = 1
+    worker_timeout_s: float = 900.0
+    log_dir: Optional[str] = None
+    image: Optional[str] = None
+    namespace: str = "kubeflow"
+    kubernetes_api_url: Optional[str] = None
+    poll_interval_s: float = 5.0
+
+    @classmethod
+    def from_custom_config(cls, custom_config: Optional[Dict[str, Any]]) -> "TrainerSettings":
+        cfg = custom_config or {}
+        workers = cfg.get("workers", 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise TrainerConfigError(f"trainer workers must be a whole number of at least 1, not {workers!r}")
+        timeout = cfg.get("worker_timeout_s", cls.worker_timeout_s)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise TrainerConfigError(f"worker_timeout_s must be a positive number of seconds, not {timeout!r}")
+        return cls(workers=workers, worker_timeout_s=float(timeout), log_dir=cfg.get("log_dir") or None,
+                   image=cfg.get("image") or None, namespace=cfg.get("namespace") or cls.namespace,
+                   kubernetes_api_url=cfg.get("kubernetes_api_url") or os.environ.get(KUBE_API_URL_ENV) or None,
+                   poll_interval_s=float(cfg.get("tfjob_poll_interval_s", cls.poll_interval_s)))
+
+    @property
+    def uses_tfjob(self) -> bool:
+        return self.workers > 1 and bool(self.image or self.kubernetes_api_url or tfjob_launcher.in_cluster())
 
 
 class MultiWorkerExecutor(trainer_executor.GenericExecutor):
-    """Pass-through for now: behaves as TFX's GenericExecutor (run_fn in process)."""
+    """GenericExecutor that runs `run_fn` on N workers under MultiWorkerMirroredStrategy."""
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        custom_config = json_utils.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null")
+        settings = TrainerSettings.from_custom_config(custom_config)
+        if settings.workers == 1:
+            super().Do(input_dict, output_dict, exec_properties)
+            return
+        self._log_startup(input_dict, output_dict, exec_properties)
+
+        model_uri = artifact_utils.get_single_uri(output_dict[standard_component_specs.MODEL_KEY])
+        model_run_dir = artifact_utils.get_single_uri(output_dict[standard_component_specs.MODEL_RUN_KEY])
+        serving_model_dir = path_utils.serving_model_dir(model_uri)
+        spec = job_spec.write_spec(job_spec.spec_path(model_run_dir), input_dict, output_dict, exec_properties)
+
+        if settings.uses_tfjob:
+            self._run_tfjob(settings, spec)
+        else:
+            log_dir = settings.log_dir or os.path.join(model_run_dir, "logs")
+            results = local_launcher.LocalLauncher(settings.workers, Path(log_dir), settings.worker_timeout_s).run(spec)
+            log.info("trainer workers finished: %s",
+                     ", ".join(f"worker {r.index} in {r.seconds:.1f} s" for r in results))
+
+        if not fileio.exists(serving_model_dir):
+            raise RuntimeError(f"all {settings.workers} trainer workers succeeded but none saved a model to "
+                               f"{serving_model_dir}: run_fn must save the chief's model into "
+                               "fn_args.serving_model_dir")
+        check_worker_reports(model_run_dir, settings.workers)
+        log.info("multi-worker training complete; model in %s", serving_model_dir)
+
+    def _run_tfjob(self, settings: TrainerSettings, spec: str) -> None:
+        api = tfjob_launcher.api_client(settings.kubernetes_api_url)
+        namespace = settings.namespace
+        if tfjob_launcher.in_cluster() and not settings.kubernetes_api_url:
+            namespace = tfjob_launcher.current_namespace(namespace)
+        image = settings.image or tfjob_launcher.own_image(api, namespace)
+        if not image:
+            raise TrainerConfigError("a TFJob needs the pipeline image: set it in the pipeline config "
+                                     "(`taxi-pipeline compile --image ...`)")
+        job = tfjob_manifest.build_tfjob(
+            name=tfjob_manifest.job_name("taxi-trainer"), namespace=namespace, image=image,
+            num_workers=settings.workers, spec_path=spec, active_deadline_s=int(settings.worker_timeout_s) + 60)
+        launcher = tfjob_launcher.TFJobLauncher(namespace, settings.worker_timeout_s, api=api,
+                                                poll_interval_s=settings.poll_interval_s)
+        result = launcher.run(job)
+        log.info("TFJob %s/%s succeeded in %.1f s", result.namespace, result.name, result.seconds)
+
+
+def check_worker_reports(model_run_dir: str, workers: int) -> List[Dict]:
+    """Reads `<model_run>/workers/worker-<i>.json` (written by run_fn) and fails if they show that the
+    workers did not train as one synchronized job, e.g. each alone because TF_CONFIG was ignored."""
+    reports = []
+    for path in sorted(glob.glob(os.path.join(model_run_dir, WORKER_REPORTS_DIR, "worker-*.json"))):
+        with open(path) as f:
+            reports.append(json.load(f))
+    if not reports:
+        log.warning("run_fn wrote no worker reports under %s/%s; cannot confirm synchronized training",
+                    model_run_dir, WORKER_REPORTS_DIR)
+        return reports
+    unsynchronized = [r for r in reports if r.get("num_replicas_in_sync") != workers]
+    if unsynchronized:
+        raise RuntimeError(
+            f"trainer workers did not train in sync: expected num_replicas_in_sync == {workers}, got "
+            + ", ".join(f"worker {r.get('task_index')}: {r.get('num_replicas_in_sync')}" for r in unsynchronized)
+            + "; run_fn must use MultiWorkerMirroredStrategy when TF_CONFIG names several workers")
+    return reports

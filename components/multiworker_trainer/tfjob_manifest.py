@@ -1,0 +1,90 @@
+"""Builds the `kubeflow.org/v1` TFJob that runs N trainer workers in the pipeline image.
+
+Only `Worker` replicas: the training operator then gives each pod a TF_CONFIG of a workers-only
+cluster, in which MultiWorkerMirroredStrategy makes worker 0 the chief, exactly as the local
+launcher does. Every pod runs the same worker entry point on the execution spec that the
+executor wrote to the shared pipeline root. `restartPolicy: Never` and `backoffLimit: 0`: a
+restarted MWMS worker cannot rejoin a running collective, so a failure fails the job and the
+Trainer reports it instead of the operator looping.
+"""
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Dict, List, Optional
+
+API_VERSION = "kubeflow.org/v1"
+KIND = "TFJob"
+GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "tfjobs"
+# The training operator finds the TensorFlow container by this name (and its port by "tfjob-port").
+CONTAINER_NAME = "tensorflow"
+DEFAULT_PORT = 2222
+JOB_NAME_LABEL = "training.kubeflow.org/job-name"
+WORKER_COMMAND = ["python", "-m", "components.multiworker_trainer.worker"]
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def job_name(prefix: str = "trainer", suffix: Optional[str] = None) -> str:
+    """A DNS-1123 name, unique per call unless `suffix` is given (pods append '-worker-<i>')."""
+    prefix = re.sub(r"[^a-z0-9-]+", "-", prefix.lower()).strip("-")[:40] or "trainer"
+    name = f"{prefix}-{suffix or uuid.uuid4().hex[:8]}"
+    if not _DNS_LABEL.match(name) or len(name) > 52:
+        raise ValueError(f"TFJob name {name!r} is not a valid DNS label of at most 52 characters")
+    return name
+
+
+def build_tfjob(*, name: str, namespace: str, image: str, num_workers: int, spec_path: str,
+                env: Optional[Dict[str, str]] = None, resources: Optional[Dict] = None,
+                service_account: Optional[str] = None, labels: Optional[Dict[str, str]] = None,
+                active_deadline_s: Optional[int] = None, image_pull_policy: str = "IfNotPresent") -> Dict:
+    """The TFJob as a plain dict (what CustomObjectsApi posts and what `kubectl apply` reads)."""
+    if num_workers < 1:
+        raise ValueError(f"a TFJob needs at least 1 worker, not {num_workers}")
+    if not image:
+        raise ValueError("a TFJob needs the pipeline image: set the Kubeflow image in the pipeline config")
+    if not _DNS_LABEL.match(name) or len(name) > 63:
+        raise ValueError(f"TFJob name {name!r} is not a valid DNS-1123 label")
+    container_env: List[Dict[str, str]] = [{"name": "TF_USE_LEGACY_KERAS", "value": "1"},
+                                           {"name": "PYTHONUNBUFFERED", "value": "1"}]
+    container_env += [{"name": k, "value": str(v)} for k, v in sorted((env or {}).items())
+                      if k not in ("TF_USE_LEGACY_KERAS", "PYTHONUNBUFFERED")]
+    container = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": image_pull_policy,
+        "command": list(WORKER_COMMAND),
+        "args": ["--spec", spec_path],
+        "env": container_env,
+        "ports": [{"name": "tfjob-port", "containerPort": DEFAULT_PORT}],
+    }
+    if resources:
+        container["resources"] = resources
+    pod_spec: Dict = {"containers": [container]}
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    run_policy: Dict = {"cleanPodPolicy": "Running", "backoffLimit": 0}
+    if active_deadline_s:
+        run_policy["activeDeadlineSeconds"] = int(active_deadline_s)
+    job_labels = {"app.kubernetes.io/name": "taxi-pipeline", "app.kubernetes.io/component": "trainer",
+                  **(labels or {})}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace, "labels": job_labels},
+        "spec": {
+            "runPolicy": run_policy,
+            "tfReplicaSpecs": {
+                "Worker": {
+                    "replicas": num_workers,
+                    "restartPolicy": "Never",
+                    "template": {
+                        "metadata": {"labels": dict(job_labels),
+                                     # Istio sidecars keep pods Running after the worker exits.
+                                     "annotations": {"sidecar.istio.io/inject": "false"}},
+                        "spec": pod_spec,
+                    },
+                },
+            },
+        },
+    }
