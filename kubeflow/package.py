@@ -1,0 +1,95 @@
+"""Turn what TFX's KubeflowV2DagRunner writes into what a Kubeflow Pipelines backend runs.
+
+`KubeflowV2DagRunner` writes a `PipelineJob` JSON (`displayName`, `pipelineSpec`,
+`runtimeConfig.gcsOutputDirectory` = pipeline root): the Vertex AI format. A Kubeflow Pipelines
+2.x backend instead takes a pipeline *package*: a YAML file whose first document is the
+`PipelineSpec` and whose optional second document is the `PlatformSpec` (Kubernetes extras such
+as volume mounts), which is also the only format `kfp.Client` 2.5 reads. This module does that
+conversion in one place, for `compile --output x.yaml` and for `submit`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import yaml
+
+from kubeflow import storage
+
+# A KFP launcher accepts only these pipeline roots; TFX steps then read and write artifact URIs
+# directly with tf.io.gfile, which has gs:// built in (and s3:// with tensorflow-io installed).
+OBJECT_STORE_SCHEMES = ("gs://", "s3://")
+
+
+class SpecError(ValueError):
+    """The file is not a compiled pipeline (its message says what is wrong with it)."""
+
+
+def load_spec(path: Path) -> Tuple[Dict, Optional[str], Optional[Dict]]:
+    """Reads a compiled pipeline: (pipeline spec, pipeline root or None, platform spec or None).
+
+    Accepts the PipelineJob JSON that `compile` writes by default and the KFP package YAML it
+    writes for a .yaml/.yml output (or that the KFP SDK compiler writes).
+    """
+    text = Path(path).read_text()
+    try:
+        if Path(path).suffix == ".json":
+            docs = [json.loads(text)]
+        else:
+            docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except (ValueError, yaml.YAMLError) as err:
+        kind = "JSON" if Path(path).suffix == ".json" else "YAML"
+        raise SpecError(f"{path} is not valid {kind} ({err.__class__.__name__})") from None
+    if not docs or not isinstance(docs[0], dict):
+        raise SpecError(f"{path} holds no pipeline spec")
+    first = docs[0]
+    if "pipelineSpec" in first:  # PipelineJob (TFX's JSON)
+        spec = first["pipelineSpec"]
+        root = (first.get("runtimeConfig") or {}).get("gcsOutputDirectory") or None
+    elif "deploymentSpec" in first and "root" in first:  # bare PipelineSpec (package YAML)
+        spec, root = first, None
+    else:
+        raise SpecError(f"{path} is not a compiled pipeline (no pipelineSpec or deploymentSpec in it)")
+    root = root or spec.get("defaultPipelineRoot") or None
+    platform = docs[1] if len(docs) > 1 and isinstance(docs[1], dict) else None
+    return spec, root, platform
+
+
+def container_executors(spec: Dict) -> List[str]:
+    """Labels of the executors that run a container (not importers or resolvers)."""
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    return sorted(label for label, executor in executors.items() if "container" in executor)
+
+
+def with_pvc(spec: Dict, pvc_name: Optional[str], mount_path: str = str(storage.MOUNT_PATH)) -> Optional[Dict]:
+    """The platform spec mounting `pvc_name` in every container step (None: no volume)."""
+    if not pvc_name:
+        return None
+    return storage.pvc_platform_spec(container_executors(spec), pvc_name, mount_path)
+
+
+def dump_package(spec: Dict, platform: Optional[Dict]) -> str:
+    """The package YAML text: the pipeline spec, then the platform spec when there is one."""
+    docs = [spec] + ([platform] if platform else [])
+    return yaml.safe_dump_all(docs, sort_keys=True, default_flow_style=False)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Writes next to the target and renames, so a reader never sees half a spec."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def dump_job(job: Dict) -> str:
+    return json.dumps(job, sort_keys=True, indent=1)

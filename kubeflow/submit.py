@@ -1,0 +1,132 @@
+"""`taxi-pipeline submit`: start a run of the compiled pipeline on a Kubeflow Pipelines endpoint.
+
+`compile` writes TFX's PipelineJob JSON; the KFP 2.x backend and `kfp.Client` take a pipeline
+package YAML instead, so the spec is converted (`kubeflow/package.py`) into a temporary package
+that also mounts the shared volume in every step, then submitted with
+`kfp.Client(host=...).create_run_from_pipeline_package`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+from typing import Optional
+from urllib.parse import urlparse
+
+import kubeflow  # noqa: F401  (TF_USE_LEGACY_KERAS, though nothing here loads TensorFlow)
+from kubeflow import package, storage
+
+DEFAULT_EXPERIMENT = "taxi-pipeline"
+log = logging.getLogger("taxi_pipeline.submit")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipeline.kubeflow_runner import DEFAULT_SPEC_NAME
+
+    parser.add_argument("--spec", type=Path, default=None,
+                        help=f"compiled pipeline (default <home>/kubeflow/{DEFAULT_SPEC_NAME})")
+    parser.add_argument("--endpoint", required=True, metavar="URL",
+                        help="Kubeflow Pipelines API, e.g. http://localhost:8080 after "
+                             "`kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
+                        help=f"experiment to file the run under, created if missing (default {DEFAULT_EXPERIMENT})")
+    parser.add_argument("--run-name", default=None, help="run name (default: spec file name and time)")
+    parser.add_argument("--namespace", default=None,
+                        help="Kubeflow profile namespace (multi-user installs only)")
+    parser.add_argument("--pipeline-root", default=None, metavar="URI",
+                        help="object store for TFX artifacts, overriding the one compiled in")
+    parser.add_argument("--pvc", default=storage.PVC_NAME,
+                        help=f"PersistentVolumeClaim mounted at {storage.MOUNT_PATH} in every step "
+                             f"(default {storage.PVC_NAME}, from kubeflow/manifests)")
+    parser.add_argument("--no-pvc", dest="pvc", action="store_const", const=None,
+                        help="mount no volume (all paths compiled in are object-store URIs)")
+
+
+def check_endpoint(url: str) -> str:
+    from pipeline.cli import UserError
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise UserError(f"--endpoint {url!r} is not an http(s) URL; give e.g. http://localhost:8080")
+    return url.rstrip("/")
+
+
+def build_package(spec_path: Path, workdir: Path, pvc: Optional[str],
+                  pipeline_root: Optional[str] = None):
+    """Writes the KFP package for `spec_path` into `workdir`: (package path, pipeline root)."""
+    from pipeline.cli import UserError
+    from pipeline.kubeflow_runner import check_pipeline_root
+
+    if not spec_path.is_file():
+        raise UserError(f"no compiled pipeline at {spec_path}: run `taxi-pipeline compile --image IMAGE` first")
+    try:
+        spec, compiled_root, platform = package.load_spec(spec_path)
+    except package.SpecError as err:
+        raise UserError(f"{err}; recompile with `taxi-pipeline compile --image IMAGE`") from None
+    root = check_pipeline_root(pipeline_root) or compiled_root
+    if platform is None:
+        platform = package.with_pvc(spec, pvc)
+    target = workdir / "pipeline.yaml"
+    target.write_text(package.dump_package(spec, platform))
+    return target, root
+
+
+def _unreachable(err: BaseException) -> bool:
+    """Whether `err` means no HTTP answer came back (refused, DNS, timeout, TLS)."""
+    import urllib3
+
+    return isinstance(err, (urllib3.exceptions.HTTPError, ConnectionError, OSError))
+
+
+def _reason(err: BaseException) -> str:
+    """'Connection refused', 'Name or service not known', ... rather than urllib3's repr soup."""
+    cause = getattr(err, "reason", None) or err
+    text = str(cause)
+    if "] " in text:  # "...: [Errno 111] Connection refused"
+        return text.rsplit("] ", 1)[-1].lower()
+    return type(cause).__name__
+
+
+def submit(package_path: Path, endpoint: str, experiment: str, run_name: Optional[str],
+           namespace: Optional[str], pipeline_root: Optional[str]):
+    """Creates the run; returns kfp's RunPipelineResult. Errors become one readable line."""
+    import warnings
+
+    import kfp
+    import kfp_server_api
+
+    from pipeline.cli import UserError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP >= 2.0.0-beta.2"
+            client = kfp.Client(host=endpoint, namespace=namespace or "kubeflow")  # checks /healthz
+        return client.create_run_from_pipeline_package(
+            str(package_path), arguments={}, run_name=run_name, experiment_name=experiment,
+            namespace=namespace, pipeline_root=pipeline_root)
+    except kfp_server_api.ApiException as err:
+        log.info("KFP API error", exc_info=True)
+        detail = (err.body or "").strip().splitlines()[0][:200] if err.body else ""
+        raise UserError(f"Kubeflow Pipelines at {endpoint} refused the run: HTTP {err.status} "
+                        f"{err.reason}{': ' + detail if detail else ''}") from None
+    except Exception as err:  # noqa: BLE001  (classified just below)
+        if not _unreachable(err):
+            raise
+        log.info("KFP endpoint unreachable", exc_info=True)
+        raise UserError(f"cannot reach Kubeflow Pipelines at {endpoint} ({_reason(err)}); "
+                        "check the URL and that the port-forward or ingress is up") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    from pipeline.kubeflow_runner import default_spec_path
+
+    endpoint = check_endpoint(args.endpoint)
+    spec_path = args.spec or default_spec_path()
+    with tempfile.TemporaryDirectory(prefix="taxi-submit-") as workdir:
+        package_path, root = build_package(spec_path, Path(workdir), args.pvc, args.pipeline_root)
+        result = submit(package_path, endpoint, args.experiment, args.run_name, args.namespace, root)
+    print(f"submitted run {result.run_id} to {endpoint} (experiment {args.experiment}, "
+          f"pipeline root {root or 'cluster default'})")
+    print(f"follow it at {endpoint}/#/runs/details/{result.run_id}")
+    return 0

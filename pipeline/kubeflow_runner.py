@@ -1,0 +1,187 @@
+"""`taxi-pipeline compile`: the Kubeflow Pipelines spec of the same pipeline `run` runs locally.
+
+The pipeline comes from `pipeline.pipeline.create_pipeline` like every other runner; only the
+config differs: paths are the in-cluster ones (the shared volume of `kubeflow/storage.py`), every
+step runs `--image`, Beam runs multi-process inside each step's pod, ML Metadata is the one KFP
+provides (no connection config), and the trainer's custom config carries the image and
+namespace so the multi-worker executor launches its workers as a TFJob.
+
+TFX's `KubeflowV2DagRunner` compiles it to a `PipelineJob` JSON (the IR). A `.yaml` output gets
+the KFP package form instead (pipeline spec + the shared-volume mounts), which the KFP UI's
+"Upload pipeline" takes as is.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from pathlib import Path, PurePosixPath
+from typing import Dict, Optional
+
+import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pipeline import configs
+
+DEFAULT_SPEC_NAME = "taxi-pipeline.json"
+# An image reference: [registry[:port]/]path[:tag][@sha256:digest], lower-case path.
+_IMAGE_RE = re.compile(r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*"
+                       r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
+
+
+def default_spec_path(home: Optional[Path] = None) -> Path:
+    """Where `compile` writes and `submit` reads by default: <home>/kubeflow/taxi-pipeline.json."""
+    return Path(home or configs.default_home()) / "kubeflow" / DEFAULT_SPEC_NAME
+
+
+@dataclasses.dataclass(frozen=True)
+class KubeflowPipelineConfig(configs.PipelineConfig):
+    """`PipelineConfig` with a serving base that need not sit under `home`.
+
+    In the cluster the Pusher must write where TF Serving reads (the volume's `serving/`),
+    which `--serving-base` may point elsewhere than `<home>/serving`.
+    """
+
+    serving_base_override: Optional[Path] = None
+
+    @property
+    def serving_base(self) -> Path:
+        if self.serving_base_override is not None:
+            return Path(self.serving_base_override)
+        return super().serving_base
+
+
+def _in_cluster_path(value: str, flag: str) -> Path:
+    if "://" in value or not PurePosixPath(value).is_absolute():
+        from pipeline.cli import UserError
+
+        raise UserError(f"{flag} {value!r} must be an absolute path inside the pipeline's pods "
+                        f"(e.g. on the shared volume: {_storage().MOUNT_PATH}/...)")
+    return Path(value)
+
+
+def _storage():
+    from kubeflow import storage
+
+    return storage
+
+
+def kubeflow_config(image: str, data: Optional[str] = None, serving_base: Optional[str] = None,
+                    **changes) -> KubeflowPipelineConfig:
+    """The pipeline config for the cluster: in-cluster paths, the image, multi-process Beam.
+
+    `changes` are further `PipelineConfig` fields (workers, training_loop, train_steps, ...).
+    """
+    storage = _storage()
+    return KubeflowPipelineConfig(
+        home=Path(str(storage.MOUNT_PATH)),  # logs etc. land on the shared volume
+        data_root=_in_cluster_path(data, "--data") if data else Path(str(storage.DATA_DIR)),
+        serving_base_override=(_in_cluster_path(serving_base, "--serving-base") if serving_base
+                               else Path(str(storage.SERVING_BASE))),
+        kubeflow_image=image,
+        beam_mode="multi_processing",
+        **changes,
+    )
+
+
+def check_pipeline_root(uri: Optional[str]) -> Optional[str]:
+    """An object-store URI, or None to leave the choice to the cluster's default pipeline root."""
+    if uri is None:
+        return None
+    from kubeflow.package import OBJECT_STORE_SCHEMES
+    from pipeline.cli import UserError
+
+    if not uri.startswith(OBJECT_STORE_SCHEMES) or len(uri.split("://", 1)[1].strip("/")) == 0:
+        raise UserError(f"--pipeline-root {uri!r} must be an object-store URI ({', '.join(OBJECT_STORE_SCHEMES)}"
+                        "<bucket>/<path>): the KFP launcher accepts no local paths and TFX steps "
+                        "cannot read minio:// URIs")
+    return uri.rstrip("/")
+
+
+def compile_job(config: configs.PipelineConfig, pipeline_root: Optional[str] = None) -> Dict:
+    """Builds the pipeline from `config` and returns the compiled PipelineJob as a dict.
+
+    The pipeline root given here replaces the in-cluster path `create_pipeline` put there; with
+    none, the spec carries no root and the KFP backend uses its default (`kfp-launcher` ConfigMap).
+    """
+    from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as v2
+
+    from pipeline.pipeline import create_pipeline
+
+    tfx_pipeline = create_pipeline(config, metadata_connection_config=None)
+    runner = v2.KubeflowV2DagRunner(
+        config=v2.KubeflowV2DagRunnerConfig(default_image=config.kubeflow_image,
+                                            display_name=config.pipeline_name))
+    job = runner.run(tfx_pipeline, write_out=False)
+    runtime = job.setdefault("runtimeConfig", {})
+    if pipeline_root:
+        runtime["gcsOutputDirectory"] = pipeline_root
+        job["pipelineSpec"]["defaultPipelineRoot"] = pipeline_root
+    else:
+        runtime.pop("gcsOutputDirectory", None)
+        job["pipelineSpec"].pop("defaultPipelineRoot", None)
+    return job
+
+
+def write_spec(job: Dict, output: Path) -> None:
+    """JSON: the PipelineJob as TFX writes it. YAML: the KFP package with the volume mounts."""
+    from kubeflow import package
+
+    if output.suffix in (".yaml", ".yml"):
+        spec = job["pipelineSpec"]
+        text = package.dump_package(spec, package.with_pvc(spec, _storage().PVC_NAME))
+    else:
+        text = package.dump_job(job)
+    package.write_atomic(output, text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    storage = _storage()
+    defaults = configs.PipelineConfig
+    parser.add_argument("--image", required=True,
+                        help="container image every step runs (built from kubeflow/Dockerfile), "
+                             "e.g. registry.example.com/taxi-pipeline:1.0")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"spec file to write (.json: PipelineJob IR; .yaml: KFP package); "
+                             f"default <home>/kubeflow/{DEFAULT_SPEC_NAME}")
+    parser.add_argument("--pipeline-root", default=None, metavar="URI",
+                        help="object store for TFX artifacts (gs://bucket/path); default: the "
+                             "cluster's default pipeline root")
+    parser.add_argument("--data", default=None, metavar="DIR",
+                        help=f"CSV directory as seen by the pipeline's pods (default {storage.DATA_DIR})")
+    parser.add_argument("--serving-base", default=None, metavar="DIR",
+                        help=f"where the Pusher writes <model>/<version>/, as seen by the pipeline's "
+                             f"pods (default {storage.SERVING_BASE}, the TF Serving volume)")
+    parser.add_argument("--workers", type=int, default=defaults.workers,
+                        help="trainer workers (a TFJob with MultiWorkerMirroredStrategy when > 1)")
+    parser.add_argument("--training-loop", choices=configs.TRAINING_LOOPS, default=defaults.training_loop)
+    parser.add_argument("--train-steps", type=int, default=defaults.train_steps)
+
+
+def main(args: argparse.Namespace) -> int:
+    from pipeline.cli import UserError
+
+    if not _IMAGE_RE.match(args.image):
+        raise UserError(f"--image {args.image!r} is not an image reference; give REGISTRY/NAME:TAG")
+    pipeline_root = check_pipeline_root(args.pipeline_root)
+    try:
+        config = kubeflow_config(args.image, data=args.data, serving_base=args.serving_base,
+                                 workers=args.workers, training_loop=args.training_loop,
+                                 train_steps=args.train_steps)
+    except ValueError as err:  # PipelineConfig's own checks (counts below 1, ...)
+        raise UserError(str(err)) from None
+    output = args.output or default_spec_path()
+    if output.suffix not in (".json", ".yaml", ".yml"):
+        raise UserError(f"--output {output} must end in .json (PipelineJob) or .yaml (KFP package)")
+
+    job = compile_job(config, pipeline_root)
+    write_spec(job, output)
+
+    steps = len(job["pipelineSpec"]["root"]["dag"]["tasks"])
+    print(f"wrote {output} ({steps} steps, image {args.image})")
+    if not pipeline_root:
+        print("pipeline root: the cluster's default (kfp-launcher ConfigMap); it must be a gs:// "
+              "bucket the steps can write, else pass --pipeline-root")
+    if ":" not in args.image.rsplit("/", 1)[-1] or args.image.endswith(":latest"):
+        print("note: a mutable tag (none, or :latest) lets cached steps and TFJob workers run "
+              "different code; prefer a versioned tag or a digest")
+    print(f"submit with: taxi-pipeline submit --spec {output} --endpoint http://<kfp-host>")
+    return 0
