@@ -110,6 +110,9 @@ def submit(package_path: Path, endpoint: str, experiment: str, run_name: Optiona
         detail = (err.body or "").strip().splitlines()[0][:200] if err.body else ""
         raise UserError(f"Kubeflow Pipelines at {endpoint} refused the run: HTTP {err.status} "
                         f"{err.reason}{': ' + detail if detail else ''}") from None
+    except TimeoutError:  # kfp.Client's healthz check got HTTP errors 5 times (not a KFP API?)
+        raise UserError(f"no Kubeflow Pipelines API answered at {endpoint}/apis/v2beta1/healthz; "
+                        "check the URL points at the KFP API (ml-pipeline-ui or ml-pipeline service)") from None
     except Exception as err:  # noqa: BLE001  (classified just below)
         if not _unreachable(err):
             raise

@@ -76,6 +76,7 @@ def kubeflow_config(image: str, data: Optional[str] = None, serving_base: Option
         data_root=_in_cluster_path(data, "--data") if data else Path(str(storage.DATA_DIR)),
         serving_base_override=(_in_cluster_path(serving_base, "--serving-base") if serving_base
                                else Path(str(storage.SERVING_BASE))),
+        schema_path=Path(str(storage.IMAGE_SCHEMA_PATH)),  # read inside the image, not here
         kubeflow_image=image,
         beam_mode="multi_processing",
         **changes,

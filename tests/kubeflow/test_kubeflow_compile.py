@@ -1,0 +1,162 @@
+"""`taxi-pipeline compile`: the real pipeline compiled with KubeflowV2DagRunner, checked as KFP sees it."""
+import importlib
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from kfp_testdata import IMAGE, PIPELINE_ROOT, TRAIN_STEPS, WORKERS
+from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+
+from kubeflow import package, storage
+from pipeline import configs
+from pipeline.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+PIPELINE_STEPS = ["CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "Transform",
+                  "Trainer", "Evaluator", "Pusher"]
+
+
+def tasks(job):
+    return job["pipelineSpec"]["root"]["dag"]["tasks"]
+
+
+def param(job, task, name):
+    """A task's constant parameter as the launcher hands it to the executor."""
+    value = tasks(job)[task]["inputs"]["parameters"][name]["runtimeValue"]["constantValue"]
+    return value.get("stringValue", value)
+
+
+def upstream(job, task):
+    """Every task `task` transitively waits for."""
+    seen, todo = set(), list(tasks(job)[task].get("dependentTasks", []))
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(tasks(job)[name].get("dependentTasks", []))
+    return seen
+
+
+def container(job, task):
+    label = job["pipelineSpec"]["components"][tasks(job)[task]["componentRef"]["name"]]["executorLabel"]
+    return job["pipelineSpec"]["deploymentSpec"]["executors"][label]["container"]
+
+
+def test_all_steps_present_and_wired_in_order(compiled_job):
+    assert set(PIPELINE_STEPS) <= set(tasks(compiled_job))
+    assert not upstream(compiled_job, "CsvExampleGen")
+    assert "CsvExampleGen" in upstream(compiled_job, "StatisticsGen")
+    assert {"StatisticsGen", "ImportSchemaGen"} <= upstream(compiled_job, "ExampleValidator")
+    assert {"CsvExampleGen", "ImportSchemaGen"} <= upstream(compiled_job, "Transform")
+    assert {"Transform", "ImportSchemaGen"} <= upstream(compiled_job, "Trainer")
+    evaluator_inputs = upstream(compiled_job, "Evaluator")
+    assert "Trainer" in evaluator_inputs
+    assert any("latest_blessed_model_resolver" in name for name in evaluator_inputs), "no baseline resolver"
+    assert {"Evaluator", "Trainer"} <= upstream(compiled_job, "Pusher")
+    # The main chain is a strict order: each step runs after the one before it.
+    chain = ["CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"]
+    for before, after in zip(chain, chain[1:]):
+        assert before in upstream(compiled_job, after) and after not in upstream(compiled_job, before)
+
+
+def test_every_step_runs_the_image_through_tfx_v2_entrypoint(compiled_job):
+    executors = compiled_job["pipelineSpec"]["deploymentSpec"]["executors"]
+    containers = {label: e["container"] for label, e in executors.items() if "container" in e}
+    assert len(containers) >= len(PIPELINE_STEPS)
+    for label, spec in containers.items():
+        assert spec["image"] == IMAGE, label
+        assert spec["command"] == list(kubeflow_v2_dag_runner.KUBEFLOW_TFX_CMD), label
+        # The executor class must be importable from what the image installs.
+        class_path = spec["args"][spec["args"].index("--executor_class_path") + 1]
+        module, _, cls = class_path.rpartition(".")
+        assert module.split(".")[0] in {"tfx", "components", "trainer_module", "pipeline"}, class_path
+        assert hasattr(importlib.import_module(module), cls), class_path
+    # The entry-point modules the image must provide.
+    for module in ("tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor",
+                   "tfx.orchestration.kubeflow.v2.file_based_example_gen.driver"):
+        assert importlib.util.find_spec(module) is not None, module
+
+
+def test_code_is_reached_by_module_path(compiled_job):
+    assert param(compiled_job, "Trainer", "run_fn") == "trainer_module.run.run_fn"
+    assert param(compiled_job, "Transform", "preprocessing_fn") == "trainer_module.preprocessing.preprocessing_fn"
+    for task in ("Trainer", "Transform"):
+        assert "module_file" not in tasks(compiled_job)[task]["inputs"]["parameters"]
+        assert "module_path" not in tasks(compiled_job)[task]["inputs"]["parameters"]
+
+
+def test_trainer_custom_config_selects_the_tfjob_launcher(compiled_job):
+    custom = json.loads(param(compiled_job, "Trainer", "custom_config"))
+    assert custom["workers"] == WORKERS
+    assert custom["image"] == IMAGE
+    assert custom["namespace"] == configs.PipelineConfig.kubeflow_namespace
+    assert custom["training_loop"] == "custom"
+    assert custom["log_dir"].startswith(str(storage.MOUNT_PATH) + "/")
+    assert json.loads(param(compiled_job, "Trainer", "train_args"))["num_steps"] == TRAIN_STEPS
+
+
+def test_beam_runs_multi_process_in_every_step(compiled_job):
+    expected = configs.PipelineConfig(beam_mode="multi_processing").beam_pipeline_args()
+    assert any(arg.startswith("--direct_running_mode=multi_processing") for arg in expected)
+    for task in PIPELINE_STEPS:
+        args = container(compiled_job, task)["args"]
+        for arg in expected:
+            assert arg in args, (task, arg)
+
+
+def test_paths_are_in_cluster_not_this_checkout(compiled_job):
+    assert param(compiled_job, "CsvExampleGen", "input_base") == str(storage.DATA_DIR)
+    assert param(compiled_job, "ImportSchemaGen", "schema_file") == str(storage.IMAGE_SCHEMA_PATH)
+    push = json.loads(param(compiled_job, "Pusher", "push_destination"))
+    assert push["filesystem"]["base_directory"] == f"{storage.SERVING_BASE}/{configs.MODEL_NAME}"
+    text = json.dumps(compiled_job)
+    assert str(REPO) not in text, "the spec names a path of the compiling machine"
+    assert str(configs.default_home()) not in text
+
+
+def test_pipeline_root_is_the_object_store_given(compiled_job):
+    assert compiled_job["runtimeConfig"]["gcsOutputDirectory"] == PIPELINE_ROOT
+    assert compiled_job["pipelineSpec"]["defaultPipelineRoot"] == PIPELINE_ROOT
+
+
+def test_without_pipeline_root_the_cluster_default_applies(compiled_job):
+    from pipeline.kubeflow_runner import compile_job, kubeflow_config
+
+    job = compile_job(kubeflow_config(IMAGE))  # TFX already imported by the fixture: fast
+    assert "gcsOutputDirectory" not in job["runtimeConfig"]
+    assert "defaultPipelineRoot" not in job["pipelineSpec"]
+    assert set(tasks(job)) == set(tasks(compiled_job))
+
+
+def test_yaml_output_is_a_kfp_package_with_the_volume(compiled_job, tmp_path):
+    from kfp.client import client as kfp_client
+
+    from pipeline.kubeflow_runner import write_spec
+
+    out = tmp_path / "taxi.yaml"
+    write_spec(compiled_job, out)
+    doc = kfp_client._extract_pipeline_yaml(str(out))  # what kfp.Client itself will read
+    assert set(doc.pipeline_spec.root.dag.tasks) == set(tasks(compiled_job))
+    mounts = json.loads(json.dumps(doc.to_dict()["platform_spec"]))["platforms"]["kubernetes"]
+    executors = mounts["deploymentSpec"]["executors"]
+    assert set(executors) == set(package.container_executors(compiled_job["pipelineSpec"]))
+    for label, config in executors.items():
+        assert config["pvcMount"] == [{"constant": storage.PVC_NAME, "mountPath": str(storage.MOUNT_PATH)}]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--image", "Not An Image"], "--image"),
+    (["--image", IMAGE, "--pipeline-root", "/mnt/taxi/pipeline_root"], "--pipeline-root"),
+    (["--image", IMAGE, "--pipeline-root", "minio://mlpipeline/taxi"], "--pipeline-root"),
+    (["--image", IMAGE, "--data", "data/simple"], "--data"),
+    (["--image", IMAGE, "--serving-base", "gs://bucket/serving"], "--serving-base"),
+    (["--image", IMAGE, "--workers", "0"], "workers"),
+    (["--image", IMAGE, "--output", "spec.txt"], "--output"),
+])
+def test_bad_input_is_one_readable_line(argv, fragment, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compile"] + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and fragment in err
+    assert not list(tmp_path.iterdir()), "nothing is written on bad input"

@@ -1,0 +1,144 @@
+"""`taxi-pipeline submit`: readable failures, and what reaches a (fake, loopback) KFP API."""
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from kfp_testdata import PIPELINE_ROOT
+
+from kubeflow import package, storage
+from pipeline.cli import main
+
+
+def closed_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nobody listens once the socket closes
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+def test_missing_spec_says_to_compile(tmp_path, capsys):
+    rc = main(["submit", "--spec", str(tmp_path / "nope.json"), "--endpoint", "http://127.0.0.1:1"])
+    assert rc == 2
+    err = one_error_line(capsys)
+    assert str(tmp_path / "nope.json") in err and "taxi-pipeline compile" in err
+
+
+def test_not_a_spec_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"displayName": "x"')
+    assert main(["submit", "--spec", str(bad), "--endpoint", "http://127.0.0.1:1"]) == 2
+    assert "not valid JSON" in one_error_line(capsys)
+    bad.write_text('{"displayName": "x"}')
+    assert main(["submit", "--spec", str(bad), "--endpoint", "http://127.0.0.1:1"]) == 2
+    assert "not a compiled pipeline" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:8080", "ftp://127.0.0.1", "http://"])
+def test_endpoint_must_be_an_http_url(endpoint, tmp_path, capsys):
+    assert main(["submit", "--spec", str(tmp_path / "x.json"), "--endpoint", endpoint]) == 2
+    assert "--endpoint" in one_error_line(capsys)
+
+
+def test_unreachable_endpoint_names_the_url(compiled_spec_path, capsys):
+    url = f"http://127.0.0.1:{closed_port()}"
+    assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url]) == 2
+    err = one_error_line(capsys)
+    assert f"cannot reach Kubeflow Pipelines at {url}" in err and "connection refused" in err
+
+
+class FakeKfp(BaseHTTPRequestHandler):
+    """Just enough of the KFP v2beta1 API for kfp.Client.create_run_from_pipeline_package."""
+
+    requests = []
+
+    def _reply(self, body, status=200):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802
+        self.requests.append(("GET", self.path, None))
+        if self.path.startswith("/apis/v2beta1/healthz"):
+            return self._reply({"multi_user": False})
+        if self.path.startswith("/apis/v2beta1/experiments"):
+            return self._reply({})  # no experiment of that name yet
+        self._reply({"error": "not found"}, 404)
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.requests.append(("POST", self.path, body))
+        if self.path == "/apis/v2beta1/experiments":
+            return self._reply({"experiment_id": "exp-1", "display_name": body["display_name"]})
+        if self.path == "/apis/v2beta1/runs":
+            return self._reply({"run_id": "run-42", "display_name": body["display_name"],
+                                "experiment_id": body["experiment_id"]})
+        if self.path == "/apis/v2beta1/runs-refused":
+            return self._reply({}, 400)
+        self._reply({"error": "not found"}, 404)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_kfp():
+    FakeKfp.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKfp)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", FakeKfp.requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_submit_sends_the_package_with_volume_and_root(compiled_spec_path, compiled_job, fake_kfp, capsys):
+    url, requests = fake_kfp
+    rc = main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url,
+               "--experiment", "taxi-ci", "--run-name", "nightly"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "run-42" in out and url in out
+
+    experiment = next(body for method, path, body in requests if path == "/apis/v2beta1/experiments" and body)
+    assert experiment["display_name"] == "taxi-ci"
+    run = next(body for method, path, body in requests if path == "/apis/v2beta1/runs")
+    assert run["display_name"] == "nightly" and run["experiment_id"] == "exp-1"
+    assert run["runtime_config"]["pipeline_root"] == PIPELINE_ROOT
+    sent = run["pipeline_spec"]
+    assert sent["pipeline_spec"]["root"]["dag"]["tasks"].keys() == compiled_job["pipelineSpec"]["root"]["dag"]["tasks"].keys()
+    assert sent["pipeline_spec"]["deploymentSpec"] == compiled_job["pipelineSpec"]["deploymentSpec"]
+    executors = sent["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(package.container_executors(compiled_job["pipelineSpec"]))
+    assert {m["constant"] for e in executors.values() for m in e["pvcMount"]} == {storage.PVC_NAME}
+
+
+def test_submit_overrides_root_and_volume(compiled_spec_path, fake_kfp):
+    url, requests = fake_kfp
+    rc = main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url,
+               "--pipeline-root", "gs://other/root", "--no-pvc"])
+    assert rc == 0
+    run = next(body for method, path, body in requests if path == "/apis/v2beta1/runs")
+    assert run["runtime_config"]["pipeline_root"] == "gs://other/root"
+    assert not run["pipeline_spec"].get("platform_spec")
+
+
+def test_api_refusal_is_one_line_with_status(compiled_spec_path, fake_kfp, capsys, monkeypatch):
+    url, _ = fake_kfp
+    monkeypatch.setattr(FakeKfp, "do_POST", lambda self: (self.rfile.read(int(self.headers["Content-Length"])),
+                                                          self._reply({"error": "bad spec"}, 400)))
+    assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url]) == 2
+    err = one_error_line(capsys)
+    assert url in err and "HTTP 400" in err and "bad spec" in err
