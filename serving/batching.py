@@ -1,0 +1,248 @@
+"""Server-side batching with TF Serving's batching parameters, without a thread of its own.
+
+TF Serving merges concurrent requests into one Session run (`--enable_batching`): fewer, larger runs
+amortise the per-run cost, which is what lets many clients get more throughput than one. Here the
+request threads themselves execute batches (leader/follower): a thread that finds no executor busy
+takes the queued tasks (waiting up to `batch_timeout_micros` for the batch to fill), runs them as
+one batch and hands each task its slice of the outputs; the others wait. So a lone request runs
+at once on its own thread (no hand-off latency), while under load requests coalesce.
+
+Parameters follow `BatchingParameters` (tensorflow_serving/servables/tensorflow/
+session_bundle_config.proto), parsed from the same text proto `--batching_parameters_file` takes.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import threading
+import time
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from serving.errors import ServingError, invalid_argument, unavailable
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingOptions:
+    """TF Serving's defaults (BasicBatchScheduler::Options) unless a parameters file says otherwise."""
+
+    max_batch_size: int = 1000
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 10
+    num_batch_threads: int = 4
+    allowed_batch_sizes: Tuple[int, ...] = ()
+
+    def __post_init__(self):
+        for name in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"batching parameter {name} must be at least 1, not {getattr(self, name)}")
+        if self.batch_timeout_micros < 0:
+            raise ValueError(f"batching parameter batch_timeout_micros must be >= 0, not {self.batch_timeout_micros}")
+        sizes = self.allowed_batch_sizes
+        if sizes:
+            if list(sizes) != sorted(set(sizes)) or sizes[-1] != self.max_batch_size:
+                raise ValueError("allowed_batch_sizes must increase strictly and end with max_batch_size "
+                                 f"({self.max_batch_size}), not {list(sizes)}")
+
+
+def _batching_parameters_class():
+    """`BatchingParameters` as a real proto class (its module is not shipped in tensorflow-serving-api)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+
+    pool = descriptor_pool.Default()
+    full_name = "tensorflow.serving.BatchingParameters"
+    try:
+        descriptor = pool.FindMessageTypeByName(full_name)
+    except KeyError:
+        f = descriptor_pb2.FileDescriptorProto(name="taxi_serving/batching_parameters.proto",
+                                               package="tensorflow.serving", syntax="proto3")
+        f.dependency.append(wrappers_pb2.DESCRIPTOR.name)
+        m = f.message_type.add(name="BatchingParameters")
+        T = descriptor_pb2.FieldDescriptorProto
+        fields = [("max_batch_size", ".google.protobuf.Int64Value"), ("batch_timeout_micros", ".google.protobuf.Int64Value"),
+                  ("max_enqueued_batches", ".google.protobuf.Int64Value"), ("num_batch_threads", ".google.protobuf.Int64Value"),
+                  ("thread_pool_name", ".google.protobuf.StringValue"), ("allowed_batch_sizes", None),
+                  ("pad_variable_length_inputs", "bool"), ("enable_large_batch_splitting", ".google.protobuf.BoolValue"),
+                  ("max_execution_batch_size", ".google.protobuf.Int64Value"),
+                  ("batch_padding_policy", ".google.protobuf.StringValue")]
+        for number, (name, type_name) in enumerate(fields, start=1):
+            field = m.field.add(name=name, number=number, label=T.LABEL_OPTIONAL)
+            if name == "allowed_batch_sizes":
+                field.label, field.type = T.LABEL_REPEATED, T.TYPE_INT64
+            elif type_name == "bool":
+                field.type = T.TYPE_BOOL
+            else:
+                field.type, field.type_name = T.TYPE_MESSAGE, type_name
+        pool.Add(f)
+        descriptor = pool.FindMessageTypeByName(full_name)
+    return message_factory.MessageFactory(pool).GetPrototype(descriptor)
+
+
+def parse_batching_parameters(text: str) -> BatchingOptions:
+    """Parse a `--batching_parameters_file` text proto; ValueError with a readable line if it is wrong."""
+    from google.protobuf import text_format
+
+    params = _batching_parameters_class()()
+    try:
+        text_format.Parse(text, params)
+    except text_format.ParseError as err:
+        raise ValueError(f"batching parameters file is not a BatchingParameters text proto: {err}") from None
+    if params.pad_variable_length_inputs:
+        raise ValueError("pad_variable_length_inputs is not supported by the stand-in server; remove it")
+    if params.HasField("enable_large_batch_splitting") and params.enable_large_batch_splitting.value:
+        raise ValueError("enable_large_batch_splitting is not supported by the stand-in server; remove it")
+    defaults = BatchingOptions()
+    kwargs = {}
+    for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"):
+        if params.HasField(name):
+            kwargs[name] = int(getattr(params, name).value)
+    kwargs["allowed_batch_sizes"] = tuple(int(s) for s in params.allowed_batch_sizes)
+    return dataclasses.replace(defaults, **kwargs)
+
+
+class _Task:
+    __slots__ = ("inputs", "size", "enqueued", "outputs", "error", "done")
+
+    def __init__(self, inputs, size):
+        self.inputs = inputs
+        self.size = size
+        self.enqueued = time.monotonic()
+        self.outputs = None
+        self.error = None
+        self.done = False
+
+
+class _BatchQueue:
+    """Tasks for one (signature, input keys, output keys): only those can share a Session run."""
+
+    def __init__(self, options: BatchingOptions, run_fn):
+        self._options = options
+        self._run_fn = run_fn  # dict of batched inputs -> dict of batched outputs
+        self._cv = threading.Condition()
+        self._tasks = collections.deque()
+        self._queued_size = 0
+        self._executors = 0
+
+    def submit(self, inputs: Mapping[str, np.ndarray], size: int) -> Dict[str, np.ndarray]:
+        o = self._options
+        task = _Task(inputs, size)
+        with self._cv:
+            if math.ceil((self._queued_size + size) / o.max_batch_size) > o.max_enqueued_batches:
+                raise unavailable("The batch scheduling queue to which this task was submitted is full")
+            self._tasks.append(task)
+            self._queued_size += size
+            self._cv.notify_all()  # an executor waiting for a fuller batch sees this one
+            while not task.done:
+                if self._tasks and self._executors < o.num_batch_threads:
+                    self._execute_one_locked()
+                else:
+                    self._cv.wait()
+        if task.error is not None:
+            raise task.error
+        return task.outputs
+
+    def _execute_one_locked(self) -> None:
+        o = self._options
+        self._executors += 1
+        try:
+            if o.batch_timeout_micros > 0:
+                deadline = self._tasks[0].enqueued + o.batch_timeout_micros / 1e6
+                while self._tasks and self._queued_size < o.max_batch_size:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cv.wait(remaining)
+            batch, size = [], 0
+            while self._tasks and size + self._tasks[0].size <= o.max_batch_size:
+                task = self._tasks.popleft()
+                batch.append(task)
+                size += task.size
+                self._queued_size -= task.size
+            if not batch:
+                return
+            self._cv.release()
+            try:
+                self._run_batch(batch, size)
+            finally:
+                self._cv.acquire()
+        finally:
+            self._executors -= 1
+            self._cv.notify_all()
+
+    def _run_batch(self, batch, size) -> None:
+        try:
+            if len(batch) == 1 and not self._options.allowed_batch_sizes:
+                batch[0].outputs = self._run_fn(batch[0].inputs)
+            else:
+                self._run_merged(batch, size)
+        except ServingError as err:
+            if len(batch) == 1:
+                batch[0].error = err
+            else:  # one bad request (e.g. an unparsable tf.Example) must not fail its neighbours
+                for task in batch:
+                    self._run_batch([task], task.size)
+                return
+        except Exception as err:  # pragma: no cover - defensive: never leave a waiter hanging
+            for task in batch:
+                task.error = ServingError(__import__("grpc").StatusCode.INTERNAL, f"batch failed: {err}")
+        for task in batch:
+            task.done = True
+
+    def _run_merged(self, batch, size) -> None:
+        padded = self._padded_size(size)
+        merged = {}
+        for key in batch[0].inputs:
+            parts = [t.inputs[key] for t in batch]
+            if padded > size:  # TF Serving pads with copies of the first row
+                parts.append(np.repeat(parts[0][:1], padded - size, axis=0))
+            merged[key] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        outputs = self._run_fn(merged)
+        for key, value in outputs.items():
+            if np.ndim(value) == 0 or value.shape[0] != padded:
+                raise invalid_argument(f"batched output '{key}' does not have the batch size {padded} in its 0th "
+                                       "dimension; this signature cannot be batched")
+        start = 0
+        for task in batch:
+            task.outputs = {k: v[start:start + task.size] for k, v in outputs.items()}
+            start += task.size
+
+    def _padded_size(self, size: int) -> int:
+        for allowed in self._options.allowed_batch_sizes:
+            if allowed >= size:
+                return allowed
+        return size
+
+
+class ServableBatcher:
+    """The batch queues of one loaded servable (one per signature/input/output combination)."""
+
+    def __init__(self, options: BatchingOptions):
+        self.options = options
+        self._queues: Dict[tuple, _BatchQueue] = {}
+        self._lock = threading.Lock()
+
+    def run(self, servable, sig, inputs: Mapping[str, np.ndarray], output_keys: Sequence[str]):
+        sizes = {np.shape(v)[0] for v in inputs.values()}
+        if len(sizes) != 1:
+            raise invalid_argument("Batching session Run() input tensors must have equal 0th-dimension size")
+        size = sizes.pop()
+        if size > self.options.max_batch_size:
+            raise invalid_argument(f"Task size {size} is larger than maximum input batch size "
+                                   f"{self.options.max_batch_size}")
+        if size == 0:
+            return servable.run_direct(sig, inputs, output_keys)
+        key = (sig.name, tuple(sorted(inputs)), tuple(output_keys))
+        queue = self._queues.get(key)
+        if queue is None:
+            with self._lock:
+                queue = self._queues.get(key)
+                if queue is None:
+                    queue = _BatchQueue(self.options,
+                                        lambda batched, s=sig, k=tuple(output_keys): servable.run_direct(s, batched, k))
+                    self._queues[key] = queue
+        return queue.submit(inputs, size)
+
+    def stop(self) -> None:
+        self._queues.clear()

@@ -1,0 +1,303 @@
+"""Which model versions are loaded, and which one answers a request.
+
+Mirrors TF Serving's AspiredVersionsManager with a file-system source: each model's base path is
+polled; the version policy picks the aspired versions; a new version loads in the background and
+becomes AVAILABLE only when fully loaded; a version leaving the aspired set is unloaded only once
+an aspired version is serving (availability preserving), after its in-flight requests finish.
+So a version pushed while clients send traffic swaps in with no failed request.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from concurrent import futures
+from typing import Callable, Dict, Iterator, List, Optional
+
+import grpc
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import model_config
+from serving.errors import ServingError, error_code_number, failed_precondition, invalid_argument, not_found
+
+log = logging.getLogger("serving")
+State = get_model_status_pb2.ModelVersionStatus.State
+
+
+@dataclasses.dataclass
+class _Version:
+    version: int
+    state: int = State.START
+    servable: object = None
+    error: Optional[ServingError] = None
+    failures: int = 0
+    next_attempt: float = 0.0
+    path: str = ""
+
+
+@dataclasses.dataclass
+class _Model:
+    config: model_server_config_pb2.ModelConfig
+    versions: Dict[int, _Version] = dataclasses.field(default_factory=dict)
+    warned_empty: bool = False
+
+
+class ModelManager:
+    """Loads, serves and unloads model versions per a ModelServerConfig."""
+
+    def __init__(self, config: model_server_config_pb2.ModelServerConfig, *, loader: Callable,
+                 poll_wait_s: float = 1.0, max_load_retries: int = 5, load_retry_interval_s: float = 60.0,
+                 allow_version_labels_for_unavailable_models: bool = False):
+        model_config.validate(config)
+        self._loader = loader  # (name, version, path) -> servable with acquire/release/close
+        self._poll_wait_s = poll_wait_s
+        self._max_load_retries = max_load_retries
+        self._retry_interval_s = load_retry_interval_s
+        self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._models: Dict[str, _Model] = {m.name: _Model(m) for m in config.model_config_list.config}
+        self._pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
+        self._stop = threading.Event()
+        self._poll_thread: Optional[threading.Thread] = None
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self.poll_once()
+        if self._poll_wait_s > 0:
+            self._poll_thread = threading.Thread(target=self._poll_loop, name="model-poll", daemon=True)
+            self._poll_thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._poll_thread is not None:
+            self._poll_thread.join(timeout=10)
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            records = [v for m in self._models.values() for v in m.versions.values() if v.servable is not None]
+            for record in records:
+                record.state = State.UNLOADING
+        for record in records:
+            self._unload(record)
+
+    def _submit(self, fn, *args) -> None:
+        try:
+            self._pool.submit(fn, *args)
+        except RuntimeError:  # shutting down: stop() unloads what is left
+            pass
+
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(self._poll_wait_s):
+            try:
+                self.poll_once()
+            except Exception:  # keep polling: one bad scan must not stop version updates
+                log.exception("model poll failed")
+
+    def poll_once(self) -> None:
+        """Scan every base path and converge loaded versions towards the aspired ones."""
+        with self._lock:
+            models = list(self._models.values())
+        for model in models:
+            on_disk = model_config.versions_on_disk(model.config.base_path)
+            aspired = model_config.aspired_versions(model.config, on_disk)
+            self._converge(model, aspired, on_disk)
+
+    def _converge(self, model: _Model, aspired, on_disk: Dict[int, str]) -> None:
+        any_on_disk = bool(on_disk)
+        to_unload = []
+        now = time.monotonic()
+        with self._lock:
+            if not any_on_disk and not model.warned_empty:
+                log.warning("No versions of model %s found under base path %s", model.config.name,
+                            model.config.base_path)
+                model.warned_empty = True
+            elif any_on_disk:
+                model.warned_empty = False
+            for version in sorted(aspired):
+                record = model.versions.get(version)
+                if record is None or (record.state == State.END and record.servable is None
+                                      and record.error is not None and record.failures <= self._max_load_retries
+                                      and now >= record.next_attempt):
+                    if record is None:
+                        record = model.versions[version] = _Version(version)
+                    record.path = on_disk[version]
+                    record.state = State.LOADING
+                    self._submit(self._load, model, record)
+            serving_aspired = any(model.versions[v].state == State.AVAILABLE for v in aspired if v in model.versions)
+            loading_aspired = any(model.versions[v].state in (State.START, State.LOADING)
+                                  for v in aspired if v in model.versions)
+            for version, record in model.versions.items():
+                if version in aspired or record.state != State.AVAILABLE:
+                    continue
+                if serving_aspired or not loading_aspired:  # availability preserving
+                    record.state = State.UNLOADING
+                    to_unload.append(record)
+            self._changed.notify_all()
+        for record in to_unload:
+            self._submit(self._unload, record, model.config.name)
+
+    def _load(self, model: _Model, record: _Version) -> None:
+        name, path = model.config.name, record.path
+        started = time.monotonic()
+        try:
+            servable = self._loader(name, record.version, path)
+        except Exception as err:  # a broken or half-written version: report it, retry later
+            with self._lock:
+                record.failures += 1
+                record.state = State.END
+                record.error = ServingError(grpc.StatusCode.UNKNOWN, f"failed to load {path}: "
+                                            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}")
+                record.next_attempt = time.monotonic() + self._retry_interval_s
+                self._changed.notify_all()
+            log.warning("Failed to load model %s version %d (attempt %d): %s", name, record.version,
+                        record.failures, record.error.message)
+            return
+        with self._lock:
+            record.servable, record.state, record.error = servable, State.AVAILABLE, None
+            still_configured = self._models.get(name) is model
+            self._changed.notify_all()
+        log.info("Loaded model %s version %d in %.1fs", name, record.version, time.monotonic() - started)
+        if still_configured:
+            self.poll_once()  # unload what the new version replaces without waiting for the next poll
+        else:
+            with self._lock:
+                record.state = State.UNLOADING
+            self._unload(record, name)
+
+    def _unload(self, record: _Version, name: str = "") -> None:
+        servable = record.servable
+        if servable is not None:
+            servable.close()
+        with self._lock:
+            record.servable = None
+            record.state = State.END
+            self._changed.notify_all()
+        if servable is not None:
+            log.info("Unloaded model %s version %d", name or getattr(servable, "name", "?"), record.version)
+
+    # -- requests --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def servable(self, model_spec) -> Iterator[object]:
+        """The servable a ModelSpec names, held for the duration of the request."""
+        servable = self._resolve(model_spec)
+        try:
+            yield servable
+        finally:
+            servable.release()
+
+    def _resolve(self, model_spec):
+        name = model_spec.name
+        with self._lock:
+            model = self._models.get(name)
+            choice = model_spec.WhichOneof("version_choice")
+            if choice == "version":
+                version = model_spec.version.value
+                request = f"Specific({name}, {version})"
+            elif choice == "version_label":
+                label = model_spec.version_label
+                if model is None or label not in model.config.version_labels:
+                    raise invalid_argument(f"Unrecognized servable version label: {label}")
+                version = model.config.version_labels[label]
+                request = f"Specific({name}, {version})"
+            else:
+                version = None
+                request = f"Latest({name})"
+            record = None
+            if model is not None:
+                if version is None:
+                    available = [v for v, r in model.versions.items() if r.state == State.AVAILABLE]
+                    record = model.versions[max(available)] if available else None
+                else:
+                    record = model.versions.get(version)
+            if record is None or record.state != State.AVAILABLE or not record.servable.acquire():
+                raise not_found(f"Servable not found for request: {request}")
+            return record.servable
+
+    def status(self, model_spec) -> List[get_model_status_pb2.ModelVersionStatus]:
+        """GetModelStatus: every known version of the model, or the one asked for."""
+        name = model_spec.name
+        with self._lock:
+            model = self._models.get(name)
+            if model is None or not model.versions:
+                raise not_found(f"Could not find any versions of model {name}")
+            choice = model_spec.WhichOneof("version_choice")
+            if choice == "version_label":
+                if model_spec.version_label not in model.config.version_labels:
+                    raise invalid_argument(f"Unrecognized servable version label: {model_spec.version_label}")
+                wanted = [model.config.version_labels[model_spec.version_label]]
+            elif choice == "version":
+                wanted = [model_spec.version.value]
+            else:
+                wanted = sorted(model.versions, reverse=True)
+            result = []
+            for version in wanted:
+                record = model.versions.get(version)
+                if record is None:
+                    raise not_found(f"Could not find version {version} of model {name}")
+                status = get_model_status_pb2.ModelVersionStatus(version=version, state=record.state)
+                status.status.SetInParent()  # TF Serving always reports a status (OK when fine)
+                if record.error is not None:
+                    status.status.error_code = error_code_number(record.error.code)
+                    status.status.error_message = record.error.message
+                result.append(status)
+            return result
+
+    def model_names(self) -> List[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def wait_until_available(self, name: str, timeout_s: float, version: Optional[int] = None) -> bool:
+        def ready():
+            model = self._models.get(name)
+            return model is not None and any(
+                r.state == State.AVAILABLE and (version is None or v == version) for v, r in model.versions.items())
+
+        with self._lock:
+            return self._changed.wait_for(ready, timeout=timeout_s)
+
+    def wait_until_settled(self, timeout_s: float) -> bool:
+        """True once no version of any model is still starting or loading (initial load done)."""
+        def settled():
+            return all(r.state not in (State.START, State.LOADING)
+                       for m in self._models.values() for r in m.versions.values())
+
+        with self._lock:
+            return self._changed.wait_for(settled, timeout=timeout_s)
+
+    # -- configuration ---------------------------------------------------------------------
+    def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """HandleReloadConfigRequest: new models load, removed ones unload, policies/labels update."""
+        try:
+            model_config.validate(config, "reload request")
+        except model_config.ConfigError as err:
+            raise invalid_argument(str(err)) from None
+        new = {m.name: m for m in config.model_config_list.config}
+        to_unload = []
+        with self._lock:
+            for name, model_cfg in new.items():
+                model = self._models.get(name)
+                if not self._allow_unavailable_labels:
+                    for label, version in model_cfg.version_labels.items():
+                        record = model.versions.get(version) if model else None
+                        if record is None or record.state != State.AVAILABLE:
+                            raise failed_precondition(
+                                f"Request to assign label to version {version} of model {name}, which is not "
+                                "currently available for inference")
+            for name in list(self._models):
+                if name not in new:
+                    removed = self._models.pop(name)
+                    for record in removed.versions.values():
+                        if record.state == State.AVAILABLE:
+                            record.state = State.UNLOADING
+                            to_unload.append((record, name))
+            for name, model_cfg in new.items():
+                if name in self._models:
+                    self._models[name].config = model_cfg
+                else:
+                    self._models[name] = _Model(model_cfg)
+        for record, name in to_unload:
+            self._submit(self._unload, record, name)
+        self.poll_once()

@@ -1,0 +1,233 @@
+"""One loaded SavedModel version, run the way TF Serving runs it: a TF Session over the MetaGraph.
+
+TF Serving does not call Python signature functions; it loads the `serve` MetaGraph into a Session
+and feeds/fetches the tensors each SignatureDef names. Doing the same here serves TF1 graphs (with
+reference variables, e.g. TF Serving's saved_model_counter) and TF2/Keras exports alike, and a
+Session callable made once per (signature, inputs, outputs) costs microseconds per call instead of
+the ~0.1 ms Python dispatch of a concrete function.
+
+Requests hold the servable through `acquire()`/`release()`, so unloading a version (hot swap)
+waits for in-flight requests instead of closing the Session under them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from serving import tensors
+from serving.errors import failed_precondition, invalid_argument
+
+log = logging.getLogger("serving")
+
+
+class _QuietLoads(logging.Filter):
+    """Drop TensorFlow's per-load chatter so a load/unload is one line of our own."""
+
+    def filter(self, record):
+        return not record.getMessage().startswith("Restoring parameters from")
+
+
+_QUIET = _QuietLoads()
+
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+INIT_OP_SIGNATURE = "__saved_model_init_op"
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    alias: str
+    tensor_name: str
+    dtype: int  # types_pb2.DataType
+    shape: Optional[Tuple[int, ...]]  # None: unknown rank; -1: unknown dimension
+
+    @property
+    def batched(self) -> bool:
+        """Has a leading batch dimension (what server-side batching concatenates along)."""
+        return self.shape is not None and len(self.shape) >= 1 and self.shape[0] < 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    name: str
+    method_name: str
+    inputs: Mapping[str, TensorSpec]
+    outputs: Mapping[str, TensorSpec]
+
+    @property
+    def batchable(self) -> bool:
+        return bool(self.inputs) and all(t.batched for t in self.inputs.values()) and all(
+            t.batched for t in self.outputs.values())
+
+
+def _signature_from_def(name, signature_def) -> Signature:
+    def specs(tensor_infos):
+        return {alias: TensorSpec(alias, info.name, info.dtype, tensors.shape_of(info.tensor_shape))
+                for alias, info in tensor_infos.items() if info.name}
+
+    return Signature(name, signature_def.method_name, specs(signature_def.inputs), specs(signature_def.outputs))
+
+
+def session_config(intra_op: int = 0, inter_op: int = 0):
+    import tensorflow as tf
+
+    return tf.compat.v1.ConfigProto(intra_op_parallelism_threads=intra_op, inter_op_parallelism_threads=inter_op,
+                                    allow_soft_placement=True)
+
+
+class SavedModelServable:
+    """A SavedModel version loaded in its own Graph and Session."""
+
+    def __init__(self, name: str, version: int, path: str, tags: Sequence[str] = ("serve",), config=None):
+        import tensorflow as tf
+        from tensorflow.core.protobuf import config_pb2
+        from tensorflow.python.util import deprecation
+
+        self._config_pb2 = config_pb2
+        self.name = name
+        self.version = version
+        self.path = path
+        tf_logger = tf.get_logger()
+        if _QUIET not in tf_logger.filters:
+            tf_logger.addFilter(_QUIET)
+        self._graph = tf.Graph()
+        with self._graph.as_default():
+            self._session = tf.compat.v1.Session(graph=self._graph, config=config or session_config())
+            try:
+                with deprecation.silence():  # the TF1 loader is what TF Serving's C++ loader does; no nag
+                    meta_graph = tf.compat.v1.saved_model.loader.load(self._session, list(tags), path)
+            except Exception:
+                self._session.close()
+                raise
+        self.meta_graph = meta_graph
+        self.signature_defs = dict(meta_graph.signature_def)
+        self.signatures: Dict[str, Signature] = {
+            key: _signature_from_def(key, sd) for key, sd in meta_graph.signature_def.items()
+            if key != INIT_OP_SIGNATURE}
+        self._callables: Dict[tuple, object] = {}
+        self._callables_lock = threading.Lock()
+        self._refs = 0
+        self._closed = False
+        self._refs_cv = threading.Condition()
+        self.batcher = None  # set by the manager when batching is on (serving.batching.ServableBatcher)
+
+    # -- life cycle ------------------------------------------------------------------------
+    def acquire(self) -> bool:
+        with self._refs_cv:
+            if self._closed:
+                return False
+            self._refs += 1
+            return True
+
+    def release(self) -> None:
+        with self._refs_cv:
+            self._refs -= 1
+            if self._refs == 0:
+                self._refs_cv.notify_all()
+
+    def close(self, drain_timeout_s: float = 30.0) -> None:
+        """Wait for in-flight requests (bounded), then free the Session."""
+        with self._refs_cv:
+            self._closed = True
+            self._refs_cv.wait_for(lambda: self._refs == 0, timeout=drain_timeout_s)
+        if self.batcher is not None:
+            self.batcher.stop()
+        self._callables.clear()
+        self._session.close()
+
+    # -- running ---------------------------------------------------------------------------
+    def signature(self, name: str) -> Signature:
+        key = name or DEFAULT_SIGNATURE
+        sig = self.signatures.get(key)
+        if sig is None:
+            raise failed_precondition(f'Serving signature key "{key}" not found.')
+        return sig
+
+    def validate_inputs(self, sig: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+        extra = sorted(set(inputs) - set(sig.inputs))
+        missing = sorted(set(sig.inputs) - set(inputs))
+        if extra or missing:
+            raise invalid_argument(
+                f"Request inputs do not match required inputs for model `{self.name}`. "
+                f"Send extra: {{{', '.join(extra)}}}. Missing but required: {{{', '.join(missing)}}}.")
+        for alias, array in inputs.items():
+            spec = sig.inputs[alias]
+            expected = tensors.numpy_dtype(spec.dtype)
+            if (expected is object) != (array.dtype == object) or (
+                    expected is not object and array.dtype != np.dtype(expected)):
+                got = "string" if array.dtype == object else _np_name(array.dtype)
+                raise invalid_argument(
+                    f"Expects arg for input '{alias}' to be {tensors.dtype_name(spec.dtype)} but {got} is provided")
+            if not tensors.shape_matches(spec.shape, array.shape):
+                raise invalid_argument(
+                    f"input '{alias}' has shape {tensors.format_shape(array.shape)} but signature "
+                    f"'{sig.name}' expects {tensors.format_shape(spec.shape)}")
+
+    def validate_outputs(self, sig: Signature, output_filter: Sequence[str]) -> Tuple[str, ...]:
+        if not output_filter:
+            return tuple(sorted(sig.outputs))
+        seen = set()
+        for alias in output_filter:
+            if alias not in sig.outputs:
+                raise invalid_argument(
+                    f"output tensor alias not found in signature: {alias} Outputs expected to be in the set "
+                    f"{{{','.join(sorted(sig.outputs))}}}.")
+            if alias in seen:
+                raise invalid_argument(f"duplicate output tensor alias: {alias}")
+            seen.add(alias)
+        return tuple(output_filter)
+
+    def run(self, sig: Signature, inputs: Mapping[str, np.ndarray], output_keys: Sequence[str]
+            ) -> Dict[str, np.ndarray]:
+        """Run validated inputs; batched through the batcher when one serves this signature."""
+        if self.batcher is not None and sig.batchable:
+            return self.batcher.run(self, sig, inputs, tuple(output_keys))
+        return self.run_direct(sig, inputs, output_keys)
+
+    def run_direct(self, sig: Signature, inputs: Mapping[str, np.ndarray], output_keys: Sequence[str]
+                   ) -> Dict[str, np.ndarray]:
+        input_keys = tuple(sorted(inputs))
+        fn = self._callable(sig, input_keys, tuple(output_keys))
+        try:
+            values = fn(*[inputs[k] for k in input_keys])
+        except Exception as err:
+            raise _as_serving_error(err) from None
+        return dict(zip(output_keys, values))
+
+    def _callable(self, sig: Signature, input_keys: tuple, output_keys: tuple):
+        key = (sig.name, input_keys, output_keys)
+        fn = self._callables.get(key)
+        if fn is None:
+            with self._callables_lock:
+                fn = self._callables.get(key)
+                if fn is None:
+                    options = self._config_pb2.CallableOptions()
+                    options.feed.extend(sig.inputs[k].tensor_name for k in input_keys)
+                    options.fetch.extend(sig.outputs[k].tensor_name for k in output_keys)
+                    fn = self._session._make_callable_from_options(options)  # pylint: disable=protected-access
+                    self._callables[key] = fn
+        return fn
+
+
+def _np_name(dtype) -> str:
+    return {"float32": "float", "float64": "double"}.get(np.dtype(dtype).name, np.dtype(dtype).name)
+
+
+def _as_serving_error(err: Exception):
+    """TF runtime errors keep their own status code (e.g. INVALID_ARGUMENT for a bad tf.Example)."""
+    import grpc
+    import tensorflow as tf
+
+    from serving.errors import ServingError
+
+    if isinstance(err, tf.errors.OpError):
+        code = {c.value[0]: c for c in grpc.StatusCode}.get(err.error_code, grpc.StatusCode.INTERNAL)
+        message = err.message.splitlines()[0] if err.message else type(err).__name__
+        return ServingError(code, message)
+    return ServingError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")

@@ -1,0 +1,161 @@
+"""The stand-in model server: model manager + gRPC + REST, started and stopped as one object.
+
+`ModelServer(options).start()` loads the configured models (in the background), listens on
+127.0.0.1 unless told otherwise, and `stop()` closes the listeners then unloads every version.
+Tests, the demo, the benchmark and `taxi-pipeline serve` all run it through this one class.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from concurrent import futures
+from typing import Optional, Sequence, Tuple
+
+import grpc
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import grpc_service
+from serving.batching import BatchingOptions, ServableBatcher
+from serving.manager import ModelManager
+from serving.rest import RestServer
+from serving.servable import SavedModelServable, session_config
+
+log = logging.getLogger("serving")
+
+DEFAULT_MAX_MESSAGE_BYTES = 2**31 - 1  # TF Serving's gRPC limit (kint32max)
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsConfig:
+    """TF Serving's SSLConfig: server key/cert (PEM), optional CA to verify clients with."""
+
+    server_key: bytes
+    server_cert: bytes
+    custom_ca: Optional[bytes] = None
+    client_verify: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+    config: model_server_config_pb2.ModelServerConfig
+    host: str = "127.0.0.1"
+    grpc_port: int = 8500  # 0: pick a free port
+    rest_port: int = 8501  # 0: pick a free port; None: no REST
+    batching: Optional[BatchingOptions] = None
+    poll_wait_s: float = 1.0
+    grpc_max_threads: int = 32
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    grpc_channel_arguments: Tuple[Tuple[str, object], ...] = ()
+    tls: Optional[TlsConfig] = None
+    saved_model_tags: Sequence[str] = ("serve",)
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    max_load_retries: int = 5
+    load_retry_interval_s: float = 60.0
+    allow_version_labels_for_unavailable_models: bool = False
+
+
+class ModelServer:
+    def __init__(self, options: ServerOptions):
+        self.options = options
+        self.manager = ModelManager(
+            options.config, loader=self._load, poll_wait_s=options.poll_wait_s,
+            max_load_retries=options.max_load_retries, load_retry_interval_s=options.load_retry_interval_s,
+            allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models)
+        self._session_config = session_config(options.intra_op_threads, options.inter_op_threads)
+        self._grpc: Optional[grpc.Server] = None
+        self._rest: Optional[RestServer] = None
+        self.grpc_port: Optional[int] = None
+        self.rest_port: Optional[int] = None
+
+    def _load(self, name: str, version: int, path: str) -> SavedModelServable:
+        servable = SavedModelServable(name, version, path, tags=self.options.saved_model_tags,
+                                      config=self._session_config)
+        if self.options.batching is not None:
+            servable.batcher = ServableBatcher(self.options.batching)
+        return servable
+
+    def start(self) -> "ModelServer":
+        o = self.options
+        grpc_options = [("grpc.max_receive_message_length", o.max_message_bytes),
+                        ("grpc.max_send_message_length", o.max_message_bytes),
+                        ("grpc.so_reuseport", 0)] + list(o.grpc_channel_arguments)
+        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=o.grpc_max_threads,
+                                                            thread_name_prefix="grpc"),
+                                 options=grpc_options, maximum_concurrent_rpcs=None)
+        grpc_service.add_services(self._grpc, self.manager)
+        address = f"{_bracket(o.host)}:{o.grpc_port}"
+        if o.tls is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(o.tls.server_key, o.tls.server_cert)], root_certificates=o.tls.custom_ca,
+                require_client_auth=o.tls.client_verify)
+            self.grpc_port = self._grpc.add_secure_port(address, credentials)
+        else:
+            self.grpc_port = self._grpc.add_insecure_port(address)
+        if not self.grpc_port:
+            raise OSError(f"cannot listen for gRPC on {address} (port in use?)")
+        try:
+            if o.rest_port is not None:
+                self._rest = RestServer(self.manager, o.host, o.rest_port, max_body_bytes=o.max_message_bytes)
+                self.rest_port = self._rest.port
+        except OSError as err:
+            raise OSError(f"cannot listen for REST on {o.host}:{o.rest_port}: {err.strerror}") from None
+        self.manager.start()
+        self._grpc.start()
+        if self._rest is not None:
+            self._rest.start()
+        log.info("Serving gRPC on %s:%d%s", o.host, self.grpc_port,
+                 f", REST on {o.host}:{self.rest_port}" if self._rest is not None else "")
+        return self
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        if self._rest is not None:
+            self._rest.stop()
+            self._rest = None
+        if self._grpc is not None:
+            self._grpc.stop(grace_s).wait()
+            self._grpc = None
+        self.manager.stop()
+
+    def wait_until_available(self, name: str, timeout_s: float = 60.0, version: Optional[int] = None) -> bool:
+        return self.manager.wait_until_available(name, timeout_s, version)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def parse_ssl_config(text: str) -> TlsConfig:
+    """TF Serving's `--ssl_config_file` text proto (server_key, server_cert, custom_ca, client_verify)."""
+    fields = {}
+    import shlex
+
+    try:
+        tokens = shlex.split(text, comments=True)
+    except ValueError as err:
+        raise ValueError(f"SSL config is not a text proto: {err}") from None
+    i = 0
+    while i < len(tokens):
+        key = tokens[i].rstrip(":")
+        if tokens[i].endswith(":"):
+            value = tokens[i + 1] if i + 1 < len(tokens) else ""
+            i += 2
+        elif i + 2 < len(tokens) + 1 and i + 1 < len(tokens) and tokens[i + 1] == ":":
+            value = tokens[i + 2] if i + 2 < len(tokens) else ""
+            i += 3
+        else:
+            raise ValueError(f"SSL config: cannot read the field at {tokens[i]!r}")
+        if key not in ("server_key", "server_cert", "custom_ca", "client_verify"):
+            raise ValueError(f"SSL config: unknown field {key!r}")
+        fields[key] = value
+    if not fields.get("server_key") or not fields.get("server_cert"):
+        raise ValueError("SSL config needs server_key and server_cert (PEM text)")
+    return TlsConfig(server_key=fields["server_key"].encode(), server_cert=fields["server_cert"].encode(),
+                     custom_ca=fields["custom_ca"].encode() if fields.get("custom_ca") else None,
+                     client_verify=fields.get("client_verify", "false").lower() == "true")

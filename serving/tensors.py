@@ -1,0 +1,135 @@
+"""TensorProto <-> numpy without per-request TensorFlow overhead.
+
+`tf.make_tensor_proto`/`tf.make_ndarray` cost tens of microseconds per call, a large share of a
+sub-millisecond request, so the common dtypes take a direct path here and the rest fall back to
+TensorFlow. Responses carry values in the typed `*_val` fields, as TF Serving's default
+(`AsProtoField`) does, so clients reading `float_val` work unchanged.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+from serving.errors import invalid_argument
+
+# DataType -> (numpy dtype, TensorProto repeated field holding its values).
+_FIELDS = {
+    types_pb2.DT_FLOAT: (np.float32, "float_val"),
+    types_pb2.DT_DOUBLE: (np.float64, "double_val"),
+    types_pb2.DT_INT32: (np.int32, "int_val"),
+    types_pb2.DT_INT16: (np.int16, "int_val"),
+    types_pb2.DT_INT8: (np.int8, "int_val"),
+    types_pb2.DT_UINT8: (np.uint8, "int_val"),
+    types_pb2.DT_UINT16: (np.uint16, "int_val"),
+    types_pb2.DT_INT64: (np.int64, "int64_val"),
+    types_pb2.DT_UINT32: (np.uint32, "uint32_val"),
+    types_pb2.DT_UINT64: (np.uint64, "uint64_val"),
+    types_pb2.DT_BOOL: (np.bool_, "bool_val"),
+    types_pb2.DT_STRING: (object, "string_val"),
+}
+_DTYPE_OF_NUMPY = {np.dtype(np_type): dt for dt, (np_type, _) in _FIELDS.items()
+                   if np_type is not object and dt not in (types_pb2.DT_UINT16,)}
+
+
+def dtype_name(dtype: int) -> str:
+    """'float', 'string', ... as TensorFlow names them in its own messages."""
+    name = types_pb2.DataType.Name(dtype) if dtype in types_pb2.DataType.values() else str(dtype)
+    return name[3:].lower() if name.startswith("DT_") else name
+
+
+def numpy_dtype(dtype: int):
+    entry = _FIELDS.get(dtype)
+    if entry is not None:
+        return entry[0]
+    import tensorflow as tf
+
+    return tf.dtypes.as_dtype(dtype).as_numpy_dtype
+
+
+def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """Decode a request tensor; malformed ones are INVALID_ARGUMENT, not a server error."""
+    dims = proto.tensor_shape.dim
+    shape = tuple(d.size for d in dims)
+    if proto.tensor_shape.unknown_rank or any(s < 0 for s in shape):
+        raise invalid_argument("input tensor has an unknown or negative dimension in its shape")
+    entry = _FIELDS.get(proto.dtype)
+    if entry is None:
+        if proto.dtype == types_pb2.DT_INVALID:
+            raise invalid_argument("input tensor has no dtype (DT_INVALID)")
+        return _slow_to_ndarray(proto)
+    np_type, field = entry
+    count = int(np.prod(shape)) if shape else 1
+    if proto.tensor_content:
+        if np_type is object:
+            return _slow_to_ndarray(proto)
+        flat = np.frombuffer(proto.tensor_content, dtype=np_type)
+    else:
+        values = getattr(proto, field)
+        if np_type is object:
+            flat = np.empty(len(values), dtype=object)
+            flat[:] = list(values)
+        else:
+            flat = np.array(values, dtype=np_type)
+        if len(flat) == 1 and count > 1:  # TensorFlow's rule: one value fills the whole tensor
+            flat = np.full(count, flat[0], dtype=flat.dtype)
+        elif len(flat) == 0 and count > 0 and np_type is not object:
+            flat = np.zeros(count, dtype=np_type)
+    if flat.size != count:
+        raise invalid_argument(
+            f"input tensor has {flat.size} values but its shape {list(shape)} needs {count}")
+    return flat.reshape(shape)
+
+
+def _slow_to_ndarray(proto) -> np.ndarray:
+    import tensorflow as tf
+
+    try:
+        return tf.make_ndarray(proto)
+    except Exception as err:  # malformed content
+        raise invalid_argument(f"cannot decode input tensor: {err}") from None
+
+
+def from_ndarray(array, proto: Optional[tensor_pb2.TensorProto] = None,
+                 dtype: Optional[int] = None) -> tensor_pb2.TensorProto:
+    """Encode a result into typed `*_val` fields (TF Serving's AsProtoField form)."""
+    array = np.asarray(array)
+    proto = proto if proto is not None else tensor_pb2.TensorProto()
+    if dtype is None:
+        dtype = types_pb2.DT_STRING if array.dtype.kind in "OSU" else _DTYPE_OF_NUMPY.get(array.dtype)
+    if dtype is None or dtype not in _FIELDS:
+        import tensorflow as tf
+
+        proto.CopyFrom(tf.make_tensor_proto(array))
+        return proto
+    proto.dtype = dtype
+    dims = proto.tensor_shape.dim
+    for size in array.shape:
+        dims.add().size = size
+    field = _FIELDS[dtype][1]
+    flat = array.ravel()
+    if dtype == types_pb2.DT_STRING:
+        getattr(proto, field).extend([v if isinstance(v, bytes) else str(v).encode() for v in flat])
+    else:
+        getattr(proto, field).extend(flat.tolist())
+    return proto
+
+
+def shape_of(proto: tensor_shape_pb2.TensorShapeProto) -> Optional[Sequence[int]]:
+    """A signature's declared shape, None when the rank is unknown; -1 for unknown dimensions."""
+    if proto.unknown_rank:
+        return None
+    return tuple(d.size for d in proto.dim)
+
+
+def shape_matches(declared: Optional[Sequence[int]], actual: Sequence[int]) -> bool:
+    if declared is None:
+        return True
+    if len(declared) != len(actual):
+        return False
+    return all(d < 0 or d == a for d, a in zip(declared, actual))
+
+
+def format_shape(shape: Optional[Sequence[int]]) -> str:
+    return "<unknown rank>" if shape is None else "[" + ",".join(str(d) for d in shape) + "]"
