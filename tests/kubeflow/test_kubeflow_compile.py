@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from kfp_testdata import IMAGE, PIPELINE_ROOT, TRAIN_STEPS, WORKERS
+from kfp_testdata import IMAGE, PIPELINE_ROOT, TRAIN_STEPS, WORKERS, compiled_job, compiled_spec_path  # noqa: F401
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
 from kubeflow import package, storage

@@ -5,7 +5,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from kfp_testdata import PIPELINE_ROOT
+from kfp_testdata import PIPELINE_ROOT, compiled_job, compiled_spec_path  # noqa: F401
 
 from kubeflow import package, storage
 from pipeline.cli import main
