@@ -102,20 +102,32 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
 
     def _run_tfjob(self, settings: TrainerSettings, spec: str) -> None:
         api = tfjob_launcher.api_client(settings.kubernetes_api_url)
-        namespace = settings.namespace
-        if tfjob_launcher.in_cluster() and not settings.kubernetes_api_url:
+        namespace, image, service_account, pvc_mounts = settings.namespace, settings.image, None, None
+        if tfjob_launcher.in_cluster():
             namespace = tfjob_launcher.current_namespace(namespace)
-        image = settings.image or tfjob_launcher.own_image(api, namespace)
+            own_image, service_account = tfjob_launcher.own_pod(api, namespace)
+            image = image or own_image
+            pvc_mounts = _pipeline_volumes()
         if not image:
             raise TrainerConfigError("a TFJob needs the pipeline image: set it in the pipeline config "
                                      "(`taxi-pipeline compile --image ...`)")
         job = tfjob_manifest.build_tfjob(
             name=tfjob_manifest.job_name("taxi-trainer"), namespace=namespace, image=image,
-            num_workers=settings.workers, spec_path=spec, active_deadline_s=int(settings.worker_timeout_s) + 60)
+            num_workers=settings.workers, spec_path=spec, service_account=service_account, pvc_mounts=pvc_mounts,
+            active_deadline_s=int(settings.worker_timeout_s) + 60)
         launcher = tfjob_launcher.TFJobLauncher(namespace, settings.worker_timeout_s, api=api,
                                                 poll_interval_s=settings.poll_interval_s)
         result = launcher.run(job)
         log.info("TFJob %s/%s succeeded in %.1f s", result.namespace, result.name, result.seconds)
+
+
+def _pipeline_volumes() -> Optional[Dict[str, str]]:
+    """The shared volume every pipeline step mounts (kubeflow/storage.py), if this step has it mounted."""
+    try:
+        from kubeflow import storage
+    except ImportError:
+        return None
+    return {storage.PVC_NAME: str(storage.MOUNT_PATH)} if os.path.isdir(str(storage.MOUNT_PATH)) else None
 
 
 def check_worker_reports(model_run_dir: str, workers: int) -> List[Dict]:

@@ -37,8 +37,14 @@ def job_name(prefix: str = "trainer", suffix: Optional[str] = None) -> str:
 def build_tfjob(*, name: str, namespace: str, image: str, num_workers: int, spec_path: str,
                 env: Optional[Dict[str, str]] = None, resources: Optional[Dict] = None,
                 service_account: Optional[str] = None, labels: Optional[Dict[str, str]] = None,
+                pvc_mounts: Optional[Dict[str, str]] = None,
                 active_deadline_s: Optional[int] = None, image_pull_policy: str = "IfNotPresent") -> Dict:
-    """The TFJob as a plain dict (what CustomObjectsApi posts and what `kubectl apply` reads)."""
+    """The TFJob as a plain dict (what CustomObjectsApi posts and what `kubectl apply` reads).
+
+    `service_account`: the Trainer step's own, so workers get the same object-store access to the
+    pipeline root; `pvc_mounts` (claim name -> mount path): the volumes the pipeline steps mount,
+    so paths in the spec (data, logs) mean the same in the workers.
+    """
     if num_workers < 1:
         raise ValueError(f"a TFJob needs at least 1 worker, not {num_workers}")
     if not image:
@@ -63,6 +69,10 @@ def build_tfjob(*, name: str, namespace: str, image: str, num_workers: int, spec
     pod_spec: Dict = {"containers": [container]}
     if service_account:
         pod_spec["serviceAccountName"] = service_account
+    if pvc_mounts:
+        volumes = [(f"volume-{i}", claim, path) for i, (claim, path) in enumerate(sorted(pvc_mounts.items()))]
+        container["volumeMounts"] = [{"name": v, "mountPath": path} for v, _, path in volumes]
+        pod_spec["volumes"] = [{"name": v, "persistentVolumeClaim": {"claimName": claim}} for v, claim, _ in volumes]
     run_policy: Dict = {"cleanPodPolicy": "Running", "backoffLimit": 0}
     if active_deadline_s:
         run_policy["activeDeadlineSeconds"] = int(active_deadline_s)
@@ -88,3 +98,30 @@ def build_tfjob(*, name: str, namespace: str, image: str, num_workers: int, spec
             },
         },
     }
+
+
+def example_tfjob() -> Dict:
+    """The TFJob the Trainer creates for `--workers 2` in a compiled pipeline, with placeholder values
+    (kubeflow/manifests/tfjob-example.yaml is this, for readers; a test keeps the two equal)."""
+    from kubeflow import storage
+
+    return build_tfjob(
+        name="taxi-trainer-0123abcd", namespace="kubeflow", image="REGISTRY/taxi-pipeline:TAG", num_workers=2,
+        spec_path="gs://BUCKET/PIPELINE_ROOT/taxi-pipeline/RUN_ID/Trainer_EXECUTION/model_run/multiworker_spec.json",
+        service_account="pipeline-runner", pvc_mounts={storage.PVC_NAME: str(storage.MOUNT_PATH)},
+        active_deadline_s=960)
+
+
+def render_example() -> str:
+    import yaml
+
+    header = ("# An example of the TFJob the multi-worker Trainer creates at run time (do not apply it by hand).\n"
+              "# Rendered by `python -m components.multiworker_trainer.tfjob_manifest` from\n"
+              "# components/multiworker_trainer/tfjob_manifest.py; placeholders: REGISTRY/...:TAG, the spec path on the (object-store) pipeline root.\n"
+              "# Each Worker pod gets TF_CONFIG from the training operator; worker 0 is the chief and saves the\n"
+              "# model; all read the execution spec the Trainer step wrote to the pipeline root.\n")
+    return header + yaml.safe_dump(example_tfjob(), sort_keys=False)
+
+
+if __name__ == "__main__":
+    print(render_example(), end="")

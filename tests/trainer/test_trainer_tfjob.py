@@ -1,0 +1,199 @@
+"""The Kubeflow path: the TFJob manifest's structure, and the launcher's control flow (success,
+failure with the failing pod's reason, timeout, cancel) against the fake Kubernetes API on loopback."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fake_kubernetes import FakeKubernetes, LocalOperator, Scripted, condition, pod
+from components.multiworker_trainer import tfjob_manifest, worker
+from components.multiworker_trainer.tfjob_launcher import TFJobFailedError, TFJobLauncher, TFJobTimedOutError
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+NAME = "taxi-trainer-test1234"
+SPEC = "gs://bucket/root/Trainer/model_run/7/multiworker_spec.json"
+
+
+def _job(workers=2, name=NAME):
+    return tfjob_manifest.build_tfjob(name=name, namespace="ns", image="registry.example/taxi:1", num_workers=workers,
+                                      spec_path=SPEC)
+
+
+# --- manifest -----------------------------------------------------------------------------------
+
+def test_manifest_runs_n_workers_of_the_worker_entry_point():
+    job = _job(workers=3)
+    assert (job["apiVersion"], job["kind"]) == ("kubeflow.org/v1", "TFJob")
+    assert job["metadata"]["name"] == NAME and job["metadata"]["namespace"] == "ns"
+    replicas = job["spec"]["tfReplicaSpecs"]
+    assert list(replicas) == ["Worker"]  # workers only: worker 0 is MWMS's chief, as locally
+    spec = replicas["Worker"]
+    assert spec["replicas"] == 3 and spec["restartPolicy"] == "Never"
+    assert job["spec"]["runPolicy"]["backoffLimit"] == 0
+    [container] = spec["template"]["spec"]["containers"]
+    assert container["name"] == "tensorflow"  # the name the training operator looks for
+    assert container["image"] == "registry.example/taxi:1"
+    assert container["command"] + container["args"] == ["python", "-m", "components.multiworker_trainer.worker",
+                                                        "--spec", SPEC]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["TF_USE_LEGACY_KERAS"] == "1"
+    assert "TF_CONFIG" not in env  # the operator sets it per pod
+
+
+def test_manifest_pod_template_is_a_valid_kubernetes_pod_template():
+    import kubernetes_validate
+
+    template = _job()["spec"]["tfReplicaSpecs"]["Worker"]["template"]
+    kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
+                                  "template": template}, "1.29.0", strict=True)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(num_workers=0), "at least 1 worker"),
+    (dict(image=""), "needs the pipeline image"),
+    (dict(name="Not_A_Name"), "not a valid DNS-1123 label"),
+])
+def test_manifest_rejects_bad_input_with_one_line(bad, message):
+    args = {**dict(name=NAME, namespace="ns", image="i", num_workers=2, spec_path=SPEC), **bad}
+    with pytest.raises(ValueError, match=message):
+        tfjob_manifest.build_tfjob(**args)
+
+
+def test_job_names_are_unique_dns_labels():
+    names = {tfjob_manifest.job_name("Taxi Trainer") for _ in range(20)}
+    assert len(names) == 20 and all(n.startswith("taxi-trainer-") for n in names)
+
+
+def test_example_manifest_is_what_the_builder_renders():
+    path = REPO / "kubeflow" / "manifests" / "tfjob-example.yaml"
+    assert path.read_text() == tfjob_manifest.render_example(), \
+        "regenerate: python -m components.multiworker_trainer.tfjob_manifest > kubeflow/manifests/tfjob-example.yaml"
+
+
+def test_manifest_mounts_the_pipeline_volumes_and_uses_the_steps_service_account():
+    job = tfjob_manifest.example_tfjob()
+    pod_spec = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
+    assert pod_spec["serviceAccountName"] == "pipeline-runner"
+    assert pod_spec["volumes"] == [{"name": "volume-0", "persistentVolumeClaim": {"claimName": "taxi-pipeline-data"}}]
+    assert pod_spec["containers"][0]["volumeMounts"] == [{"name": "volume-0", "mountPath": "/mnt/taxi"}]
+
+
+# --- launcher control flow ----------------------------------------------------------------------
+
+def _launcher(fake, timeout_s=30.0):
+    return TFJobLauncher("ns", timeout_s, base_url=fake.url, poll_interval_s=0.05)
+
+
+def test_launcher_follows_the_job_to_success_and_deletes_it():
+    states = [[], [condition("Created")], [condition("Created"), condition("Running")],
+              [condition("Created"), condition("Running"), condition("Succeeded")]]
+    with FakeKubernetes(Scripted(states)) as fake:
+        result = _launcher(fake).run(_job())
+    assert result.name == NAME and result.conditions[-1]["type"] == "Succeeded"
+    assert [j["metadata"]["name"] for j in fake.created] == [NAME]
+    assert fake.created[0]["spec"] == _job()["spec"]
+    assert fake.deleted == [NAME]
+    assert sum(1 for m, p in fake.requests if m == "GET" and p.endswith(f"/tfjobs/{NAME}")) == 4
+
+
+def test_failed_job_reports_the_failing_pods_reason_and_error_and_is_deleted():
+    states = [[condition("Created"), condition("Running")],
+              [condition("Created"), condition("Running"),
+               condition("Failed", message="TFJob has failed because 1 Worker replica(s) failed.")]]
+    pods = [pod(f"{NAME}-worker-0", NAME, "Running"),
+            pod(f"{NAME}-worker-1", NAME, "Failed", terminated={"exitCode": 1, "reason": "Error"})]
+    logs = {f"{NAME}-worker-1": f"Traceback ...\n{worker.ERROR_MARKER} ValueError: bad feature 'fare'\n"}
+    with FakeKubernetes(Scripted(states, pods, logs)) as fake:
+        with pytest.raises(TFJobFailedError) as failure:
+            _launcher(fake).run(_job())
+    assert str(failure.value) == (
+        f"TFJob ns/{NAME} failed: pod {NAME}-worker-1 terminated: Error, exit code 1: ValueError: bad feature "
+        "'fare' (job: TFJob has failed because 1 Worker replica(s) failed.)")
+    assert fake.deleted == [NAME]
+
+
+def test_oom_killed_pod_is_named_with_its_reason():
+    states = [[condition("Created"), condition("Failed", message="replica failed")]]
+    pods = [pod(f"{NAME}-worker-0", NAME, "Failed", terminated={"exitCode": 137, "reason": "OOMKilled"})]
+    with FakeKubernetes(Scripted(states, pods)) as fake:
+        with pytest.raises(TFJobFailedError, match=f"pod {NAME}-worker-0 terminated: OOMKilled, exit code 137"):
+            _launcher(fake).run(_job())
+    assert fake.deleted == [NAME]
+
+
+def test_job_that_never_finishes_times_out_with_why_and_is_deleted():
+    pods = [pod(f"{NAME}-worker-0", NAME, "Pending",
+                waiting={"reason": "ImagePullBackOff", "message": "Back-off pulling image"}),
+            pod(f"{NAME}-worker-1", NAME, "Running")]
+    with FakeKubernetes(Scripted([[condition("Created")]], pods)) as fake:
+        started = time.monotonic()
+        with pytest.raises(TFJobTimedOutError) as failure:
+            _launcher(fake, timeout_s=1.0).run(_job())
+    assert time.monotonic() - started < 5
+    assert f"did not finish within 1 s (state Created; pod {NAME}-worker-0 waiting: ImagePullBackOff " \
+           "(Back-off pulling image))" in str(failure.value)
+    assert fake.deleted == [NAME]
+
+
+def test_create_refused_says_what_to_check():
+    with FakeKubernetes(Scripted([[]]), fail_create=404) as fake:
+        with pytest.raises(TFJobFailedError, match="is the Kubeflow training operator .TFJob CRD. installed"):
+            _launcher(fake).run(_job())
+    assert fake.deleted == []
+
+
+_CANCELLED = """
+import sys
+sys.path.insert(0, {here!r})
+from test_trainer_tfjob import _job
+from components.multiworker_trainer.tfjob_launcher import TFJobLauncher
+TFJobLauncher("ns", 300, base_url={url!r}, poll_interval_s=0.05).run(_job())
+"""
+
+
+def test_cancelled_trainer_deletes_its_job():
+    with FakeKubernetes(Scripted([[condition("Created"), condition("Running")]])) as fake:
+        child = subprocess.Popen([sys.executable, "-c", _CANCELLED.format(here=str(HERE), url=fake.url)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            end = time.monotonic() + 60
+            while not fake.created and time.monotonic() < end:
+                time.sleep(0.05)
+            assert fake.created, "the launcher never created the job"
+            time.sleep(0.3)  # a few status polls
+            child.send_signal(signal.SIGTERM)
+            output = child.communicate(timeout=30)[0].decode(errors="replace")
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert child.returncode != 0
+    assert f"TrainingCancelled: the trainer was asked to stop (SIGTERM); deleted TFJob ns/{NAME}" in output
+    assert fake.deleted == [NAME]
+
+
+# --- the executor on the Kubeflow path, with the fake playing the training operator ----------------
+
+def test_executor_trains_through_a_tfjob_whose_pods_run_the_worker_entry_point(trainer_execution):
+    execution = trainer_execution(workers=2, train_steps=10, image="registry.example/taxi:1", namespace="ns",
+                                  tfjob_poll_interval_s=0.2)
+    with FakeKubernetes(LocalOperator()) as fake:
+        execution.custom_config["kubernetes_api_url"] = fake.url
+        execution.exec_properties["custom_config"] = json.dumps(execution.custom_config)
+        execution.run()
+    [job] = fake.created
+    container = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example/taxi:1"
+    assert container["args"] == ["--spec", str(execution.model_run_dir / "multiworker_spec.json")]
+    assert fake.deleted == [job["metadata"]["name"]]
+    reports = execution.reports()
+    assert {r["task_index"] for r in reports.values()} == {0, 1}
+    assert all(r["num_replicas_in_sync"] == 2 for r in reports.values())
+    assert (execution.serving_model_dir / "saved_model.pb").exists()
