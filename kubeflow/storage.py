@@ -36,8 +36,10 @@ def pvc_platform_spec(executor_labels: Iterable[str], pvc_name: str = PVC_NAME,
                       mount_path: str = str(MOUNT_PATH)) -> Dict:
     """The KFP `PlatformSpec` (second YAML document of a pipeline package) mounting the PVC.
 
-    Same shape as `kfp.kubernetes.mount_pvc` compiles to (kfp-kubernetes 1.x, honoured by the
-    KFP 2.x backend): `platforms.kubernetes.deploymentSpec.executors.<label>.pvcMount`.
+    Same shape as `kfp.kubernetes.mount_pvc` compiles to (kfp-kubernetes 1.x):
+    `platforms.kubernetes.deploymentSpec.executors.<label>.pvcMount`. The claim is named with
+    `constant`, which every KFP 2.x backend reads (newer ones still accept it alongside
+    `pvcNameParameter`).
     TFX's KubeflowV2DagRunner cannot express volumes, so they are added at submit time.
     """
     executors = {label: {"pvcMount": [{"constant": pvc_name, "mountPath": mount_path}]}

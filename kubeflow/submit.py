@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"PersistentVolumeClaim mounted at {storage.MOUNT_PATH} in every step "
                              f"(default {storage.PVC_NAME}, from kubeflow/manifests)")
     parser.add_argument("--no-pvc", dest="pvc", action="store_const", const=None,
-                        help="mount no volume (all paths compiled in are object-store URIs)")
+                        help="mount no volume (the cluster provides the compiled-in data and serving paths otherwise)")
 
 
 def check_endpoint(url: str) -> str:

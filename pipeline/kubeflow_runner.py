@@ -153,8 +153,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"pods (default {storage.SERVING_BASE}, the TF Serving volume)")
     parser.add_argument("--workers", type=int, default=defaults.workers,
                         help="trainer workers (a TFJob with MultiWorkerMirroredStrategy when > 1)")
-    parser.add_argument("--training-loop", choices=configs.TRAINING_LOOPS, default=defaults.training_loop)
-    parser.add_argument("--train-steps", type=int, default=defaults.train_steps)
+    parser.add_argument("--training-loop", choices=configs.TRAINING_LOOPS, default=defaults.training_loop,
+                        help=f"model.fit or a custom GradientTape loop (default {defaults.training_loop})")
+    parser.add_argument("--train-steps", type=int, default=defaults.train_steps,
+                        help=f"training steps (default {defaults.train_steps})")
 
 
 def main(args: argparse.Namespace) -> int:
