@@ -1,4 +1,6 @@
 """The serving manifests: valid Kubernetes, consistent with each other and with the pipeline."""
+import shutil
+import subprocess
 from pathlib import Path
 
 import kubernetes_validate
@@ -129,3 +131,18 @@ def test_server_runs_as_the_pipeline_image_user(resources):
     dockerfile = (MANIFESTS.parent / "Dockerfile").read_text()
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert f"USER {pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}" in dockerfile
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with built-in kustomize) not installed")
+def test_kustomize_renders_valid_namespaced_resources(kustomization):
+    rendered = subprocess.run(["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True,
+                              timeout=60, check=True).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    assert len(docs) == len(kustomization["resources"])
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        assert doc["metadata"]["namespace"] == kustomization["namespace"]
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "taxi-pipeline"
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    # Common labels must not leak into the (immutable) selector.
+    assert deployment["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "taxi-serving"}
