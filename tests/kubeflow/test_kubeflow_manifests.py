@@ -146,3 +146,12 @@ def test_kustomize_renders_valid_namespaced_resources(kustomization):
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     # Common labels must not leak into the (immutable) selector.
     assert deployment["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "taxi-serving"}
+
+
+def test_serving_base_is_prepared_before_the_server_mounts_it(resources):
+    pod = one(resources, "Deployment")["spec"]["template"]["spec"]
+    init = pod["initContainers"][0]
+    mount = next(m for m in init["volumeMounts"] if m["name"] == "serving-base")
+    assert "subPath" not in mount and not mount.get("readOnly")
+    made = init["command"][-1]
+    assert made == f"{mount['mountPath']}/{storage.SERVING_SUBPATH}/{configs.MODEL_NAME}"
