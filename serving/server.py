@@ -104,7 +104,7 @@ class ModelServer:
         self._grpc.start()
         if self._rest is not None:
             self._rest.start()
-        log.info("Serving gRPC on %s:%d%s", o.host, self.grpc_port,
+        log.debug("Serving gRPC on %s:%d%s", o.host, self.grpc_port,
                  f", REST on {o.host}:{self.rest_port}" if self._rest is not None else "")
         return self
 

@@ -1,0 +1,173 @@
+"""`taxi-pipeline serve`: serve models with TF Serving's own flags.
+
+Runs the real `tensorflow_model_server` when it is on PATH (or `--backend tfserving`), otherwise
+the stand-in in this package; either way it prints the `docker run tensorflow/serving:2.16.1 ...`
+command that serves the same models in production. With no model flags it serves the pipeline's
+pushed model, `<home>/serving/taxi`, as model `taxi`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from serving import flags, launcher
+
+BACKENDS = ("auto", "standin", "tfserving")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipeline import configs
+
+    parser.add_argument("--home", type=Path, default=configs.default_home(),
+                        help="pipeline home; the default model is <home>/serving/taxi (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address the stand-in listens on (default: %(default)s; real TF Serving uses 0.0.0.0)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto: tensorflow_model_server if on PATH, else the stand-in")
+    flags.add_tf_serving_flags(parser)
+
+
+class _Models:
+    """What to serve, resolved from the flags once (shared by both backends and the docker line)."""
+
+    @staticmethod
+    def resolve(args):
+        from pipeline import configs
+        from pipeline.cli import UserError
+
+        from serving import model_config
+
+        if args.model_config_file and (args.model_base_path or args.model_name):
+            raise UserError("give either --model_config_file or --model_name/--model_base_path, not both")
+        if args.model_config_file:
+            try:
+                config = model_config.load_config_file(args.model_config_file)
+            except model_config.ConfigError as err:
+                raise UserError(str(err)) from None
+            return config, None, None
+        if args.model_base_path:
+            name, base = args.model_name or "default", args.model_base_path
+        else:
+            name = args.model_name or configs.MODEL_NAME
+            base = str(configs.PipelineConfig(home=args.home).serving_base / configs.MODEL_NAME)
+            if not os.path.isdir(base):
+                raise UserError(f"no pushed model at {base}: run `taxi-pipeline run` first, "
+                                "or pass --model_base_path/--model_config_file")
+        if not os.path.isdir(base):
+            raise UserError(f"model base path {base} does not exist; pass the directory holding the numeric "
+                            "version directories")
+        return model_config.single_model_config(name, os.path.abspath(base)), name, os.path.abspath(base)
+
+
+def server_options(args, config):
+    """ServerOptions for the stand-in from TF Serving flags (UserError for unusable files)."""
+    from pipeline.cli import UserError
+
+    from serving import batching
+    from serving.server import ServerOptions, parse_ssl_config
+
+    batching_options = None
+    if args.enable_batching:
+        batching_options = batching.BatchingOptions()
+        if args.batching_parameters_file:
+            try:
+                batching_options = batching.parse_batching_parameters(Path(args.batching_parameters_file).read_text())
+            except OSError as err:
+                raise UserError(f"cannot read batching parameters file {args.batching_parameters_file}: "
+                                f"{err.strerror}") from None
+            except ValueError as err:
+                raise UserError(str(err)) from None
+    elif args.batching_parameters_file:
+        raise UserError("--batching_parameters_file needs --enable_batching")
+    tls = None
+    if args.ssl_config_file:
+        try:
+            tls = parse_ssl_config(Path(args.ssl_config_file).read_text())
+        except OSError as err:
+            raise UserError(f"cannot read SSL config file {args.ssl_config_file}: {err.strerror}") from None
+        except ValueError as err:
+            raise UserError(str(err)) from None
+    channel_args = []
+    for item in filter(None, (a.strip() for a in args.grpc_channel_arguments.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--grpc_channel_arguments item {item!r} is not key=value")
+        channel_args.append((key, int(value) if value.lstrip("-").isdigit() else value))
+    for name in ("port", "grpc_max_threads"):
+        if getattr(args, name) < (0 if name == "port" else 1):
+            raise UserError(f"--{name} must be {'>= 0' if name == 'port' else '>= 1'}, not {getattr(args, name)}")
+    return ServerOptions(
+        config=config, host=args.host, grpc_port=args.port,
+        rest_port=None if args.rest_api_port < 0 else args.rest_api_port,
+        batching=batching_options, poll_wait_s=args.file_system_poll_wait_seconds,
+        grpc_max_threads=args.grpc_max_threads, grpc_channel_arguments=tuple(channel_args), tls=tls,
+        saved_model_tags=tuple(t.strip() for t in args.saved_model_tags.split(",") if t.strip()),
+        intra_op_threads=args.tensorflow_intra_op_parallelism, inter_op_threads=args.tensorflow_inter_op_parallelism,
+        max_load_retries=args.max_num_load_retries, load_retry_interval_s=args.load_retry_interval_micros / 1e6,
+        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models)
+
+
+def configure_logging() -> None:
+    log = logging.getLogger("serving")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def main(args) -> int:
+    from pipeline.cli import UserError
+
+    config, name, base = _Models.resolve(args)
+    binary = launcher.find_binary()
+    if args.backend == "tfserving" and binary is None:
+        raise UserError(f"--backend tfserving: {launcher.TF_SERVING_BINARY} is not on PATH; install TF Serving "
+                        "or use the docker command printed with --backend standin")
+    overrides = {}
+    if name is not None:
+        overrides = {"model_name": name, "model_base_path": base}
+    flag_argv = flags.tfserving_argv(args, overrides)
+    config_paths = [m.base_path for m in config.model_config_list.config] if args.model_config_file else []
+    docker = launcher.docker_command(flag_argv, name, base, args.model_config_file, config_paths, args.port,
+                                     None if args.rest_api_port < 0 else args.rest_api_port)
+    print(f"TF Serving equivalent: {launcher.format_command(docker)}", flush=True)
+    if binary is not None and args.backend != "standin":
+        print(f"running {binary}", flush=True)
+        return launcher.run_tf_serving(binary, flag_argv)
+    return run_standin(server_options(args, config))
+
+
+def run_standin(options) -> int:
+    from pipeline.cli import UserError
+
+    from serving.server import ModelServer
+
+    configure_logging()
+    server = ModelServer(options)
+    try:
+        server.start()
+    except OSError as err:
+        server.stop()
+        raise UserError(f"{err}; pick other ports with --port/--rest_api_port") from None
+    models = ", ".join(server.manager.model_names())
+    rest = f", REST http://{options.host}:{server.rest_port}/v1/models/<name>" if server.rest_port else ""
+    print(f"stand-in model server: {models} on gRPC {options.host}:{server.grpc_port}{rest} (Ctrl-C stops)",
+          flush=True)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        server.stop()
+    print("model server stopped", flush=True)
+    return 0
