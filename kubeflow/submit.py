@@ -88,6 +88,36 @@ def _reason(err: BaseException) -> str:
     return type(cause).__name__
 
 
+HEALTHZ = "/apis/v2beta1/healthz"
+
+
+def check_reachable(endpoint: str, timeout_s: float = 10.0) -> None:
+    """One quick GET of the KFP health endpoint, so a wrong URL fails in seconds and in one line.
+
+    (kfp.Client's own check retries HTTP errors 5 times, 5 s apart, logging a traceback each time.)
+    """
+    import json
+
+    import urllib3
+
+    from pipeline.cli import UserError
+
+    url = endpoint + HEALTHZ
+    try:
+        response = urllib3.PoolManager().request("GET", url, timeout=timeout_s, retries=False)
+    except urllib3.exceptions.HTTPError as err:
+        raise UserError(f"cannot reach Kubeflow Pipelines at {endpoint} ({_reason(err)}); "
+                        "check the URL and that the port-forward or ingress is up") from None
+    if response.status != 200:
+        raise UserError(f"{url} answered HTTP {response.status}: is {endpoint} the Kubeflow Pipelines API "
+                        "(the ml-pipeline-ui or ml-pipeline service)?")
+    try:
+        json.loads(response.data)
+    except ValueError:
+        raise UserError(f"{url} answered, but not as the Kubeflow Pipelines API (a login page? "
+                        "authenticated endpoints are not supported; port-forward ml-pipeline-ui instead)") from None
+
+
 def submit(package_path: Path, endpoint: str, experiment: str, run_name: Optional[str],
            namespace: Optional[str], pipeline_root: Optional[str]):
     """Creates the run; returns kfp's RunPipelineResult. Errors become one readable line."""
@@ -128,6 +158,7 @@ def main(args: argparse.Namespace) -> int:
     spec_path = args.spec or default_spec_path()
     with tempfile.TemporaryDirectory(prefix="taxi-submit-") as workdir:
         package_path, root = build_package(spec_path, Path(workdir), args.pvc, args.pipeline_root)
+        check_reachable(endpoint)
         result = submit(package_path, endpoint, args.experiment, args.run_name, args.namespace, root)
     print(f"submitted run {result.run_id} to {endpoint} (experiment {args.experiment}, "
           f"pipeline root {root or 'cluster default'})")

@@ -2,6 +2,7 @@
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -142,3 +143,26 @@ def test_api_refusal_is_one_line_with_status(compiled_spec_path, fake_kfp, capsy
     assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url]) == 2
     err = one_error_line(capsys)
     assert url in err and "HTTP 400" in err and "bad spec" in err
+
+
+@pytest.mark.parametrize("healthz, fragment", [
+    ((404, b'{"error": "not found"}'), "HTTP 404"),
+    ((200, b"<html>Log in</html>"), "not as the Kubeflow Pipelines API"),
+])
+def test_wrong_service_fails_fast_in_one_line(healthz, fragment, compiled_spec_path, fake_kfp, capsys, monkeypatch):
+    url, requests = fake_kfp
+    status, body = healthz
+
+    def do_get(self):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    monkeypatch.setattr(FakeKfp, "do_GET", do_get)
+    started = time.monotonic()
+    assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url]) == 2
+    assert time.monotonic() - started < 5, "no retry loop"
+    err = one_error_line(capsys)
+    assert fragment in err and url in err
+    assert not any(method == "POST" for method, _, _ in requests), "nothing is created"
