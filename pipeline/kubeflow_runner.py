@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Dict, Optional
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+from kubeflow import storage
 from pipeline import configs
 
 DEFAULT_SPEC_NAME = "taxi-pipeline.json"
@@ -54,14 +55,8 @@ def _in_cluster_path(value: str, flag: str) -> Path:
         from pipeline.cli import UserError
 
         raise UserError(f"{flag} {value!r} must be an absolute path inside the pipeline's pods "
-                        f"(e.g. on the shared volume: {_storage().MOUNT_PATH}/...)")
+                        f"(e.g. on the shared volume: {storage.MOUNT_PATH}/...)")
     return Path(value)
-
-
-def _storage():
-    from kubeflow import storage
-
-    return storage
 
 
 def kubeflow_config(image: str, data: Optional[str] = None, serving_base: Optional[str] = None,
@@ -70,7 +65,6 @@ def kubeflow_config(image: str, data: Optional[str] = None, serving_base: Option
 
     `changes` are further `PipelineConfig` fields (workers, training_loop, train_steps, ...).
     """
-    storage = _storage()
     return KubeflowPipelineConfig(
         home=Path(str(storage.MOUNT_PATH)),  # logs etc. land on the shared volume
         data_root=_in_cluster_path(data, "--data") if data else Path(str(storage.DATA_DIR)),
@@ -128,14 +122,13 @@ def write_spec(job: Dict, output: Path) -> None:
 
     if output.suffix in (".yaml", ".yml"):
         spec = job["pipelineSpec"]
-        text = package.dump_package(spec, package.with_pvc(spec, _storage().PVC_NAME))
+        text = package.dump_package(spec, package.with_pvc(spec, storage.PVC_NAME))
     else:
         text = package.dump_job(job)
     package.write_atomic(output, text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    storage = _storage()
     defaults = configs.PipelineConfig
     parser.add_argument("--image", required=True,
                         help="container image every step runs (built from kubeflow/Dockerfile), "
