@@ -68,7 +68,9 @@ class Signature:
 
 def _signature_from_def(name, signature_def) -> Signature:
     def specs(tensor_infos):
-        return {alias: TensorSpec(alias, info.name, info.dtype, tensors.shape_of(info.tensor_shape))
+        # No tensor_shape at all (old TF1 exports such as half_plus_three) means "unknown", not scalar.
+        return {alias: TensorSpec(alias, info.name, info.dtype,
+                                  tensors.shape_of(info.tensor_shape) if info.HasField("tensor_shape") else None)
                 for alias, info in tensor_infos.items() if info.name}
 
     return Signature(name, signature_def.method_name, specs(signature_def.inputs), specs(signature_def.outputs))

@@ -1,0 +1,60 @@
+"""Helpers shared by the serving tests: start a server on free loopback ports, rows, paths."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import serving  # noqa: F401  (TF_USE_LEGACY_KERAS first)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TESTDATA = REPO_ROOT.parent / "shared" / "reference" / "tf_serving_testdata"
+
+
+@contextlib.contextmanager
+def running_server(config, wait_for=(), **options):
+    """A stand-in ModelServer on free 127.0.0.1 ports; waits until `wait_for` models are AVAILABLE."""
+    from serving.server import ModelServer, ServerOptions
+
+    options.setdefault("grpc_port", 0)
+    options.setdefault("rest_port", 0)
+    options.setdefault("poll_wait_s", 0.2)
+    server = ModelServer(ServerOptions(config=config, **options)).start()
+    try:
+        for name in wait_for:
+            assert server.wait_until_available(name, 120), f"model {name} did not become AVAILABLE"
+        yield server
+    finally:
+        server.stop()
+
+
+def config_for(**models):
+    """ModelServerConfig text proto from name=base_path (latest version policy)."""
+    from serving.model_config import parse_config_text
+
+    body = "".join(f'config {{ name: "{n}" base_path: "{p}" model_platform: "tensorflow" }}\n'
+                   for n, p in models.items())
+    return parse_config_text(f"model_config_list {{\n{body}}}")
+
+
+def taxi_rows(count=5, start=0):
+    from pipeline import configs
+
+    with open(configs.default_data_root() / "data.csv") as f:
+        rows = list(csv.DictReader(f))
+    return rows[start:start + count]
+
+
+def http(port, path, body=None, raw=None):
+    """(status, parsed JSON) of a REST call."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
