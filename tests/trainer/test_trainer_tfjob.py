@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fake_kubernetes import FakeKubernetes, LocalOperator, Scripted, condition, pod
+from trainer_fake_kubernetes import FakeKubernetes, LocalOperator, Scripted, condition, pod
 from components.multiworker_trainer import tfjob_manifest, worker
 from components.multiworker_trainer.tfjob_launcher import TFJobFailedError, TFJobLauncher, TFJobTimedOutError
 
