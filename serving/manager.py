@@ -127,12 +127,12 @@ class ModelManager:
                     record.state = State.LOADING
                     self._submit(self._load, model, record)
             serving_aspired = any(model.versions[v].state == State.AVAILABLE for v in aspired if v in model.versions)
-            loading_aspired = any(model.versions[v].state in (State.START, State.LOADING)
-                                  for v in aspired if v in model.versions)
             for version, record in model.versions.items():
                 if version in aspired or record.state != State.AVAILABLE:
                     continue
-                if serving_aspired or not loading_aspired:  # availability preserving
+                # Availability preserving: an old version goes only once an aspired one serves (or
+                # nothing is aspired any more); a new version that fails to load leaves it serving.
+                if serving_aspired or not aspired:
                     record.state = State.UNLOADING
                     to_unload.append(record)
             self._changed.notify_all()
