@@ -68,8 +68,10 @@ def last_trainer_execution(metadata_path: Path) -> Tuple[Dict[str, list], Dict[s
     return dict(input_dict), exec_properties
 
 
-def replay(metadata_path: Path, out_dir: Path, **custom_config_changes) -> ReplayResult:
-    """Runs MultiWorkerExecutor on the last Trainer execution's inputs, with custom_config changed."""
+def replay(metadata_path: Path, out_dir: Path, train_steps: Optional[int] = None,
+           **custom_config_changes) -> ReplayResult:
+    """Runs MultiWorkerExecutor on the last Trainer execution's inputs, with custom_config changed
+    (and the number of training steps, if given)."""
     from tfx.types import standard_artifacts
 
     from components.multiworker_trainer.executor import MultiWorkerExecutor
@@ -77,6 +79,9 @@ def replay(metadata_path: Path, out_dir: Path, **custom_config_changes) -> Repla
     input_dict, exec_properties = last_trainer_execution(metadata_path)
     custom_config = {**json.loads(exec_properties.get("custom_config") or "{}"), **custom_config_changes}
     exec_properties = {**exec_properties, "custom_config": json.dumps(custom_config)}
+    if train_steps is not None:
+        train_args = json.loads(exec_properties.get("train_args") or "{}")
+        exec_properties["train_args"] = json.dumps({**train_args, "num_steps": int(train_steps)})
     out_dir = Path(out_dir)
     model, model_run = standard_artifacts.Model(), standard_artifacts.ModelRun()
     model.uri, model_run.uri = str(out_dir / "model"), str(out_dir / "model_run")
