@@ -63,9 +63,13 @@ def serialized_examples(input_proto) -> np.ndarray:
     return array
 
 
-def _run_on_examples(servable, sig, method: str, kind: str, examples: np.ndarray, output_keys):
+def _check_method(sig, method: str, kind: str) -> None:
     if sig.method_name != method:
         raise invalid_argument(f"Expected {kind} signature method_name to be {method}. Was: {sig.method_name}")
+
+
+def _run_on_examples(servable, sig, method: str, kind: str, examples: np.ndarray, output_keys):
+    _check_method(sig, method, kind)
     if len(sig.inputs) != 1:
         raise invalid_argument(f"Expected one input Tensor in the {kind} signature, found {len(sig.inputs)}")
     (alias, spec), = sig.inputs.items()
@@ -82,6 +86,7 @@ def _batch_check(name, value, batch, kind):
 
 
 def _classification(servable, sig, examples) -> classification_pb2.ClassificationResult:
+    _check_method(sig, CLASSIFY_METHOD, "classification")
     keys = [k for k in ("classes", "scores") if k in sig.outputs]
     if not keys:
         raise invalid_argument(f"classification signature '{sig.name}' has neither a 'classes' nor a 'scores' output")
@@ -111,6 +116,7 @@ def _classification(servable, sig, examples) -> classification_pb2.Classificatio
 
 
 def _regression(servable, sig, examples) -> regression_pb2.RegressionResult:
+    _check_method(sig, REGRESS_METHOD, "regression")
     if "outputs" not in sig.outputs:
         raise invalid_argument(f"regression signature '{sig.name}' has no 'outputs' output")
     out = _run_on_examples(servable, sig, REGRESS_METHOD, "regression", examples, ("outputs",))["outputs"]

@@ -228,6 +228,11 @@ def _as_serving_error(err: Exception):
 
     from serving.errors import ServingError
 
+    if isinstance(err, UnicodeDecodeError) and isinstance(err.object, bytes):
+        # TF could not turn its own status message into str: it echoes an undecodable input (e.g. a
+        # corrupt tf.Example), which only happens for a bad input. The message bytes are kept.
+        message = err.object.decode("utf-8", "replace").splitlines()[0]
+        return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
     if isinstance(err, tf.errors.OpError):
         code = {c.value[0]: c for c in grpc.StatusCode}.get(err.error_code, grpc.StatusCode.INTERNAL)
         message = err.message.splitlines()[0] if err.message else type(err).__name__
