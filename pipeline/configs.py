@@ -26,9 +26,12 @@ TRAINING_LOOPS = ("fit", "custom")
 
 def default_data_root() -> Path:
     """The Chicago taxi sample (~15k rows) that ships inside the installed tfx wheel."""
-    import tfx  # local import: resolving the default must not cost a TFX import elsewhere
+    import importlib.util  # find, don't import: importing tfx costs seconds and floods stderr
 
-    return Path(tfx.__file__).resolve().parent / "examples" / "chicago_taxi_pipeline" / "data" / "simple"
+    spec = importlib.util.find_spec("tfx")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the tfx package is not installed; run `make setup`")
+    return Path(spec.submodule_search_locations[0]) / "examples" / "chicago_taxi_pipeline" / "data" / "simple"
 
 
 def default_home() -> Path:
@@ -50,7 +53,7 @@ class PipelineConfig:
     eval_buckets: int = 1
 
     # Trainer.
-    train_steps: int = 1000
+    train_steps: int = 500
     eval_steps: int = 100
     batch_size: int = 256  # global batch = per-replica batch x replicas
     learning_rate: float = 0.003

@@ -1,0 +1,51 @@
+"""A Pusher executor whose new model version appears in the serving directory all at once.
+
+TFX's Pusher copies the model file by file straight into `<base>/<version>/` (saved_model.pb last).
+A model server polling the base path can see that directory half-written. This executor lets the
+stock Pusher write into a hidden staging directory beside the versions (TF Serving and our server
+only consider numeric names), then renames the finished version into place: on a local or POSIX
+filesystem the rename is atomic, so the serving directory only ever holds complete versions.
+"""
+import os
+import shutil
+import uuid
+
+from tfx.components.pusher import executor as pusher_executor
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import proto_utils
+
+_PUSHED_DESTINATION_KEY = "pushed_destination"
+_PUSHED_VERSION_KEY = "pushed_version"
+
+
+class AtomicPusherExecutor(pusher_executor.Executor):
+    """Stock Pusher semantics (push only when blessed), staged then renamed into place."""
+
+    def Do(self, input_dict, output_dict, exec_properties):
+        destination = pusher_pb2.PushDestination()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
+        base = destination.filesystem.base_directory
+        if destination.WhichOneof("destination") != "filesystem" or "://" in base:
+            # Object stores have no atomic rename: keep the stock order (saved_model.pb written last).
+            return super().Do(input_dict, output_dict, exec_properties)
+
+        staging = os.path.join(base, f".staging-{uuid.uuid4().hex}")
+        destination.filesystem.base_directory = staging
+        staged_properties = dict(exec_properties)
+        staged_properties[standard_component_specs.PUSH_DESTINATION_KEY] = proto_utils.proto_to_json(destination)
+        os.makedirs(base, exist_ok=True)
+        try:
+            super().Do(input_dict, output_dict, staged_properties)
+            pushed = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+            if pushed.get_int_custom_property("pushed") != 1:
+                return
+            version = int(pushed.get_string_custom_property(_PUSHED_VERSION_KEY))
+            while os.path.exists(os.path.join(base, str(version))):  # two pushes within one second
+                version += 1
+            final = os.path.join(base, str(version))
+            os.rename(os.path.join(staging, pushed.get_string_custom_property(_PUSHED_VERSION_KEY)), final)
+            pushed.set_string_custom_property(_PUSHED_DESTINATION_KEY, final)
+            pushed.set_string_custom_property(_PUSHED_VERSION_KEY, str(version))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

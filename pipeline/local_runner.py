@@ -1,0 +1,160 @@
+"""`taxi-pipeline run`: the whole pipeline on this machine with TFX's LocalDagRunner and Beam's DirectRunner.
+
+The terminal shows one line per component (its duration, and whether it came from the cache) and a
+summary; TensorFlow, absl and Beam output goes to `<home>/logs/run-<time>.log`.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from pipeline import configs
+from pipeline.data_check import check_data_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = configs.PipelineConfig
+    parser.add_argument("--home", type=Path, default=None, help=f"all outputs go here (default ./outputs or ${configs.HOME_ENV})")
+    parser.add_argument("--data", type=Path, default=None, help="folder of CSV files (default: the taxi sample in the tfx wheel)")
+    parser.add_argument("--train-steps", type=int, default=defaults.train_steps)
+    parser.add_argument("--eval-steps", type=int, default=defaults.eval_steps)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="per-replica batch size")
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="trainer worker processes (MultiWorkerMirroredStrategy when > 1)")
+    parser.add_argument("--training-loop", choices=configs.TRAINING_LOOPS, default=defaults.training_loop)
+    parser.add_argument("--beam-mode", choices=configs.BEAM_MODES, default=defaults.beam_mode)
+    parser.add_argument("--beam-workers", type=int, default=defaults.beam_workers, help="processes for --beam-mode multi_processing")
+    parser.add_argument("--no-cache", action="store_true", help="re-run every component even if its inputs are unchanged")
+
+
+def config_from_args(args) -> configs.PipelineConfig:
+    overrides = dict(
+        data_root=args.data.resolve() if args.data else None,
+        train_steps=args.train_steps,
+        eval_steps=args.eval_steps,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        training_loop=args.training_loop,
+        beam_mode=args.beam_mode,
+        beam_workers=args.beam_workers,
+        enable_cache=not args.no_cache,
+    )
+    if args.home:
+        overrides["home"] = args.home.resolve()
+    from pipeline.cli import UserError
+
+    try:
+        return configs.PipelineConfig(**overrides)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def main(args) -> int:
+    from pipeline import summary
+
+    config = config_from_args(args)
+    check_data_dir(config.data, config.schema_path)
+    log_file = _log_file(config)
+    result = run_pipeline(config, progress=sys.stdout, log_file=log_file)
+    with _quiet_logs(log_file, None):
+        text = summary.render(config, result)
+    print(text)
+    return 0 if summary.pushed_or_unchanged(result) else 1
+
+
+class _ProgressHandler(logging.Handler):
+    """Turns TFX's "Component X is running/finished" log lines into one terminal line per component."""
+
+    def __init__(self, stream=None):
+        super().__init__(logging.INFO)
+        self.stream = stream
+        self.started = {}
+        self.cached = set()
+        self.current = None
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("Component ") and message.endswith(" is running."):
+            self.current = message[len("Component "):-len(" is running.")]
+            self.started[self.current] = time.time()
+            if self.stream and self.stream.isatty():
+                self.stream.write(f"  {self.current:<32} running…\r")
+                self.stream.flush()
+        elif message.startswith("A cached execution") and self.current:
+            self.cached.add(self.current)
+        elif message.startswith("Component ") and message.endswith(" is finished."):
+            node = message[len("Component "):-len(" is finished.")]
+            seconds = time.time() - self.started.get(node, time.time())
+            note = "cached" if node in self.cached else ""
+            self.current = None
+            if self.stream:
+                self.stream.write(f"  {node:<32} {seconds:6.1f} s  {note}\n")
+                self.stream.flush()
+
+
+@contextlib.contextmanager
+def _quiet_logs(log_file: Path, progress):
+    """Python logging and C++ stderr go to `log_file`; only our progress lines reach the terminal."""
+    from absl import logging as absl_logging
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    file_handler = logging.FileHandler(log_file)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    progress_handler = _ProgressHandler(progress)
+    root.handlers = [file_handler, progress_handler]
+    root.setLevel(logging.INFO)
+    absl_logging.set_verbosity(absl_logging.INFO)
+    logging.captureWarnings(True)
+    # TensorFlow's C++ runtime and Beam write to fd 2 directly: point it at the log too.
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    log_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.dup2(log_fd, 2)
+    try:
+        yield progress_handler
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        os.close(log_fd)
+        root.handlers, root.level = saved_handlers, saved_level
+        logging.captureWarnings(False)
+
+
+def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path = None):
+    """Run the pipeline for `config`; returns the run's results read back from ML Metadata."""
+    from pipeline.cli import UserError
+
+    log_file = log_file or _log_file(config)
+    if progress:
+        progress.write(f"taxi-pipeline: data {config.data}\n  home {config.home}  (log: {log_file})\n")
+    with _quiet_logs(log_file, progress) as components:
+        from tfx import v1 as tfx
+
+        from pipeline.pipeline import create_pipeline
+        from pipeline.run_results import load_run
+
+        metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(config.metadata_path))
+        try:
+            tfx.orchestration.LocalDagRunner().run(create_pipeline(config, metadata))
+        except Exception as err:
+            logging.exception("pipeline failed")
+            where = f"{components.current} failed: " if components.current else ""
+            raise UserError(f"{where}{type(err).__name__}: {_first_line(err)} (full trace: {log_file})") from err
+        return load_run(config.metadata_path)
+
+
+def _log_file(config: configs.PipelineConfig) -> Path:
+    return config.log_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else ""

@@ -1,0 +1,79 @@
+"""The Keras model: a `tf.keras.Model` subclass (the TF 2 style users port to).
+
+Categorical inputs (vocabulary indices, coordinate buckets) get embeddings; numeric inputs go in as
+they are (already z-scored by Transform); a small MLP sits on top, with a direct "wide" logit from
+the categorical one-hots beside it, so strong single signals such as the payment type are learned
+at once and the MLP refines them. It outputs the probability of a big tip.
+"""
+from typing import Dict, Sequence
+
+import tensorflow as tf
+
+from trainer_module import features
+
+
+def numeric_inputs() -> Sequence[str]:
+    """Numeric model inputs (after Transform), missing-value indicators included, in a fixed order."""
+    names = features.LOG_NUMERIC_FEATURES + features.NUMERIC_FEATURES
+    names = tuple(names) + tuple(n + features.MISSING_SUFFIX for n in names)
+    return tuple(features.transformed_name(n) for n in names)
+
+
+class TaxiModel(tf.keras.Model):
+    """Wide (linear over one-hots) & deep (embeddings + MLP) binary classifier on transformed features."""
+
+    def __init__(
+        self, cardinalities: Dict[str, int], hidden_units=(64, 32), embedding_dim=8, dropout=0.3, l2=1e-3, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.cardinalities = dict(sorted(cardinalities.items()))
+        reg = tf.keras.regularizers.l2(l2) if l2 else None
+        self.embeddings = {
+            name: tf.keras.layers.Embedding(size, min(embedding_dim, size), embeddings_regularizer=reg, name=f"embed_{name}")
+            for name, size in self.cardinalities.items()
+        }
+        self.wide = {
+            name: tf.keras.layers.Embedding(size, 1, embeddings_regularizer=reg, name=f"wide_{name}")
+            for name, size in self.cardinalities.items()
+        }
+        self.hidden = [
+            tf.keras.layers.Dense(units, activation="relu", kernel_regularizer=reg, name=f"hidden_{i}")
+            for i, units in enumerate(hidden_units)
+        ]
+        self.dropout = tf.keras.layers.Dropout(dropout)
+        self.deep_logit = tf.keras.layers.Dense(1, name="deep_logit")
+
+    def call(self, inputs, training=False):
+        numeric = [tf.reshape(tf.cast(inputs[name], tf.float32), [-1, 1]) for name in numeric_inputs()]
+        embedded = [tf.reshape(self.embeddings[name](inputs[name]), [tf.shape(numeric[0])[0], -1]) for name in self.cardinalities]
+        x = tf.concat(numeric + embedded, axis=1)
+        for layer in self.hidden:
+            x = self.dropout(layer(x), training=training)
+        wide_logit = tf.add_n([tf.reshape(self.wide[name](inputs[name]), [-1, 1]) for name in self.cardinalities])
+        return tf.sigmoid(self.deep_logit(x) + wide_logit)
+
+    def get_config(self):
+        return {"cardinalities": self.cardinalities}
+
+
+def cardinalities_from(tf_transform_output) -> Dict[str, int]:
+    """Input sizes of the categorical inputs, read from Transform's vocabularies."""
+    xf = features.transformed_name
+    sizes = {
+        xf(name): features.categorical_cardinality(tf_transform_output.vocabulary_size_by_name(name))
+        for name in features.CATEGORICAL_FEATURES
+    }
+    sizes.update({xf(name): features.bucket_cardinality() for name in features.BUCKET_FEATURES})
+    sizes.update({xf(name + features.BUCKET_SUFFIX): features.NUM_FINE_BUCKETS for name in features.FINE_BUCKET_FEATURES})
+    return sizes
+
+
+def build_model(cardinalities: Dict[str, int], learning_rate: float) -> TaxiModel:
+    """A compiled model; call inside `strategy.scope()` so its variables are mirrored."""
+    model = TaxiModel(cardinalities)
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(learning_rate),
+        loss=tf.keras.losses.BinaryCrossentropy(),
+        metrics=[tf.keras.metrics.BinaryAccuracy(name="accuracy"), tf.keras.metrics.AUC(name="auc")],
+    )
+    return model

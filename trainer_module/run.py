@@ -1,0 +1,234 @@
+"""`run_fn`: the TFX Trainer's entry point (one call per worker process).
+
+The same function trains in one process or as one of N workers: the strategy comes from `TF_CONFIG`
+(`MultiWorkerMirroredStrategy` when it names several workers), the data is sharded per worker, the
+global batch is the per-replica batch times the replicas in sync, and every worker saves (saving runs
+collective ops), the chief to the serving model directory and the others to a temporary directory.
+"""
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Dict, Optional
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx_bsl.public import tfxio
+
+from trainer_module import features
+from trainer_module.model import build_model, cardinalities_from
+
+# Raw features only needed to make the label; absent when serving.
+LABEL_ONLY_KEYS = ("tips",)
+OUTPUT_KEY = "probabilities"
+DEFAULTS = {"batch_size": 256, "learning_rate": 0.003, "training_loop": "fit"}
+
+
+def make_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy when TF_CONFIG names more than one worker, else the default strategy."""
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    if sum(len(cluster.get(role, [])) for role in ("chief", "worker")) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def task_of(strategy) -> Dict[str, object]:
+    """Which worker this process is, and whether it is the one that writes the real outputs."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None) or "worker"
+    task_index = int(getattr(resolver, "task_id", None) or 0)
+    is_chief = task_type == "chief" or (task_type == "worker" and task_index == 0 and not _has_chief(resolver))
+    return {"task_type": task_type, "task_index": task_index, "is_chief": is_chief}
+
+
+def _has_chief(resolver) -> bool:
+    if resolver is None:
+        return False
+    return bool(resolver.cluster_spec().as_dict().get("chief"))
+
+
+def input_fn(file_pattern, data_accessor, tf_transform_output, batch_size: int) -> tf.data.Dataset:
+    """Batches of (transformed features, label), repeated, sharded by element across workers."""
+    dataset = data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_KEY),
+        tf_transform_output.transformed_metadata.schema,
+    )
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def train_with_fit(model, train_ds, eval_ds, steps: int, eval_steps: int) -> Dict[str, list]:
+    epochs = max(1, min(10, steps // 50))  # a few "epochs" give training curves; the total stays `steps`
+    history = model.fit(
+        train_ds,
+        steps_per_epoch=steps // epochs,
+        epochs=epochs,
+        validation_data=eval_ds,
+        validation_steps=eval_steps,
+        verbose=0,
+    )
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def train_with_custom_loop(strategy, model, train_ds, eval_ds, steps: int, eval_steps: int, global_batch: int):
+    """A GradientTape loop under `strategy.run`: the template for users who need a custom loss."""
+    with strategy.scope():
+        loss_fn = tf.keras.losses.BinaryCrossentropy(reduction=tf.keras.losses.Reduction.NONE)
+        metrics = {
+            "loss": tf.keras.metrics.Mean(name="loss"),
+            "accuracy": tf.keras.metrics.BinaryAccuracy(name="accuracy"),
+            "auc": tf.keras.metrics.AUC(name="auc"),
+        }
+        val_metrics = {"val_" + k: m.__class__(name="val_" + k) for k, m in metrics.items()}
+    optimizer = model.optimizer
+
+    def _labels(y):
+        return tf.reshape(tf.cast(y, tf.float32), [-1, 1])
+
+    def train_step(inputs):
+        x, y = inputs
+        y = _labels(y)
+        with tf.GradientTape() as tape:
+            p = model(x, training=True)
+            loss = tf.nn.compute_average_loss(loss_fn(y, p), global_batch_size=global_batch)
+            if model.losses:  # the L2 penalties, as model.fit would add them
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        metrics["loss"].update_state(loss * strategy.num_replicas_in_sync)
+        metrics["accuracy"].update_state(y, p)
+        metrics["auc"].update_state(y, p)
+
+    def eval_step(inputs):
+        x, y = inputs
+        y = _labels(y)
+        p = model(x, training=False)
+        val_metrics["val_loss"].update_state(tf.reduce_mean(loss_fn(y, p)))
+        val_metrics["val_accuracy"].update_state(y, p)
+        val_metrics["val_auc"].update_state(y, p)
+
+    @tf.function
+    def run_train(iterator, n):
+        for _ in tf.range(n):
+            strategy.run(train_step, args=(next(iterator),))
+
+    @tf.function
+    def run_eval(iterator, n):
+        for _ in tf.range(n):
+            strategy.run(eval_step, args=(next(iterator),))
+
+    train_it = iter(strategy.experimental_distribute_dataset(train_ds))
+    eval_it = iter(strategy.experimental_distribute_dataset(eval_ds))
+    epochs = max(1, min(10, steps // 50))
+    history: Dict[str, list] = {}
+    for _ in range(epochs):
+        for m in list(metrics.values()) + list(val_metrics.values()):
+            m.reset_state()
+        run_train(train_it, tf.constant(steps // epochs))
+        run_eval(eval_it, tf.constant(eval_steps))
+        for name, m in list(metrics.items()) + list(val_metrics.items()):
+            history.setdefault(name, []).append(float(m.result()))
+    return history
+
+
+def _serving_signatures(model, tf_transform_output) -> Dict[str, object]:
+    """serving_default (serialized tf.Example), serving_raw (one tensor per raw feature), transform_features."""
+    model.tft_layer = tf_transform_output.transform_features_layer()
+    raw_spec = tf_transform_output.raw_feature_spec()
+    serving_spec = {k: v for k, v in raw_spec.items() if k not in LABEL_ONLY_KEYS}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(serialized):
+        parsed = tf.io.parse_example(serialized, serving_spec)
+        return {OUTPUT_KEY: model(model.tft_layer(parsed))}
+
+    raw_inputs = [tf.TensorSpec([None], spec.dtype, name=name) for name, spec in sorted(serving_spec.items())]
+
+    @tf.function(input_signature=raw_inputs)
+    def serve_raw(*columns):
+        parsed = {}
+        for (name, spec), column in zip(sorted(serving_spec.items()), columns):
+            parsed[name] = _as_parsed(column, spec)
+        return {OUTPUT_KEY: model(model.tft_layer(parsed))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def transform_features(serialized):
+        return model.tft_layer(tf.io.parse_example(serialized, raw_spec))
+
+    return {
+        "serving_default": serve_examples.get_concrete_function(),
+        "serving_raw": serve_raw.get_concrete_function(),
+        "transform_features": transform_features.get_concrete_function(),
+    }
+
+
+def _as_parsed(column, spec):
+    """A [batch] column as `parse_example` would give it; "" / NaN / negative ints mark missing values."""
+    if isinstance(spec, tf.io.FixedLenFeature):
+        return tf.reshape(column, [-1, 1])
+    if column.dtype == tf.string:
+        present = tf.not_equal(column, "")
+    elif column.dtype.is_floating:
+        present = tf.logical_not(tf.math.is_nan(column))
+    else:
+        present = tf.greater_equal(column, 0)
+    rows = tf.cast(tf.where(present), tf.int64)
+    indices = tf.concat([rows, tf.zeros_like(rows)], axis=1)
+    return tf.sparse.SparseTensor(indices, tf.boolean_mask(column, present), [tf.size(column, tf.int64), 1])
+
+
+def export(model, tf_transform_output, serving_dir: str) -> None:
+    model.save(serving_dir, save_format="tf", signatures=_serving_signatures(model, tf_transform_output))
+
+
+def _write_json(path: str, payload: dict) -> None:
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(payload, indent=1))
+
+
+def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
+    """Train and export. `fn_args.custom_config`: batch_size (per replica), learning_rate, training_loop."""
+    config = {**DEFAULTS, **(fn_args.custom_config or {})}
+    strategy = strategy or make_strategy()
+    task = task_of(strategy)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    global_batch = int(config["batch_size"]) * strategy.num_replicas_in_sync
+
+    train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, global_batch)
+    eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, global_batch)
+    with strategy.scope():
+        model = build_model(cardinalities_from(tf_transform_output), float(config["learning_rate"]))
+
+    started = time.time()
+    if config["training_loop"] == "custom":
+        history = train_with_custom_loop(
+            strategy, model, train_ds, eval_ds, fn_args.train_steps, fn_args.eval_steps, global_batch
+        )
+    else:
+        history = train_with_fit(model, train_ds, eval_ds, fn_args.train_steps, fn_args.eval_steps)
+    seconds = time.time() - started
+
+    # Every worker saves (collective ops); only the chief's copy is the model.
+    save_dir = fn_args.serving_model_dir if task["is_chief"] else tempfile.mkdtemp(prefix="worker-model-")
+    try:
+        export(model, tf_transform_output, save_dir)
+    finally:
+        if not task["is_chief"]:
+            shutil.rmtree(save_dir, ignore_errors=True)
+
+    record = {
+        **{k: task[k] for k in ("task_type", "task_index")},
+        "num_replicas_in_sync": strategy.num_replicas_in_sync,
+        "steps": fn_args.train_steps,
+        "global_batch_size": global_batch,
+        "examples_per_second": fn_args.train_steps * global_batch / max(seconds, 1e-9),
+        "training_loop": config["training_loop"],
+        "saved_to": save_dir if task["is_chief"] else None,
+    }
+    _write_json(os.path.join(fn_args.model_run_dir, "workers", f"worker-{task['task_index']}.json"), record)
+    if task["is_chief"]:
+        _write_json(os.path.join(fn_args.model_run_dir, "history.json"), history)
