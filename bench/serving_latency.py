@@ -1,0 +1,273 @@
+"""Serving latency and throughput: the model server vs the in-process signature call (the floor).
+
+Measures, in one run on one model version:
+- floor: the in-process call of the same signature (`tf.saved_model.load(...).signatures
+  ["serving_default"]` on one serialized tf.Example), p50/p99 and its sequential rate;
+- 1 client: sequential gRPC Predict calls (one example each) to the server running in its own
+  process, as deployed;
+- 16 clients: 16 concurrent clients (threads in this process, one channel each), against the
+  server with batching on, and (for reference) with batching off.
+Every figure is also given as a ratio to the floor measured in the same run. Goals (issue 3):
+1-client p50 <= 1.5x the floor p50; 16-client throughput >= 2x the floor's sequential rate.
+
+    python -m bench.serving_latency [--model-dir DIR] [--requests N] [--seconds S]
+
+The model: `--model-dir` (a model base path with numeric versions), else the pipeline's pushed
+model under `--home` (default outputs/), else the taxi-like sample model exported on the spot
+(reported as such). Writes bench/results/serving_latency.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+import serving  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "serving_latency.json"
+REPO = Path(__file__).resolve().parents[1]
+BATCHING = "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 0 }\nnum_batch_threads { value: 1 }\n" \
+           "max_enqueued_batches { value: 1000 }\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _summary(latencies_s: List[float], wall_s: float) -> Dict[str, float]:
+    ms = np.array(latencies_s) * 1e3
+    return {"requests": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "throughput_rps": len(ms) / wall_s}
+
+
+def _model_base(args, workdir: Path):
+    from pipeline import configs
+
+    from serving import model_config
+
+    if args.model_dir:
+        return Path(args.model_dir), "given --model-dir"
+    pushed = configs.PipelineConfig(home=args.home).serving_model_dir
+    if model_config.versions_on_disk(str(pushed)):
+        return pushed, "pipeline's pushed model"
+    from serving.sample_models import export_taxi_like_model
+
+    export_taxi_like_model(str(workdir / "taxi" / "1"))
+    return workdir / "taxi", "taxi-like sample model (no pushed model found)"
+
+
+def _measure_floor(version_dir: str, serialized: bytes, n: int) -> Dict[str, float]:
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(version_dir).signatures["serving_default"]
+    examples = tf.constant([serialized])
+    for _ in range(max(50, n // 10)):
+        fn(examples=examples)
+    latencies = []
+    start = time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        fn(examples=examples)
+        latencies.append(time.perf_counter() - t)
+    return _summary(latencies, time.perf_counter() - start)
+
+
+def _start_server(base: Path, port: int, batching_file: str = None) -> subprocess.Popen:
+    argv = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))",
+            "serve", "--backend", "standin", f"--port={port}", "--rest_api_port=-1", "--model_name=taxi",
+            f"--model_base_path={base}", "--file_system_poll_wait_seconds=30"]
+    if batching_file:
+        argv += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _request(serialized: bytes):
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving import tensors
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "taxi"
+    request.model_spec.signature_name = "serving_default"
+    tensors.from_ndarray(np.array([serialized], dtype=object), request.inputs["examples"])
+    return request
+
+
+def _one_client(target: str, request, n: int) -> Dict[str, float]:
+    from serving.client import ServingClient
+
+    with ServingClient(target) as client:
+        for _ in range(max(50, n // 10)):
+            client.prediction.Predict(request)
+        latencies = []
+        start = time.perf_counter()
+        for _ in range(n):
+            t = time.perf_counter()
+            client.prediction.Predict(request)
+            latencies.append(time.perf_counter() - t)
+        return _summary(latencies, time.perf_counter() - start)
+
+
+def _many_clients(target: str, request, clients: int, seconds: float) -> Dict[str, float]:
+    from serving.client import ServingClient
+
+    stubs = [ServingClient(target) for _ in range(clients)]
+    for stub in stubs:
+        stub.prediction.Predict(request)
+    latencies = [[] for _ in range(clients)]
+    errors = []
+    go = threading.Barrier(clients + 1)
+    deadline = [0.0]
+
+    def loop(i):
+        stub, out = stubs[i].prediction, latencies[i]
+        go.wait()
+        while True:
+            t = time.perf_counter()
+            if t >= deadline[0]:
+                return
+            try:
+                stub.Predict(request)
+            except Exception as err:  # noqa: BLE001 - counted, reported
+                errors.append(repr(err))
+                return
+            out.append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    start = time.perf_counter()
+    deadline[0] = start + seconds
+    go.wait()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    for stub in stubs:
+        stub.close()
+    result = _summary([x for out in latencies for x in out], wall)
+    result["errors"] = len(errors)
+    return result
+
+
+def main(argv=None) -> int:
+    from pipeline import configs
+
+    from serving import model_config
+    from serving.client import ServingClient, raw_input_dtypes, row_to_example
+
+    parser = argparse.ArgumentParser(prog="python -m bench.serving_latency", description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=configs.default_home())
+    parser.add_argument("--model-dir", default=None)
+    parser.add_argument("--requests", type=int, default=2000, help="sequential requests per 1-client phase")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each 16-client phase")
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        base, source = _model_base(args, workdir)
+        versions = model_config.versions_on_disk(str(base))
+        version = max(versions)
+        batching_file = workdir / "batching.pbtxt"
+        batching_file.write_text(BATCHING)
+
+        results = {"model": {"base_path": str(base), "version": version, "source": source},
+                   "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                               "load_avg_at_start": os.getloadavg()[0]},
+                   "batching_parameters": BATCHING.strip().replace("\n", "; ")}
+        phases = {}
+        port = _free_port()
+        server = _start_server(base, port, str(batching_file))
+        try:
+            target = f"127.0.0.1:{port}"
+            with ServingClient(target) as client:
+                if not client.wait_until_available("taxi", 180):
+                    print("error: the server did not make the model AVAILABLE within 180s", file=sys.stderr)
+                    return 1
+                defs = client.signature_defs("taxi")
+            rows = _taxi_rows()
+            raw = raw_input_dtypes(defs)
+            row = next((r for r in rows if raw is None or all(str(r.get(c, "")).strip() for c in raw)), rows[0])
+            serialized = row_to_example(row, raw).SerializeToString()
+            request = _request(serialized)
+            phases["floor (in-process signature call)"] = _measure_floor(versions[version], serialized, args.requests)
+            phases["1 client, batching on"] = _one_client(target, request, args.requests)
+            phases[f"{args.clients} clients, batching on"] = _many_clients(target, request, args.clients, args.seconds)
+        finally:
+            _stop(server)
+        port = _free_port()
+        server = _start_server(base, port)
+        try:
+            target = f"127.0.0.1:{port}"
+            with ServingClient(target) as client:
+                client.wait_until_available("taxi", 180)
+            phases["1 client, batching off"] = _one_client(target, request, args.requests)
+            phases[f"{args.clients} clients, batching off"] = _many_clients(target, request, args.clients,
+                                                                            args.seconds)
+        finally:
+            _stop(server)
+
+    floor = phases["floor (in-process signature call)"]
+    for result in phases.values():
+        result["p50_vs_floor_p50"] = result["p50_ms"] / floor["p50_ms"]
+        result["throughput_vs_floor_rate"] = result["throughput_rps"] / floor["throughput_rps"]
+    results["phases"] = phases
+    single = phases["1 client, batching on"]
+    many = phases[f"{args.clients} clients, batching on"]
+    results["goals"] = {
+        "single_client_p50_le_1.5x_floor": {"ratio": single["p50_vs_floor_p50"], "met": single["p50_vs_floor_p50"] <= 1.5},
+        f"{args.clients}_client_throughput_ge_2x_floor_rate": {"ratio": many["throughput_vs_floor_rate"],
+                                                              "met": many["throughput_vs_floor_rate"] >= 2.0},
+    }
+    results["load_avg_at_end"] = os.getloadavg()[0]
+
+    print(f"model: {source}, version {version} ({base})")
+    header = f"{'phase':38} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'p50/floor':>10} {'rate/floor':>10}"
+    print(header)
+    print("-" * len(header))
+    for name, r in phases.items():
+        print(f"{name:38} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['throughput_rps']:8.0f} "
+              f"{r['p50_vs_floor_p50']:10.2f} {r['throughput_vs_floor_rate']:10.2f}")
+    for goal, value in results["goals"].items():
+        print(f"goal {goal}: {value['ratio']:.2f} -> {'met' if value['met'] else 'NOT met'}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+def _taxi_rows(count: int = 200):
+    import csv
+
+    from pipeline import configs
+
+    with open(configs.default_data_root() / "data.csv") as f:
+        reader = csv.DictReader(f)
+        return [next(reader) for _ in range(count)]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
