@@ -29,6 +29,13 @@ class AtomicPusherExecutor(pusher_executor.Executor):
         if destination.WhichOneof("destination") != "filesystem" or "://" in base:
             # Object stores have no atomic rename: keep the stock order (saved_model.pb written last).
             return super().Do(input_dict, output_dict, exec_properties)
+        pushed = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+        current = _serving_version_of(self.GetModelPath(input_dict), base)
+        if current is not None and self.CheckBlessing(input_dict):
+            # The same model is already the newest version (e.g. a re-run on unchanged data): pushing
+            # it again would only make the server reload identical weights under a new number.
+            self._MarkPushed(pushed, pushed_destination=os.path.join(base, current), pushed_version=current)
+            return None
 
         staging = os.path.join(base, f".staging-{uuid.uuid4().hex}")
         destination.filesystem.base_directory = staging
@@ -37,7 +44,6 @@ class AtomicPusherExecutor(pusher_executor.Executor):
         os.makedirs(base, exist_ok=True)
         try:
             super().Do(input_dict, output_dict, staged_properties)
-            pushed = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
             if pushed.get_int_custom_property("pushed") != 1:
                 return
             version = int(pushed.get_string_custom_property(_PUSHED_VERSION_KEY))
@@ -49,3 +55,20 @@ class AtomicPusherExecutor(pusher_executor.Executor):
             pushed.set_string_custom_property(_PUSHED_VERSION_KEY, str(version))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _serving_version_of(model_path: str, base: str):
+    """The newest version under `base` if it holds this very SavedModel (same fingerprint), else None."""
+    fingerprint = os.path.join(model_path, "fingerprint.pb")
+    versions = sorted((int(v) for v in os.listdir(base) if v.isdigit()), reverse=True) if os.path.isdir(base) else []
+    if not versions or not os.path.exists(fingerprint):
+        return None
+    newest = os.path.join(base, str(versions[0]), "fingerprint.pb")
+    if os.path.exists(newest) and _read(newest) == _read(fingerprint):
+        return str(versions[0])
+    return None
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()

@@ -89,6 +89,7 @@ def create_components(config: configs.PipelineConfig) -> List:
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=configs.PREPROCESSING_FN,
+        disable_statistics=True,  # StatisticsGen already describes the data; this halves Transform's time
     )
     trainer = tfx.components.Trainer(
         run_fn=configs.RUN_FN,

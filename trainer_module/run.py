@@ -181,7 +181,8 @@ def _as_parsed(column, spec):
 
 
 def export(model, tf_transform_output, serving_dir: str) -> None:
-    model.save(serving_dir, save_format="tf", signatures=_serving_signatures(model, tf_transform_output))
+    # save_traces=False: clients use the signatures; tracing every Keras call function only costs time.
+    model.save(serving_dir, save_format="tf", signatures=_serving_signatures(model, tf_transform_output), save_traces=False)
 
 
 def _write_json(path: str, payload: dict) -> None:

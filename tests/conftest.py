@@ -1,0 +1,78 @@
+"""Shared fixtures: one real pipeline run on a small sample of the taxi data, shared by the whole session.
+
+Every integration test (serving, multi-worker trainer, summary, status) reads the outputs of this one
+run instead of running its own, which keeps the suite within its time budget.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SAMPLE_ROWS = 4000
+
+
+def write_sample(path: Path, rows: int = SAMPLE_ROWS, skip: int = 0) -> Path:
+    """The first `rows` rows (after `skip`) of the taxi CSV shipped in the tfx wheel, header included."""
+    from pipeline.configs import default_data_root
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(default_data_root() / "data.csv", newline="") as src, open(path, "w", newline="") as dst:
+        reader, writer = csv.reader(src), csv.writer(dst)
+        writer.writerow(next(reader))
+        for i, row in enumerate(reader):
+            if i >= skip + rows:
+                break
+            if i >= skip:
+                writer.writerow(row)
+    return path
+
+
+@pytest.fixture(scope="session")
+def taxi_sample_dir(tmp_path_factory) -> Path:
+    """A data folder with a real 4,000-row sample of the taxi data."""
+    folder = tmp_path_factory.mktemp("taxi-sample")
+    write_sample(folder / "data.csv")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def taxi_pipeline_config(taxi_sample_dir, tmp_path_factory):
+    """Settings of the shared run: short training; bars lowered to what a 4k-row sample can reach."""
+    from pipeline import configs
+
+    return configs.PipelineConfig(
+        home=tmp_path_factory.mktemp("pipeline-home"),
+        data_root=taxi_sample_dir,
+        train_steps=200,
+        eval_steps=10,
+        min_auc=0.85,
+        min_accuracy=0.80,
+    )
+
+
+@pytest.fixture(scope="session")
+def taxi_pipeline_result(taxi_pipeline_config):
+    """(config, RunResult) of one completed local run of the real pipeline on the sample."""
+    from pipeline.local_runner import run_pipeline
+
+    return taxi_pipeline_config, run_pipeline(taxi_pipeline_config)
+
+
+@pytest.fixture(scope="session")
+def taxi_pipeline_run(taxi_pipeline_result):
+    """The PipelineConfig of the completed run (its pipeline_root, metadata_path, serving_base...)."""
+    return taxi_pipeline_result[0]
+
+
+@pytest.fixture(scope="session")
+def taxi_serving_base(taxi_pipeline_run) -> Path:
+    """<base> such that <base>/taxi/<version>/saved_model.pb is the model the run pushed."""
+    base = taxi_pipeline_run.serving_base
+    assert list((base / taxi_pipeline_run.model_name).glob("*/saved_model.pb")), "the shared run pushed no model"
+    return base

@@ -1,0 +1,70 @@
+"""End to end: the real pipeline (all TFX components, Beam in process) on a 4,000-row taxi sample."""
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from pipeline import run_results, summary
+from pipeline.local_runner import run_pipeline
+
+COMPONENTS = [
+    "CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "Transform",
+    "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher",
+]
+
+
+def test_every_component_ran_and_the_model_was_pushed(taxi_pipeline_result):
+    config, result = taxi_pipeline_result
+    assert sorted(result.nodes) == sorted(COMPONENTS)
+    assert {n: r.state for n, r in result.nodes.items() if r.state != "COMPLETE"} == {}
+    pushed = result.nodes["Pusher"].output("pushed_model")
+    assert pushed.custom_properties["pushed"].int_value == 1
+    destination = pushed.custom_properties["pushed_destination"].string_value
+    version_dir = config.serving_model_dir / pushed.custom_properties["pushed_version"].string_value
+    assert destination == str(version_dir)
+    assert (version_dir / "saved_model.pb").exists() and (version_dir / "variables").is_dir()
+    # Only complete, numeric versions are visible to model servers: no staging directory is left behind.
+    assert [p.name for p in config.serving_model_dir.iterdir() if not p.name.isdigit()] == []
+
+
+def test_splits_follow_the_two_to_one_hash_split(taxi_pipeline_result):
+    _, result = taxi_pipeline_result
+    counts = run_results.split_row_counts(result.nodes["StatisticsGen"].output_uri("statistics"))
+    assert sum(counts.values()) == 4000
+    assert 0.6 < counts["train"] / 4000 < 0.73
+
+
+def test_summary_reports_the_evaluators_own_metrics(taxi_pipeline_result):
+    config, result = taxi_pipeline_result
+    metrics = run_results.overall_metrics(result.nodes["Evaluator"].output_uri("evaluation"))
+    text = summary.render(config, result)
+    assert f"{metrics['auc']:.4f}" in text and f"{metrics['binary_accuracy']:.4f}" in text
+    assert metrics["auc"] > 0.85  # a 4k sample and 200 steps: well above chance, below the full-data bar
+    assert "anomalies: none" in text
+    assert "blessed: yes" in text and f"pushed: {config.serving_model_dir}" in text
+    slices = run_results.metrics_by_slice(result.nodes["Evaluator"].output_uri("evaluation"))
+    assert {"Overall", "payment_type=Credit Card", "trip_start_hour=12"} <= set(slices)
+
+
+def test_training_history_is_recorded(taxi_pipeline_result):
+    import json
+    from pathlib import Path
+
+    _, result = taxi_pipeline_result
+    history = json.loads((Path(result.nodes["Trainer"].output_uri("model_run")) / "history.json").read_text())
+    assert len(history["loss"]) == len(history["val_auc"]) >= 2
+
+
+def test_second_run_on_unchanged_input_comes_from_the_cache(taxi_pipeline_result):
+    config, first = taxi_pipeline_result
+    progress = io.StringIO()
+    second = run_pipeline(config, progress=progress)
+    for node in ("CsvExampleGen", "StatisticsGen", "ExampleValidator", "Transform", "Trainer"):
+        assert second.nodes[node].state == "CACHED", node
+        assert f"{node}" in progress.getvalue()
+    assert "cached" in progress.getvalue()
+    # The same model is blessed against itself and not pushed twice under a new version number.
+    versions = [p.name for p in config.serving_model_dir.iterdir()]
+    assert len(versions) == 1
+    assert "from cache: CsvExampleGen" in summary.render(config, second)
