@@ -14,6 +14,7 @@ import os
 import sys
 
 import pipeline  # noqa: F401  (pins TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+from pipeline.errors import UserError  # noqa: F401  (re-exported: commands raise pipeline.cli.UserError)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,9 +29,6 @@ COMMANDS = {
     "report": ("pipeline.report", "a self-contained HTML report with plots of the last run"),
 }
 
-
-class UserError(Exception):
-    """An expected failure: its message is the one line the user sees (no traceback)."""
 
 
 def build_parser(commands=None) -> argparse.ArgumentParser:

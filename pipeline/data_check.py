@@ -9,6 +9,8 @@ import csv
 from pathlib import Path
 from typing import List
 
+from pipeline.errors import UserError
+
 
 def required_columns(schema_path: Path) -> List[str]:
     """Columns the curated schema expects in training data (every feature present in TRAINING)."""
@@ -21,8 +23,6 @@ def required_columns(schema_path: Path) -> List[str]:
 
 def check_data_dir(data: Path, schema_path: Path) -> List[Path]:
     """The CSV files under `data`; raises UserError naming what is wrong and what to do."""
-    from pipeline.cli import UserError
-
     hint = "point --data at a folder of CSV files with a header row"
     data = Path(data)
     if not data.exists():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from pipeline import configs
+from pipeline.errors import UserError
 from pipeline.data_check import check_data_dir
 
 
@@ -46,8 +47,6 @@ def config_from_args(args) -> configs.PipelineConfig:
     )
     if args.home:
         overrides["home"] = args.home.resolve()
-    from pipeline.cli import UserError
-
     try:
         return configs.PipelineConfig(**overrides)
     except ValueError as err:
@@ -130,8 +129,6 @@ def _quiet_logs(log_file: Path, progress):
 
 def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path = None):
     """Run the pipeline for `config`; returns the run's results read back from ML Metadata."""
-    from pipeline.cli import UserError
-
     log_file = log_file or _log_file(config)
     if progress:
         progress.write(f"taxi-pipeline: data {config.data}\n  home {config.home}  (log: {log_file})\n")
