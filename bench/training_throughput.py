@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import platform
 import sys
 import tempfile
@@ -27,6 +29,8 @@ import time
 from pathlib import Path
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training_throughput.json"
 
@@ -76,6 +80,13 @@ def main(argv=None) -> int:
         return 2
 
     home = args.home.resolve()
+    # The table is the output; TensorFlow/absl/Beam chatter (and the workers' logs) go to files.
+    logging.basicConfig(level=logging.ERROR, force=True)
+    for name in ("tensorflow", "absl", "apache_beam"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import warnings
+
+    warnings.filterwarnings("ignore")
     _ensure_run(home, args.train_steps)
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
@@ -97,8 +108,6 @@ def main(argv=None) -> int:
         print(f"{r['training_loop']:<7}{r['workers']:>8}{r['global_batch_size']:>13}{r['training_examples_per_s']:>12.0f}"
               f"{r['training_ratio_vs_1_worker']:>7.2f}{r['trainer_wall_s']:>8.1f}{r['end_to_end_examples_per_s']:>10.0f}"
               f"{r['end_to_end_ratio_vs_1_worker']:>7.2f}")
-    import os
-
     payload = {
         "benchmark": "training_throughput",
         "reference": "1 worker (in process), same training loop, same run",

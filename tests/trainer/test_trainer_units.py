@@ -67,3 +67,18 @@ def test_unsynchronized_worker_reports_fail_the_trainer(tmp_path):
     (workers / "worker-1.json").write_text(json.dumps({"task_index": 1, "num_replicas_in_sync": 2}))
     (workers / "worker-0.json").write_text(json.dumps({"task_index": 0, "num_replicas_in_sync": 2}))
     assert len(check_worker_reports(str(tmp_path), 2)) == 2
+
+
+def test_pipeline_trainer_runs_this_executor_with_the_configured_workers(tmp_path):
+    """`taxi-pipeline run --workers 2` reaches the executor: the pipeline's Trainer uses
+    MultiWorkerExecutor and passes workers/loop/timeout/log dir in its custom_config."""
+    from pipeline import configs
+    from pipeline.pipeline import create_pipeline
+    from components.multiworker_trainer.executor import MultiWorkerExecutor
+
+    config = configs.PipelineConfig(home=tmp_path, workers=2, training_loop="custom", worker_timeout_s=321)
+    [trainer] = [c for c in create_pipeline(config).components if c.id == "Trainer"]
+    assert trainer.executor_spec.executor_class is MultiWorkerExecutor
+    settings = TrainerSettings.from_custom_config(json.loads(trainer.exec_properties["custom_config"]))
+    assert (settings.workers, settings.worker_timeout_s, settings.log_dir) == (2, 321, str(tmp_path / "logs"))
+    assert json.loads(trainer.exec_properties["custom_config"])["training_loop"] == "custom"
