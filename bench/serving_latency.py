@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -35,6 +34,8 @@ import numpy as np
 
 import serving  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
+# One intra-/inter-op thread per Session run: on 2 cores, less hand-off for single-example requests.
+SESSION_FLAGS = ["--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"]
 RESULTS = Path(__file__).resolve().parent / "results" / "serving_latency.json"
 REPO = Path(__file__).resolve().parents[1]
 BATCHING = "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 0 }\nnum_batch_threads { value: 1 }\n" \
@@ -70,17 +71,21 @@ def _model_base(args, workdir: Path):
 
 
 def _measure_floor(version_dir: str, serialized: bytes, n: int) -> Dict[str, float]:
+    """The same work as a request minus the server: bytes in, a tensor built, the call, numpy out."""
     import tensorflow as tf
 
     fn = tf.saved_model.load(version_dir).signatures["serving_default"]
-    examples = tf.constant([serialized])
+
+    def call():
+        return {k: v.numpy() for k, v in fn(examples=tf.constant([serialized])).items()}
+
     for _ in range(max(50, n // 10)):
-        fn(examples=examples)
+        call()
     latencies = []
     start = time.perf_counter()
     for _ in range(n):
         t = time.perf_counter()
-        fn(examples=examples)
+        call()
         latencies.append(time.perf_counter() - t)
     return _summary(latencies, time.perf_counter() - start)
 
@@ -88,7 +93,8 @@ def _measure_floor(version_dir: str, serialized: bytes, n: int) -> Dict[str, flo
 def _start_server(base: Path, port: int, batching_file: str = None) -> subprocess.Popen:
     argv = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))",
             "serve", "--backend", "standin", f"--port={port}", "--rest_api_port=-1", "--model_name=taxi",
-            f"--model_base_path={base}", "--file_system_poll_wait_seconds=30"]
+            f"--model_base_path={base}", "--file_system_poll_wait_seconds=30",
+            *SESSION_FLAGS]
     if batching_file:
         argv += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
@@ -132,42 +138,46 @@ def _one_client(target: str, request, n: int) -> Dict[str, float]:
 
 
 def _many_clients(target: str, request, clients: int, seconds: float) -> Dict[str, float]:
-    from serving.client import ServingClient
+    """`clients` concurrent clients, each with its own channel, each one request in flight.
 
-    stubs = [ServingClient(target) for _ in range(clients)]
-    for stub in stubs:
-        stub.prediction.Predict(request)
-    latencies = [[] for _ in range(clients)]
-    errors = []
-    go = threading.Barrier(clients + 1)
-    deadline = [0.0]
+    Driven by grpc.aio coroutines in this process: an efficient load generator, so the figure is
+    the server's throughput rather than the GIL of 16 client threads.
+    """
+    import asyncio
 
-    def loop(i):
-        stub, out = stubs[i].prediction, latencies[i]
-        go.wait()
-        while True:
-            t = time.perf_counter()
-            if t >= deadline[0]:
-                return
-            try:
-                stub.Predict(request)
-            except Exception as err:  # noqa: BLE001 - counted, reported
-                errors.append(repr(err))
-                return
-            out.append(time.perf_counter() - t)
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    start = time.perf_counter()
-    deadline[0] = start + seconds
-    go.wait()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
-    for stub in stubs:
-        stub.close()
-    result = _summary([x for out in latencies for x in out], wall)
+    async def run():
+        channels = [grpc_aio.insecure_channel(target) for _ in range(clients)]
+        stubs = [prediction_service_pb2_grpc.PredictionServiceStub(c) for c in channels]
+        await asyncio.gather(*(stub.Predict(request) for stub in stubs))
+        latencies, errors = [], []
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        async def loop(stub):
+            while True:
+                t = time.perf_counter()
+                if t >= deadline:
+                    return
+                try:
+                    await stub.Predict(request)
+                except grpc.RpcError as err:  # counted and reported
+                    errors.append(err.code().name)
+                    return
+                latencies.append(time.perf_counter() - t)
+
+        await asyncio.gather(*(loop(stub) for stub in stubs))
+        wall = time.perf_counter() - start
+        for channel in channels:
+            await channel.close()
+        return latencies, errors, wall
+
+    import grpc
+    from grpc import aio as grpc_aio
+
+    latencies, errors, wall = asyncio.run(run())
+    result = _summary(latencies, wall)
     result["errors"] = len(errors)
     return result
 
@@ -181,9 +191,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serving_latency", description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=configs.default_home())
     parser.add_argument("--model-dir", default=None)
-    parser.add_argument("--requests", type=int, default=2000, help="sequential requests per 1-client phase")
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each 16-client phase")
+    parser.add_argument("--requests", type=int, default=3000, help="sequential requests per 1-client phase "
+                        "(split over the rounds)")
+    parser.add_argument("--seconds", type=float, default=9.0, help="length of each 16-client phase (split over "
+                        "the rounds)")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are medians")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,38 +210,41 @@ def main(argv=None) -> int:
         results = {"model": {"base_path": str(base), "version": version, "source": source},
                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                "load_avg_at_start": os.getloadavg()[0]},
-                   "batching_parameters": BATCHING.strip().replace("\n", "; ")}
-        phases = {}
-        port = _free_port()
-        server = _start_server(base, port, str(batching_file))
+                   "batching_parameters": BATCHING.strip().replace("\n", "; "),
+                   "server_flags": SESSION_FLAGS}
+        # Both servers run for the whole measurement; phases alternate in rounds and each figure is
+        # the median over rounds, so a burst of load from other processes cannot favour one phase.
+        ports = {"on": _free_port(), "off": _free_port()}
+        servers = {"on": _start_server(base, ports["on"], str(batching_file)), "off": _start_server(base, ports["off"])}
+        rounds = {}
         try:
-            target = f"127.0.0.1:{port}"
-            with ServingClient(target) as client:
-                if not client.wait_until_available("taxi", 180):
-                    print("error: the server did not make the model AVAILABLE within 180s", file=sys.stderr)
-                    return 1
-                defs = client.signature_defs("taxi")
+            for key, port in ports.items():
+                with ServingClient(f"127.0.0.1:{port}") as client:
+                    if not client.wait_until_available("taxi", 180):
+                        print("error: the server did not make the model AVAILABLE within 180s", file=sys.stderr)
+                        return 1
+                    defs = client.signature_defs("taxi")
             rows = _taxi_rows()
             raw = raw_input_dtypes(defs)
-            row = next((r for r in rows if raw is None or all(str(r.get(c, "")).strip() for c in raw)), rows[0])
-            serialized = row_to_example(row, raw).SerializeToString()
+            serialized = row_to_example(rows[0], raw).SerializeToString()
             request = _request(serialized)
-            phases["floor (in-process signature call)"] = _measure_floor(versions[version], serialized, args.requests)
-            phases["1 client, batching on"] = _one_client(target, request, args.requests)
-            phases[f"{args.clients} clients, batching on"] = _many_clients(target, request, args.clients, args.seconds)
+            n = max(100, args.requests // args.rounds)
+            for _ in range(args.rounds):
+                measured = {
+                    "floor (in-process signature call)": _measure_floor(versions[version], serialized, n),
+                    "1 client, batching on": _one_client(f"127.0.0.1:{ports['on']}", request, n),
+                    "1 client, batching off": _one_client(f"127.0.0.1:{ports['off']}", request, n),
+                    f"{args.clients} clients, batching on": _many_clients(
+                        f"127.0.0.1:{ports['on']}", request, args.clients, args.seconds / args.rounds),
+                    f"{args.clients} clients, batching off": _many_clients(
+                        f"127.0.0.1:{ports['off']}", request, args.clients, args.seconds / args.rounds),
+                }
+                for name, result in measured.items():
+                    rounds.setdefault(name, []).append(result)
         finally:
-            _stop(server)
-        port = _free_port()
-        server = _start_server(base, port)
-        try:
-            target = f"127.0.0.1:{port}"
-            with ServingClient(target) as client:
-                client.wait_until_available("taxi", 180)
-            phases["1 client, batching off"] = _one_client(target, request, args.requests)
-            phases[f"{args.clients} clients, batching off"] = _many_clients(target, request, args.clients,
-                                                                            args.seconds)
-        finally:
-            _stop(server)
+            for server in servers.values():
+                _stop(server)
+    phases = {name: _median(results) for name, results in rounds.items()}
 
     floor = phases["floor (in-process signature call)"]
     for result in phases.values():
@@ -257,6 +273,13 @@ def main(argv=None) -> int:
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")
     return 0
+
+
+def _median(results: List[Dict[str, float]]) -> Dict[str, float]:
+    merged = {key: float(np.median([r[key] for r in results])) for key in results[0]}
+    merged["rounds"] = len(results)
+    merged["requests"] = int(sum(r["requests"] for r in results))
+    return merged
 
 
 def _taxi_rows(count: int = 200):
