@@ -4,6 +4,8 @@ SHELL := /bin/bash
 VENV  := .venv
 STAMP := $(VENV)/.installed
 ARGS  ?=
+# Where every output goes (pipeline root, ML Metadata, pushed models, logs, reports).
+OUT   ?= $(or $(TAXI_PIPELINE_HOME),outputs)
 
 # Python 3.10: from PATH when it really runs (a pyenv shim may exist but refuse), else under pyenv.
 PYTHON ?= $(shell for p in python3.10 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*/bin/python 2>/dev/null | sort -V | tail -n 1); do \
@@ -22,8 +24,10 @@ $(STAMP): setup.py constraints.txt
 	@$(VENV)/bin/python -m pip check
 	@touch $(STAMP)
 
+# Run the pipeline, then serve the pushed model and query a few eval rows over gRPC.
 run: setup
-	$(VENV)/bin/taxi-pipeline run $(ARGS)
+	$(VENV)/bin/taxi-pipeline run --home $(OUT) $(ARGS)
+	$(VENV)/bin/python -m serving.demo --home $(OUT)
 
 test: setup
 	$(VENV)/bin/python -m pytest $(ARGS)
@@ -32,10 +36,10 @@ bench: setup
 	$(VENV)/bin/python -m bench $(ARGS)
 
 compile: setup
-	$(VENV)/bin/taxi-pipeline compile $(ARGS)
+	$(VENV)/bin/taxi-pipeline compile --home $(OUT) $(ARGS)
 
 report: setup
-	$(VENV)/bin/taxi-pipeline report $(ARGS)
+	$(VENV)/bin/taxi-pipeline report --home $(OUT) $(ARGS)
 
 clean:
-	rm -rf outputs .pytest_cache
+	rm -rf $(OUT) .pytest_cache
