@@ -47,44 +47,13 @@ class BatchingOptions:
                                  f"({self.max_batch_size}), not {list(sizes)}")
 
 
-def _batching_parameters_class():
-    """`BatchingParameters` as a real proto class (its module is not shipped in tensorflow-serving-api)."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
-
-    pool = descriptor_pool.Default()
-    full_name = "tensorflow.serving.BatchingParameters"
-    try:
-        descriptor = pool.FindMessageTypeByName(full_name)
-    except KeyError:
-        f = descriptor_pb2.FileDescriptorProto(name="taxi_serving/batching_parameters.proto",
-                                               package="tensorflow.serving", syntax="proto3")
-        f.dependency.append(wrappers_pb2.DESCRIPTOR.name)
-        m = f.message_type.add(name="BatchingParameters")
-        T = descriptor_pb2.FieldDescriptorProto
-        fields = [("max_batch_size", ".google.protobuf.Int64Value"), ("batch_timeout_micros", ".google.protobuf.Int64Value"),
-                  ("max_enqueued_batches", ".google.protobuf.Int64Value"), ("num_batch_threads", ".google.protobuf.Int64Value"),
-                  ("thread_pool_name", ".google.protobuf.StringValue"), ("allowed_batch_sizes", None),
-                  ("pad_variable_length_inputs", "bool"), ("enable_large_batch_splitting", ".google.protobuf.BoolValue"),
-                  ("max_execution_batch_size", ".google.protobuf.Int64Value"),
-                  ("batch_padding_policy", ".google.protobuf.StringValue")]
-        for number, (name, type_name) in enumerate(fields, start=1):
-            field = m.field.add(name=name, number=number, label=T.LABEL_OPTIONAL)
-            if name == "allowed_batch_sizes":
-                field.label, field.type = T.LABEL_REPEATED, T.TYPE_INT64
-            elif type_name == "bool":
-                field.type = T.TYPE_BOOL
-            else:
-                field.type, field.type_name = T.TYPE_MESSAGE, type_name
-        pool.Add(f)
-        descriptor = pool.FindMessageTypeByName(full_name)
-    return message_factory.MessageFactory(pool).GetPrototype(descriptor)
-
-
 def parse_batching_parameters(text: str) -> BatchingOptions:
     """Parse a `--batching_parameters_file` text proto; ValueError with a readable line if it is wrong."""
     from google.protobuf import text_format
 
-    params = _batching_parameters_class()()
+    from serving.extra_protos import batching_parameters_class
+
+    params = batching_parameters_class()()
     try:
         text_format.Parse(text, params)
     except text_format.ParseError as err:

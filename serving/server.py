@@ -133,29 +133,17 @@ def _bracket(host: str) -> str:
 
 def parse_ssl_config(text: str) -> TlsConfig:
     """TF Serving's `--ssl_config_file` text proto (server_key, server_cert, custom_ca, client_verify)."""
-    fields = {}
-    import shlex
+    from google.protobuf import text_format
 
+    from serving.extra_protos import ssl_config_class
+
+    config = ssl_config_class()()
     try:
-        tokens = shlex.split(text, comments=True)
-    except ValueError as err:
-        raise ValueError(f"SSL config is not a text proto: {err}") from None
-    i = 0
-    while i < len(tokens):
-        key = tokens[i].rstrip(":")
-        if tokens[i].endswith(":"):
-            value = tokens[i + 1] if i + 1 < len(tokens) else ""
-            i += 2
-        elif i + 2 < len(tokens) + 1 and i + 1 < len(tokens) and tokens[i + 1] == ":":
-            value = tokens[i + 2] if i + 2 < len(tokens) else ""
-            i += 3
-        else:
-            raise ValueError(f"SSL config: cannot read the field at {tokens[i]!r}")
-        if key not in ("server_key", "server_cert", "custom_ca", "client_verify"):
-            raise ValueError(f"SSL config: unknown field {key!r}")
-        fields[key] = value
-    if not fields.get("server_key") or not fields.get("server_cert"):
+        text_format.Parse(text, config)
+    except text_format.ParseError as err:
+        raise ValueError(f"SSL config is not an SSLConfig text proto: {err}") from None
+    if not config.server_key or not config.server_cert:
         raise ValueError("SSL config needs server_key and server_cert (PEM text)")
-    return TlsConfig(server_key=fields["server_key"].encode(), server_cert=fields["server_cert"].encode(),
-                     custom_ca=fields["custom_ca"].encode() if fields.get("custom_ca") else None,
-                     client_verify=fields.get("client_verify", "false").lower() == "true")
+    return TlsConfig(server_key=config.server_key.encode(), server_cert=config.server_cert.encode(),
+                     custom_ca=config.custom_ca.encode() if config.custom_ca else None,
+                     client_verify=config.client_verify)
