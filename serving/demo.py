@@ -44,13 +44,13 @@ def _example_to_row(serialized: bytes) -> Dict[str, object]:
 
 def eval_rows(home: Path, count: int = ROWS) -> List[Dict[str, object]]:
     """Rows from the newest eval split ExampleGen wrote; the CSV sample when there is none."""
-    pattern = os.path.join(home, "pipeline_root", "**", "Split-eval", "*")
+    pattern = os.path.join(home, "pipeline_root", "**", "*ExampleGen", "examples", "*", "Split-eval", "*.gz")
     files = sorted(glob.glob(pattern, recursive=True), key=os.path.getmtime)
     if files:
         import tensorflow as tf
 
         newest = os.path.dirname(files[-1])
-        records = tf.data.TFRecordDataset(sorted(glob.glob(os.path.join(newest, "*"))), compression_type="GZIP")
+        records = tf.data.TFRecordDataset(sorted(glob.glob(os.path.join(newest, "*.gz"))), compression_type="GZIP")
         return [_example_to_row(r.numpy()) for r in records.take(count)]
     import csv
 
