@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import logging
 import os
 import sys
 
@@ -57,10 +56,33 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # unexpected: one line here, the trace in the log
-        logging.getLogger("taxi_pipeline").exception("unexpected failure")
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+    except Exception as err:  # unexpected: one line here, the trace in a log file
+        log = _write_trace(getattr(args, "home", None))
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        print(f"error: {type(err).__name__}: {first} (trace: {log})", file=sys.stderr)
         return 1
+
+
+def _write_trace(home) -> str:
+    """The current exception's full trace, in `<home>/logs/` (a temp file if that is not writable)."""
+    import tempfile
+    import time
+    import traceback
+    from pathlib import Path
+
+    from pipeline.configs import default_home
+
+    text = traceback.format_exc()
+    try:
+        folder = Path(home or default_home()) / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"error-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        path.write_text(text)
+    except OSError:
+        with tempfile.NamedTemporaryFile("w", suffix=".log", prefix="taxi-pipeline-error-", delete=False) as f:
+            f.write(text)
+            path = f.name
+    return str(path)
 
 
 if __name__ == "__main__":

@@ -61,3 +61,26 @@ def test_real_console_script_exit_code(tmp_path):
 def test_bad_settings_are_one_line_too(capsys, tmp_path):
     code, err = _run(capsys, "--home", str(tmp_path), "--workers", "0")
     assert code == 2 and err == ["error: workers must be at least 1, not 0"]
+
+
+def test_unexpected_failure_is_one_line_and_the_trace_goes_to_the_log(capsys, tmp_path, monkeypatch):
+    from pipeline import local_runner
+
+    def broken(config, progress=None, log_file=None):
+        raise RuntimeError("disk on fire\nsecond line of detail")
+
+    monkeypatch.setattr(local_runner, "run_pipeline", broken)
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "ok.csv").write_text(",".join(_required_columns()) + "\n" + ",".join("1" * len(_required_columns())) + "\n")
+    code, err = _run(capsys, "--home", str(tmp_path / "home"), "--data", str(data))
+    assert code == 1 and len(err) == 1 and err[0].startswith("error: RuntimeError: disk on fire (trace: ")
+    (log,) = (tmp_path / "home" / "logs").glob("error-*.log")
+    assert "second line of detail" in log.read_text() and "Traceback" in log.read_text()
+
+
+def _required_columns():
+    from pipeline.configs import SCHEMA_PATH
+    from pipeline.data_check import required_columns
+
+    return required_columns(SCHEMA_PATH)
