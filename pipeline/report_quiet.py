@@ -1,0 +1,33 @@
+"""Keeps TensorFlow's import chatter out of `status` and `report` output.
+
+Reading TFMA and TFDV results imports TensorFlow and Beam, which print deprecation warnings, CUDA
+probes and absl lines to file descriptor 2 directly (C++), so Python-level filters alone cannot
+silence them. While reading, fd 2 points at `<home>/logs/<command>.log` (kept for debugging), and
+the terminal shows only our own output and the one-line errors the CLI prints afterwards.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def quiet(home: Path, command: str):
+    log_dir = Path(home) / "logs"
+    target = log_dir / f"{command}.log" if log_dir.is_dir() else Path(os.devnull)
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    log_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(log_fd, 2)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        os.close(log_fd)
