@@ -11,7 +11,6 @@ serialized execution, so `run_fn` sees the FnArgs it would see in process.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import logging
 import os
@@ -134,9 +133,9 @@ def check_worker_reports(model_run_dir: str, workers: int) -> List[Dict]:
     """Reads `<model_run>/workers/worker-<i>.json` (written by run_fn) and fails if they show that the
     workers did not train as one synchronized job, e.g. each alone because TF_CONFIG was ignored."""
     reports = []
-    for path in sorted(glob.glob(os.path.join(model_run_dir, WORKER_REPORTS_DIR, "worker-*.json"))):
-        with open(path) as f:
-            reports.append(json.load(f))
+    for path in sorted(fileio.glob(os.path.join(model_run_dir, WORKER_REPORTS_DIR, "worker-*.json"))):
+        with fileio.open(path, "r") as f:  # fileio: the model run dir may be on an object store
+            reports.append(json.loads(f.read()))
     if not reports:
         log.warning("run_fn wrote no worker reports under %s/%s; cannot confirm synchronized training",
                     model_run_dir, WORKER_REPORTS_DIR)

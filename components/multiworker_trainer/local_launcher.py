@@ -187,11 +187,13 @@ class LocalLauncher:
             time.sleep(self.poll_interval_s)
 
     def _failure(self, worker: _Worker) -> WorkerFailedError:
-        cause = error_line(worker.log_path) or _exit_cause(worker.process.returncode)
+        exit_cause = _exit_cause(worker.process.returncode)
+        own_error = error_line(worker.log_path)
+        cause = f"{own_error} ({exit_cause})" if own_error else exit_cause
         tail = "\n".join("    " + line for line in log_tail(worker.log_path))
         return WorkerFailedError(
-            f"trainer worker {worker.index} of {self.num_workers} failed: {cause} "
-            f"({_exit_cause(worker.process.returncode)}); stopped the other workers; full log: {worker.log_path}"
+            f"trainer worker {worker.index} of {self.num_workers} failed: {cause}; "
+            f"stopped the other workers; full log: {worker.log_path}"
             + (f"\n  last lines of its log:\n{tail}" if tail else ""),
             worker.index, worker.log_path)
 

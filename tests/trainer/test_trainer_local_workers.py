@@ -40,7 +40,10 @@ def test_worker_error_fails_the_trainer_with_that_error(trainer_execution):
     with pytest.raises(WorkerFailedError) as failure:
         execution.run()
     message = str(failure.value)
-    assert message.startswith("trainer worker 1 of 2 failed: ValueError: toy failure on purpose in worker 1")
+    assert message.splitlines()[0] == (
+        "trainer worker 1 of 2 failed: ValueError: toy failure on purpose in worker 1 (exited with code 1); "
+        f"stopped the other workers; full log: {execution.log_dir / 'trainer-worker-1.log'}")
+    assert "last lines of its log:" in message and "Traceback" in message
     assert str(execution.log_dir / "trainer-worker-1.log") in message
     assert failure.value.worker_index == 1
     _assert_all_gone(read_pids(execution.model_run_dir).values(), within_s=0)
@@ -67,7 +70,9 @@ def test_worker_killed_mid_training_fails_fast_and_leaves_nothing(trainer_execut
     assert "pid" in killed, "the test never killed the worker"
     assert time.monotonic() - killed["at"] < 15, "the trainer did not notice the dead worker promptly"
     assert time.monotonic() - started < timeout_s
-    assert str(failure.value).startswith("trainer worker 1 of 2 failed: was killed by SIGKILL")
+    assert str(failure.value).splitlines()[0] == (
+        "trainer worker 1 of 2 failed: was killed by SIGKILL; stopped the other workers; "
+        f"full log: {execution.log_dir / 'trainer-worker-1.log'}")
     assert not (execution.serving_model_dir / "saved_model.pb").exists()
     _assert_all_gone(read_pids(execution.model_run_dir).values(), within_s=0)
 
