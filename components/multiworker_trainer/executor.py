@@ -104,7 +104,12 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
         namespace, image, service_account, pvc_mounts = settings.namespace, settings.image, None, None
         if tfjob_launcher.in_cluster():
             namespace = tfjob_launcher.current_namespace(namespace)
-            own_image, service_account = tfjob_launcher.own_pod(api, namespace)
+            try:
+                own_image, service_account = tfjob_launcher.own_pod(api, namespace)
+            except Exception as err:  # noqa: BLE001  (RBAC may forbid reading pods: go on with the config)
+                log.warning("could not read this step's pod (%s); TFJob workers get the namespace's default "
+                            "service account", err)
+                own_image = None
             image = image or own_image
             pvc_mounts = _pipeline_volumes()
         if not image:

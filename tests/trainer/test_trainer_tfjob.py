@@ -197,3 +197,25 @@ def test_executor_trains_through_a_tfjob_whose_pods_run_the_worker_entry_point(t
     assert {r["task_index"] for r in reports.values()} == {0, 1}
     assert all(r["num_replicas_in_sync"] == 2 for r in reports.values())
     assert (execution.serving_model_dir / "saved_model.pb").exists()
+
+
+def test_in_a_pod_the_job_runs_the_steps_own_image_and_service_account(trainer_execution, monkeypatch):
+    """Inside a Kubeflow step pod with no image configured, the workers run the step's image with the
+    step's service account; a job that 'succeeds' without saving a model still fails the Trainer."""
+    own_pod = {"metadata": {"name": "trainer-step-pod", "namespace": "ns"},
+               "spec": {"serviceAccountName": "pipeline-runner",
+                        "containers": [{"name": "main", "image": "registry.example/taxi@sha256:abc"}]}}
+    states = [[condition("Created"), condition("Running"), condition("Succeeded")]]
+    with FakeKubernetes(Scripted(states), own_pods={"trainer-step-pod": own_pod}) as fake:
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+        monkeypatch.setenv("HOSTNAME", "trainer-step-pod")
+        execution = trainer_execution(workers=3, namespace="ns", kubernetes_api_url=fake.url,
+                                      tfjob_poll_interval_s=0.05)
+        with pytest.raises(RuntimeError, match="all 3 trainer workers succeeded but none saved a model"):
+            execution.run()
+    [job] = fake.created
+    pod_spec = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
+    assert pod_spec["containers"][0]["image"] == "registry.example/taxi@sha256:abc"
+    assert pod_spec["serviceAccountName"] == "pipeline-runner"
+    assert job["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == 3
+    assert fake.deleted == [job["metadata"]["name"]]
