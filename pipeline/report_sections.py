@@ -1,0 +1,229 @@
+"""The report's sections, one function each: read a run's outputs (report_data), draw (report_plots), lay out.
+
+Each section says plainly when the run did not produce its input (a failed or still-running run,
+a component removed from the pipeline) instead of failing the whole report.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from pipeline import report_data, report_plots, report_store, run_results
+from pipeline.report_html import Cell, count, esc, figure, num, paragraph, percent, table
+
+Section = Tuple[str, str, str]  # (html id, title, html)
+
+# TFMA metric key -> column title, in the order the evaluation tables show them.
+EVAL_COLUMNS = (
+    ("example_count", "examples"),
+    ("auc", "AUC"),
+    ("binary_accuracy", "accuracy"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("calibration", "calibration"),
+)
+HOUR_FEATURE = "trip_start_hour"
+TOP_VALUES = 8
+
+
+def _absent(result: run_results.RunResult, node_id: str, what: str) -> str:
+    node = result.nodes.get(node_id)
+    state = f"{node_id} is {node.state}" if node else f"{node_id} did not run"
+    return paragraph(f"No {what} in this run ({state}).", "note")
+
+
+def _section(section_id: str, title: str, parts: List[str]) -> Section:
+    from pipeline.report_html import section
+
+    return section_id, title, section(section_id, title, parts)
+
+
+# ---- components ------------------------------------------------------------------------------------
+
+def components(result: run_results.RunResult) -> Section:
+    rows = [
+        (node.node_id, Cell(node.state, "fail" if node.state == "FAILED" else ""),
+         Cell("-" if node.seconds is None else f"{node.seconds:.1f}", "num"))
+        for node in result.nodes.values()
+    ]
+    return _section("components", "Components", [table(("component", "state", "seconds"), rows, "components")])
+
+
+# ---- data ---------------------------------------------------------------------------------------------
+
+def data(result: run_results.RunResult) -> Section:
+    uri = report_store.node_output_uri(result, "StatisticsGen", "statistics")
+    if uri is None:
+        return _section("data", "Data", [_absent(result, "StatisticsGen", "statistics")])
+    stats = report_data.data_statistics(uri)
+    splits = sorted(stats.rows, key=report_data.split_order)
+    parts = [table(("split", "rows"), [(s, Cell(count(stats.rows[s]), "num")) for s in splits], "split-rows")]
+
+    headers = ["feature", "type"] + [f"missing {s}" for s in splits] + [f"{s}: mean / std / min / median / max, or distinct values" for s in splits]
+    rows = []
+    for feature in stats.features:
+        row = [feature.name, feature.kind]
+        row += [Cell(percent(feature.splits[s].missing_fraction) if s in feature.splits else "-", "num") for s in splits]
+        row += [_summary(feature.splits.get(s)) for s in splits]
+        rows.append(row)
+    parts.append("<h3>Features</h3>")
+    parts.append(table(headers, rows, "features"))
+
+    numeric = [f for f in stats.features if f.kind == "numeric"]
+    if any(s.histogram for f in numeric for s in f.splits.values()):
+        parts.append("<h3>Distributions of numeric features</h3>")
+        parts.append(paragraph("StatisticsGen's equal-width histograms, train and eval overlaid as fractions of the "
+                               "rows that have a value; log scale where one bucket holds most rows.", "note"))
+        parts.append(figure(report_plots.numeric_distributions(numeric), "numeric feature distributions"))
+
+    categorical = [f for f in stats.features if f.kind == "categorical"]
+    if categorical:
+        parts.append("<h3>Top values of categorical features</h3>")
+        parts.append('<div class="tables">' + "".join(_top_values(f, splits, stats.rows) for f in categorical) + "</div>")
+    return _section("data", "Data statistics", parts)
+
+
+def _summary(stats: Optional[report_data.SplitFeature]) -> str:
+    if stats is None:
+        return "-"
+    if stats.numeric:
+        n = stats.numeric
+        return " / ".join(_short_number(n[k]) for k in ("mean", "std_dev", "min", "median", "max"))
+    if stats.unique is not None:
+        return f"{stats.unique:,} distinct"
+    return "no values"
+
+
+def _short_number(x: float) -> str:
+    return f"{x:.4g}" if abs(x) < 1e6 else f"{x:.3e}"
+
+
+def _top_values(feature: report_data.Feature, splits: List[str], rows_per_split) -> str:
+    """Most frequent values (by the first split), with count and share of rows per split."""
+    first = feature.splits.get(splits[0]) if splits else None
+    values = [v for v, _ in (first.top_values if first else [])][:TOP_VALUES]
+    table_rows = []
+    for value in values:
+        row = [value]
+        for split in splits:
+            freq = dict(feature.splits[split].top_values).get(value) if split in feature.splits else None
+            share = freq / rows_per_split[split] if freq is not None and rows_per_split.get(split) else None
+            row.append(Cell("-" if freq is None else f"{count(freq)} ({percent(share)})", "num"))
+        table_rows.append(row)
+    return table(["value"] + splits, table_rows, f"top-{feature.name}", caption=feature.name)
+
+
+# ---- anomalies ------------------------------------------------------------------------------------
+
+def anomalies(result: run_results.RunResult) -> Section:
+    uri = report_store.node_output_uri(result, "ExampleValidator", "anomalies")
+    if uri is None:
+        return _section("anomalies", "Anomalies", [_absent(result, "ExampleValidator", "anomalies check")])
+    found = run_results.anomalies(uri)
+    rows = [(split, feature, text) for split, items in found.items() for feature, text in items.items()]
+    if not rows:
+        body = paragraph("none: every split matches the curated schema.")
+    else:
+        body = table(("split", "feature", "anomaly"), rows, "anomalies-table")
+    return _section("anomalies", "Anomalies", [body])
+
+
+# ---- training -------------------------------------------------------------------------------------
+
+def training(result: run_results.RunResult) -> Section:
+    uri = report_store.node_output_uri(result, "Trainer", "model_run")
+    history = report_data.training_history(uri)
+    if not history:
+        reason = "history.json is missing from the Trainer's model_run output" if uri else None
+        body = paragraph(f"No training history ({reason}).", "note") if reason else _absent(result, "Trainer", "training history")
+        return _section("training", "Training", [body])
+    pairs = report_data.curve_pairs(history)
+    epochs = max(len(v) for v in history.values())
+    rows = [(name, Cell(num(history[name][-1]), "num"), Cell(num(history[val][-1]) if val else "-", "num"))
+            for name, val in pairs]
+    parts = [
+        paragraph(f"{epochs} epochs; from the Trainer's history.json.", "note"),
+        figure(report_plots.training_curves(history), "training curves"),
+        table(("metric", "train (last epoch)", "validation (last epoch)"), rows, "training-final"),
+    ]
+    return _section("training", "Training", parts)
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+
+def evaluation(result: run_results.RunResult) -> Section:
+    uri = report_store.node_output_uri(result, "Evaluator", "evaluation")
+    if uri is None:
+        return _section("evaluation", "Evaluation by slice", [_absent(result, "Evaluator", "evaluation")])
+    tables = report_data.slices_by_feature(run_results.metrics_by_slice(uri))
+    parts = [paragraph("The candidate model on the eval split, as TFMA computed it.", "note")]
+    for feature, slice_table in sorted(tables.items(), key=lambda kv: (kv[0] != "Overall", kv[0] != HOUR_FEATURE, kv[0])):
+        parts.append(f"<h3>{esc('Overall' if feature == 'Overall' else 'By ' + feature)}</h3>")
+        if feature == HOUR_FEATURE:
+            parts.append(figure(report_plots.metrics_by_value(slice_table, [("auc", "AUC"), ("binary_accuracy", "accuracy")]),
+                                f"metrics by {feature}"))
+        parts.append(_slice_table(slice_table))
+    return _section("evaluation", "Evaluation by slice", parts)
+
+
+def _slice_table(slice_table: report_data.SliceTable) -> str:
+    columns = [(k, t) for k, t in EVAL_COLUMNS if any(k in m for _, m in slice_table.rows)]
+    rows = []
+    for value, metrics in slice_table.rows:
+        cells = [value]
+        for key, _ in columns:
+            text = count(metrics.get(key)) if key == "example_count" else num(metrics.get(key))
+            cells.append(Cell(text, "num"))
+        rows.append(cells)
+    first = "slice" if slice_table.feature == "Overall" else slice_table.feature
+    return table([first] + [t for _, t in columns], rows, f"slices-{slice_table.feature}")
+
+
+def calibration(result: run_results.RunResult) -> Section:
+    uri = report_store.node_output_uri(result, "Evaluator", "evaluation")
+    if uri is None:
+        return _section("calibration", "Calibration", [_absent(result, "Evaluator", "evaluation")])
+    bins = report_data.calibration_bins(uri)
+    if not bins:
+        return _section("calibration", "Calibration", [paragraph("No calibration plot in this evaluation "
+                                                                  "(add CalibrationPlot to the eval config).", "note")])
+    rows = [(f"{b.lower:.1f}-{b.upper:.1f}", Cell(count(b.examples), "num"), Cell(num(b.mean_prediction, 3), "num"),
+             Cell(num(b.observed_rate, 3), "num")) for b in bins]
+    parts = [
+        paragraph("TFMA's calibration histogram (overall slice) merged into ten bins: points on the diagonal "
+                  "mean predicted probabilities match observed rates; marker size follows the example count.", "note"),
+        figure(report_plots.calibration(bins), "calibration plot"),
+        table(("predicted", "examples", "mean prediction", "observed rate"), rows, "calibration-bins"),
+    ]
+    return _section("calibration", "Calibration", parts)
+
+
+# ---- blessing and push ----------------------------------------------------------------------------
+
+def blessing(result: run_results.RunResult) -> Section:
+    verdict = report_store.blessed(result)
+    uri = report_store.node_output_uri(result, "Evaluator", "evaluation")
+    if verdict is None or uri is None:
+        return _section("blessing", "Blessing", [_absent(result, "Evaluator", "blessing")])
+    checks = report_data.blessing_checks(uri)
+    head = ("Blessed: the model cleared every bar." if verdict
+            else "NOT blessed: " + ("; ".join(run_results.validation_failures(uri)) or "see the run's log") + ".")
+    parts = [f'<p class="{"pass" if verdict else "fail"}">{esc(head)}</p>']
+    if checks:
+        rows = [(c.metric, c.kind, Cell(c.bound, "num"), Cell(num(c.value), "num"),
+                 Cell("pass" if c.passed else "FAIL", "pass" if c.passed else "fail")) for c in checks]
+        parts.append(table(("metric", "threshold on", "bar", "measured", "verdict"), rows, "blessing-checks"))
+    if not report_data.had_baseline(uri):
+        parts.append(paragraph("No blessed model existed yet to compare against, so only the absolute bars "
+                               "applied (the Evaluator drops change thresholds without a baseline).", "note"))
+    return _section("blessing", "Blessing", parts)
+
+
+def push(result: run_results.RunResult) -> Section:
+    pushed = report_store.pushed(result)
+    if pushed is not None:
+        body = paragraph(f"Pushed version {pushed.version} to {pushed.destination}.")
+    elif result.nodes.get("Pusher") is None or result.nodes["Pusher"].state not in ("COMPLETE", "CACHED"):
+        body = _absent(result, "Pusher", "push")
+    else:
+        body = paragraph("Not pushed: the model was not blessed; the serving directory is unchanged.")
+    return _section("push", "Push", [body])
