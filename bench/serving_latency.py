@@ -5,8 +5,10 @@ Measures, in one run on one model version:
   ["serving_default"]` on one serialized tf.Example), p50/p99 and its sequential rate;
 - 1 client: sequential gRPC Predict calls (one example each) to the server running in its own
   process, as deployed;
-- 16 clients: 16 concurrent clients (threads in this process, one channel each), against the
-  server with batching on, and (for reference) with batching off.
+- 16 clients: 16 concurrent clients (grpc.aio coroutines in this process, one channel each),
+  against the server with batching on, and (for reference) with batching off;
+- the transport ceiling: the same 1- and 16-client loads against a no-op PredictionService on the
+  same Python gRPC stack (canned answer, no model): no server built on grpcio can beat it here.
 Every figure is also given as a ratio to the floor measured in the same run. Goals (issue 3):
 1-client p50 <= 1.5x the floor p50; 16-client throughput >= 2x the floor's sequential rate.
 
@@ -99,6 +101,53 @@ def _start_server(base: Path, port: int, batching_file: str = None) -> subproces
         argv += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
+
+
+def _noop_server(port: int) -> int:
+    """A PredictionService that answers a canned response: the same gRPC stack as the model server
+    (sync server, 32 worker threads) with no model, decoding or batching. Its figures are the ceiling
+    the Python gRPC transport alone allows on this machine."""
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = "taxi"
+    response.model_spec.version.value = 1
+    response.model_spec.signature_name = "serving_default"
+    probabilities = response.outputs["probabilities"]
+    probabilities.dtype = 1
+    probabilities.tensor_shape.dim.add().size = 1
+    probabilities.tensor_shape.dim.add().size = 1
+    probabilities.float_val.append(0.5)
+
+    class NoOp(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(NoOp(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+    return 0
+
+
+def _start_noop_server(port: int) -> subprocess.Popen:
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "bench.serving_latency", "--noop-server", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
+
+
+def _wait_for_port(port: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -197,7 +246,10 @@ def main(argv=None) -> int:
                         "the rounds)")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are medians")
+    parser.add_argument("--noop-server", type=int, default=None, help=argparse.SUPPRESS)  # internal
     args = parser.parse_args(argv)
+    if args.noop_server is not None:
+        return _noop_server(args.noop_server)
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -214,11 +266,14 @@ def main(argv=None) -> int:
                    "server_flags": SESSION_FLAGS}
         # Both servers run for the whole measurement; phases alternate in rounds and each figure is
         # the median over rounds, so a burst of load from other processes cannot favour one phase.
-        ports = {"on": _free_port(), "off": _free_port()}
-        servers = {"on": _start_server(base, ports["on"], str(batching_file)), "off": _start_server(base, ports["off"])}
+        ports = {"on": _free_port(), "off": _free_port(), "noop": _free_port()}
+        servers = {"on": _start_server(base, ports["on"], str(batching_file)), "off": _start_server(base, ports["off"]),
+                   "noop": _start_noop_server(ports["noop"])}
         rounds = {}
         try:
-            for key, port in ports.items():
+            _wait_for_port(ports["noop"])
+            for key in ("on", "off"):
+                port = ports[key]
                 with ServingClient(f"127.0.0.1:{port}") as client:
                     if not client.wait_until_available("taxi", 180):
                         print("error: the server did not make the model AVAILABLE within 180s", file=sys.stderr)
@@ -238,6 +293,9 @@ def main(argv=None) -> int:
                         f"127.0.0.1:{ports['on']}", request, args.clients, args.seconds / args.rounds),
                     f"{args.clients} clients, batching off": _many_clients(
                         f"127.0.0.1:{ports['off']}", request, args.clients, args.seconds / args.rounds),
+                    "1 client, no-op gRPC server": _one_client(f"127.0.0.1:{ports['noop']}", request, n),
+                    f"{args.clients} clients, no-op gRPC server": _many_clients(
+                        f"127.0.0.1:{ports['noop']}", request, args.clients, args.seconds / args.rounds),
                 }
                 for name, result in measured.items():
                     rounds.setdefault(name, []).append(result)

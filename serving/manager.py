@@ -195,16 +195,13 @@ class ModelManager:
             choice = model_spec.WhichOneof("version_choice")
             if choice == "version":
                 version = model_spec.version.value
-                request = f"Specific({name}, {version})"
             elif choice == "version_label":
                 label = model_spec.version_label
                 if model is None or label not in model.config.version_labels:
                     raise invalid_argument(f"Unrecognized servable version label: {label}")
                 version = model.config.version_labels[label]
-                request = f"Specific({name}, {version})"
             else:
                 version = None
-                request = f"Latest({name})"
             record = None
             if model is not None:
                 if version is None:
@@ -213,6 +210,7 @@ class ModelManager:
                 else:
                     record = model.versions.get(version)
             if record is None or record.state != State.AVAILABLE or not record.servable.acquire():
+                request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
                 raise not_found(f"Servable not found for request: {request}")
             return record.servable
 

@@ -61,6 +61,10 @@ class Signature:
     outputs: Mapping[str, TensorSpec]
 
     @property
+    def output_keys(self) -> Tuple[str, ...]:
+        return tuple(sorted(self.outputs))
+
+    @property
     def batchable(self) -> bool:
         return bool(self.inputs) and all(t.batched for t in self.inputs.values()) and all(
             t.batched for t in self.outputs.values())
@@ -94,12 +98,17 @@ def session_config(intra_op: int = 0, inter_op: int = 0):
 class SavedModelServable:
     """A SavedModel version loaded in its own Graph and Session."""
 
-    def __init__(self, name: str, version: int, path: str, tags: Sequence[str] = ("serve",), config=None):
+    def __init__(self, name: str, version: int, path: str, tags: Sequence[str] = ("serve",), config=None,
+                 run_in_caller_thread: bool = True):
         import tensorflow as tf
         from tensorflow.core.protobuf import config_pb2
         from tensorflow.python.util import deprecation
 
         self._config_pb2 = config_pb2
+        # Run each Session call on the request's own thread (RunOptions.inter_op_thread_pool = -1):
+        # for small per-request graphs this skips a hand-off to the inter-op pool, ~45 us of ~190 us
+        # on the taxi model, more when the CPU is contended. Kernels still use the intra-op pool.
+        self._run_in_caller_thread = run_in_caller_thread
         self.name = name
         self.version = version
         self.path = path
@@ -181,7 +190,7 @@ class SavedModelServable:
 
     def validate_outputs(self, sig: Signature, output_filter: Sequence[str]) -> Tuple[str, ...]:
         if not output_filter:
-            return tuple(sorted(sig.outputs))
+            return sig.output_keys
         seen = set()
         for alias in output_filter:
             if alias not in sig.outputs:
@@ -220,6 +229,8 @@ class SavedModelServable:
                     options = self._config_pb2.CallableOptions()
                     options.feed.extend(sig.inputs[k].tensor_name for k in input_keys)
                     options.fetch.extend(sig.outputs[k].tensor_name for k in output_keys)
+                    if self._run_in_caller_thread:
+                        options.run_options.inter_op_thread_pool = -1
                     fn = self._session._make_callable_from_options(options)  # pylint: disable=protected-access
                     self._callables[key] = fn
         return fn

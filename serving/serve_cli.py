@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address the stand-in listens on (default: %(default)s; real TF Serving uses 0.0.0.0)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: tensorflow_model_server if on PATH, else the stand-in")
+    parser.add_argument("--run_in_caller_thread", "--run-in-caller-thread", nargs="?", const=True, default=True,
+                        type=flags.parse_bool, metavar="BOOL",
+                        help="stand-in only: run each Session call on the request's thread (default: true; "
+                             "faster for small models, false lets one request use the inter-op pool)")
     flags.add_tf_serving_flags(parser)
 
 
@@ -108,6 +112,7 @@ def server_options(args, config):
         grpc_max_threads=args.grpc_max_threads, grpc_channel_arguments=tuple(channel_args), tls=tls,
         saved_model_tags=tuple(t.strip() for t in args.saved_model_tags.split(",") if t.strip()),
         intra_op_threads=args.tensorflow_intra_op_parallelism, inter_op_threads=args.tensorflow_inter_op_parallelism,
+        run_in_caller_thread=args.run_in_caller_thread,
         max_load_retries=args.max_num_load_retries, load_retry_interval_s=args.load_retry_interval_micros / 1e6,
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models)
 

@@ -50,6 +50,7 @@ class ServerOptions:
     saved_model_tags: Sequence[str] = ("serve",)
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    run_in_caller_thread: bool = True
     max_load_retries: int = 5
     load_retry_interval_s: float = 60.0
     allow_version_labels_for_unavailable_models: bool = False
@@ -70,7 +71,8 @@ class ModelServer:
 
     def _load(self, name: str, version: int, path: str) -> SavedModelServable:
         servable = SavedModelServable(name, version, path, tags=self.options.saved_model_tags,
-                                      config=self._session_config)
+                                      config=self._session_config,
+                                      run_in_caller_thread=self.options.run_in_caller_thread)
         if self.options.batching is not None:
             servable.batcher = ServableBatcher(self.options.batching)
         return servable

@@ -7,6 +7,7 @@ TensorFlow. Responses carry values in the typed `*_val` fields, as TF Serving's 
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -60,7 +61,7 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
             raise invalid_argument("input tensor has no dtype (DT_INVALID)")
         return _slow_to_ndarray(proto)
     np_type, field = entry
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     if proto.tensor_content:
         if np_type is object:
             return _slow_to_ndarray(proto)
