@@ -94,7 +94,7 @@ def _measure_floor(version_dir: str, serialized: bytes, n: int) -> Dict[str, flo
 
 def _start_server(base: Path, port: int, batching_file: str = None) -> subprocess.Popen:
     argv = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))",
-            "serve", "--backend", "standin", f"--port={port}", "--rest_api_port=-1", "--model_name=taxi",
+            "serve", "--backend", "standin", f"--port={port}", "--rest_api_port=0", "--model_name=taxi",
             f"--model_base_path={base}", "--file_system_poll_wait_seconds=30",
             *SESSION_FLAGS]
     if batching_file:

@@ -12,8 +12,8 @@ from typing import List
 
 # name -> (type, default, help). Names are TF Serving's; order is the order we print them in.
 TF_SERVING_FLAGS = {
-    "port": (int, 8500, "gRPC port (0: pick a free one)"),
-    "rest_api_port": (int, 8501, "REST port (0 in TF Serving disables REST; here -1 does, 0 picks a free one)"),
+    "port": (int, 8500, "gRPC port (the stand-in picks a free one for 0 and prints it)"),
+    "rest_api_port": (int, 8501, "REST port; 0 disables REST (as in TF Serving)"),
     "model_name": (str, None, "name of the one model to serve (TF Serving's default: 'default')"),
     "model_base_path": (str, None, "directory holding the model's numeric version directories"),
     "model_config_file": (str, None, "ModelServerConfig text proto (several models, version policies, labels)"),
@@ -60,8 +60,6 @@ def tfserving_argv(args, overrides=None) -> List[str]:
     for name, value in values.items():
         default = TF_SERVING_FLAGS[name][1]
         if value is None or (value == default and name not in ("port", "rest_api_port")):
-            continue
-        if name == "rest_api_port" and value < 0:
             continue
         if isinstance(value, bool):
             value = "true" if value else "false"

@@ -26,8 +26,8 @@ def docker_command(flag_argv: List[str], model_name: Optional[str], base_path: O
                    rest_port: Optional[int]) -> List[str]:
     """`docker run` serving the same models with the same flags (paths mounted where they are)."""
     cmd = ["docker", "run", "--rm", "-p", f"{grpc_port or 8500}:8500"]
-    if rest_port is not None and rest_port >= 0:
-        cmd += ["-p", f"{rest_port or 8501}:8501"]
+    if rest_port:
+        cmd += ["-p", f"{rest_port}:8501"]
     passthrough = [a for a in flag_argv if not a.startswith(("--port=", "--rest_api_port=", "--model_name=",
                                                              "--model_base_path=", "--model_config_file="))]
     mounts = []
@@ -51,8 +51,7 @@ def docker_command(flag_argv: List[str], model_name: Optional[str], base_path: O
         for path in mounts:
             cmd += ["-v", f"{path}:{path}:ro"]
         cmd += ["-e", f"MODEL_NAME={name}", TF_SERVING_IMAGE]
-    if rest_port is not None and rest_port >= 0:
-        cmd += ["--rest_api_port=8501"]
+    cmd += ["--rest_api_port=8501" if rest_port else "--rest_api_port=0"]  # after the image's own flags: wins
     return cmd + passthrough
 
 

@@ -102,12 +102,14 @@ def server_options(args, config):
         if not sep:
             raise UserError(f"--grpc_channel_arguments item {item!r} is not key=value")
         channel_args.append((key, int(value) if value.lstrip("-").isdigit() else value))
+    if args.rest_api_port < 0:
+        raise UserError(f"--rest_api_port must be >= 0 (0 disables REST), not {args.rest_api_port}")
     for name in ("port", "grpc_max_threads"):
         if getattr(args, name) < (0 if name == "port" else 1):
             raise UserError(f"--{name} must be {'>= 0' if name == 'port' else '>= 1'}, not {getattr(args, name)}")
     return ServerOptions(
         config=config, host=args.host, grpc_port=args.port,
-        rest_port=None if args.rest_api_port < 0 else args.rest_api_port,
+        rest_port=args.rest_api_port or None,  # 0 disables REST, as in TF Serving
         batching=batching_options, poll_wait_s=args.file_system_poll_wait_seconds,
         grpc_max_threads=args.grpc_max_threads, grpc_channel_arguments=tuple(channel_args), tls=tls,
         saved_model_tags=tuple(t.strip() for t in args.saved_model_tags.split(",") if t.strip()),
@@ -141,7 +143,7 @@ def main(args) -> int:
     flag_argv = flags.tfserving_argv(args, overrides)
     config_paths = [m.base_path for m in config.model_config_list.config] if args.model_config_file else []
     docker = launcher.docker_command(flag_argv, name, base, args.model_config_file, config_paths, args.port,
-                                     None if args.rest_api_port < 0 else args.rest_api_port)
+                                     args.rest_api_port)
     print(f"TF Serving equivalent: {launcher.format_command(docker)}", flush=True)
     if binary is not None and args.backend != "standin":
         print(f"running {binary}", flush=True)

@@ -117,7 +117,7 @@ def test_serve_and_predict_commands_end_to_end(tmp_path, taxi_like_base):
     home = _pushed_home(tmp_path, taxi_like_base)
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO_ROOT))
     cli = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))"]
-    server = subprocess.Popen(cli + ["serve", f"--home={home}", "--port=0", "--rest_api_port=0"], env=env,
+    server = subprocess.Popen(cli + ["serve", f"--home={home}", "--port=0", "--rest_api_port=0"], env=env,  # no REST
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO_ROOT))
     try:
         port = None
