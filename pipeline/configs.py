@@ -57,6 +57,7 @@ class PipelineConfig:
     eval_steps: int = 100
     batch_size: int = 256  # global batch = per-replica batch x replicas
     learning_rate: float = 0.003
+    seed: int = 42  # weights and shuffling: a re-run on the same data gives (nearly) the same model
     workers: int = 1  # trainer worker processes (MultiWorkerMirroredStrategy when > 1)
     training_loop: str = "fit"  # "fit" (model.fit) or "custom" (GradientTape under strategy.run)
     worker_timeout_s: int = 900
@@ -124,6 +125,7 @@ class PipelineConfig:
         return {
             "batch_size": self.batch_size,
             "learning_rate": self.learning_rate,
+            "seed": self.seed,
             "training_loop": self.training_loop,
             "workers": self.workers,
             "worker_timeout_s": self.worker_timeout_s,

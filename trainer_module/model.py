@@ -68,9 +68,15 @@ def cardinalities_from(tf_transform_output) -> Dict[str, int]:
     return sizes
 
 
-def build_model(cardinalities: Dict[str, int], learning_rate: float) -> TaxiModel:
-    """A compiled model; call inside `strategy.scope()` so its variables are mirrored."""
+def build_model(cardinalities: Dict[str, int], learning_rate: float, decay_steps: int = 0) -> TaxiModel:
+    """A compiled model; call inside `strategy.scope()` so its variables are mirrored.
+
+    With `decay_steps`, the learning rate follows a cosine down to 0 over training: the last steps
+    only refine, so the final weights do not depend on where the noise of the last batches left them.
+    """
     model = TaxiModel(cardinalities)
+    if decay_steps:
+        learning_rate = tf.keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     model.compile(
         optimizer=tf.keras.optimizers.Adam(learning_rate),
         loss=tf.keras.losses.BinaryCrossentropy(),

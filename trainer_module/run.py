@@ -22,7 +22,7 @@ from trainer_module.model import build_model, cardinalities_from
 # Raw features only needed to make the label; absent when serving.
 LABEL_ONLY_KEYS = ("tips",)
 OUTPUT_KEY = "probabilities"
-DEFAULTS = {"batch_size": 256, "learning_rate": 0.003, "training_loop": "fit"}
+DEFAULTS = {"batch_size": 256, "learning_rate": 0.003, "training_loop": "fit", "seed": 42}
 
 
 def make_strategy() -> tf.distribute.Strategy:
@@ -48,11 +48,11 @@ def _has_chief(resolver) -> bool:
     return bool(resolver.cluster_spec().as_dict().get("chief"))
 
 
-def input_fn(file_pattern, data_accessor, tf_transform_output, batch_size: int) -> tf.data.Dataset:
+def input_fn(file_pattern, data_accessor, tf_transform_output, batch_size: int, seed=None) -> tf.data.Dataset:
     """Batches of (transformed features, label), repeated, sharded by element across workers."""
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_KEY),
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_KEY, shuffle_seed=seed),
         tf_transform_output.transformed_metadata.schema,
     )
     options = tf.data.Options()
@@ -195,14 +195,18 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     """Train and export. `fn_args.custom_config`: batch_size (per replica), learning_rate, training_loop."""
     config = {**DEFAULTS, **(fn_args.custom_config or {})}
     strategy = strategy or make_strategy()
+    tf.keras.utils.set_random_seed(int(config["seed"]))  # same data, same settings: (nearly) the same model
     task = task_of(strategy)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     global_batch = int(config["batch_size"]) * strategy.num_replicas_in_sync
 
-    train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, global_batch)
-    eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, global_batch)
+    seed = int(config["seed"])
+    train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, global_batch, seed)
+    eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, global_batch, seed)
     with strategy.scope():
-        model = build_model(cardinalities_from(tf_transform_output), float(config["learning_rate"]))
+        model = build_model(
+            cardinalities_from(tf_transform_output), float(config["learning_rate"]), decay_steps=fn_args.train_steps
+        )
 
     started = time.time()
     if config["training_loop"] == "custom":
