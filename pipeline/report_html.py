@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from typing import Iterable, Optional, Sequence
 
 CSS = """
@@ -33,6 +34,8 @@ def num(value: Optional[float], digits: int = 4) -> str:
     """Metric formatting shared by every table (and by the tests, which compare against TFMA's values)."""
     if value is None:
         return "-"
+    if math.isnan(value):
+        return "n/a"  # TFMA's NaN: undefined on this slice (e.g. precision with no positive prediction)
     return f"{value:.{digits}f}"
 
 

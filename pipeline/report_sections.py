@@ -45,7 +45,7 @@ def components(result: run_results.RunResult) -> Section:
          Cell("-" if node.seconds is None else f"{node.seconds:.1f}", "num"))
         for node in result.nodes.values()
     ]
-    return _section("components", "Components", [table(("component", "state", "seconds"), rows, "components")])
+    return _section("components", "Components", [table(("component", "state", "seconds"), rows, "components-table")])
 
 
 # ---- data ---------------------------------------------------------------------------------------------
