@@ -62,6 +62,9 @@ class PipelineConfig:
     training_loop: str = "fit"  # "fit" (model.fit) or "custom" (GradientTape under strategy.run)
     worker_timeout_s: int = 900
 
+    # AnomaliesGate: stop before Transform when the data does not match the curated schema.
+    fail_on_anomalies: bool = True
+
     # Evaluator: a model is blessed only above these bounds and not worse than the baseline.
     min_auc: float = 0.90
     min_accuracy: float = 0.85

@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beam-mode", choices=configs.BEAM_MODES, default=defaults.beam_mode)
     parser.add_argument("--beam-workers", type=int, default=defaults.beam_workers, help="processes for --beam-mode multi_processing")
     parser.add_argument("--no-cache", action="store_true", help="re-run every component even if its inputs are unchanged")
+    parser.add_argument("--allow-anomalies", action="store_true", help="train even when the data does not match the schema")
 
 
 def config_from_args(args) -> configs.PipelineConfig:
@@ -44,6 +45,7 @@ def config_from_args(args) -> configs.PipelineConfig:
         beam_mode=args.beam_mode,
         beam_workers=args.beam_workers,
         enable_cache=not args.no_cache,
+        fail_on_anomalies=not args.allow_anomalies,
     )
     if args.home:
         overrides["home"] = args.home.resolve()
@@ -154,4 +156,4 @@ def _log_file(config: configs.PipelineConfig) -> Path:
 
 def _first_line(err: Exception) -> str:
     text = str(err).strip().splitlines()
-    return text[0][:300] if text else ""
+    return text[0][:600] if text else ""

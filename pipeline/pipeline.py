@@ -1,6 +1,6 @@
 """`create_pipeline(config)`: the only place the components are wired.
 
-CsvExampleGen -> StatisticsGen -> ExampleValidator (against the curated schema) -> Transform ->
+CsvExampleGen -> StatisticsGen -> ExampleValidator (against the curated schema) -> AnomaliesGate -> Transform ->
 Trainer (one or several workers) -> Evaluator (against the latest blessed model) -> Pusher.
 The local runner and the Kubeflow runner both build their pipeline here.
 """
@@ -10,6 +10,7 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
+from components.anomalies_gate import AnomaliesGate
 from components.atomic_pusher import AtomicPusherExecutor
 from components.multiworker_trainer.executor import MultiWorkerExecutor
 from pipeline import configs
@@ -84,13 +85,16 @@ def create_components(config: configs.PipelineConfig) -> List:
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
-    # Seam: the anomalies gate goes between ExampleValidator and Transform.
+    anomalies_gate = AnomaliesGate(
+        anomalies=example_validator.outputs["anomalies"], fail_on_anomalies=int(config.fail_on_anomalies)
+    )
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=configs.PREPROCESSING_FN,
         disable_statistics=True,  # StatisticsGen already describes the data; this halves Transform's time
     )
+    transform.add_upstream_node(anomalies_gate)  # no Transform (nor anything after it) on bad data
     trainer = tfx.components.Trainer(
         run_fn=configs.RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -121,7 +125,10 @@ def create_components(config: configs.PipelineConfig) -> List:
         ),
         custom_executor_spec=executor_spec.ExecutorClassSpec(AtomicPusherExecutor),
     )
-    return [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer, baseline, evaluator, pusher]
+    return [
+        example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
+        transform, trainer, baseline, evaluator, pusher,
+    ]
 
 
 def create_pipeline(config: configs.PipelineConfig, metadata_connection_config: Optional[object] = None) -> tfx.dsl.Pipeline:

@@ -5,7 +5,6 @@ run instead of running its own, which keeps the suite within its time budget.
 """
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
@@ -14,23 +13,7 @@ import pytest
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SAMPLE_ROWS = 4000
-
-
-def write_sample(path: Path, rows: int = SAMPLE_ROWS, skip: int = 0) -> Path:
-    """The first `rows` rows (after `skip`) of the taxi CSV shipped in the tfx wheel, header included."""
-    from pipeline.configs import default_data_root
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(default_data_root() / "data.csv", newline="") as src, open(path, "w", newline="") as dst:
-        reader, writer = csv.reader(src), csv.writer(dst)
-        writer.writerow(next(reader))
-        for i, row in enumerate(reader):
-            if i >= skip + rows:
-                break
-            if i >= skip:
-                writer.writerow(row)
-    return path
+from tests_support import SAMPLE_ROWS, write_sample  # noqa: F401  (also used by tests directly)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pipeline import run_results, summary
 from pipeline.local_runner import run_pipeline
 
 COMPONENTS = [
-    "CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "Transform",
+    "CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "AnomaliesGate", "Transform",
     "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher",
 ]
 
@@ -60,7 +60,7 @@ def test_second_run_on_unchanged_input_comes_from_the_cache(taxi_pipeline_result
     config, first = taxi_pipeline_result
     progress = io.StringIO()
     second = run_pipeline(config, progress=progress)
-    for node in ("CsvExampleGen", "StatisticsGen", "ExampleValidator", "Transform", "Trainer"):
+    for node in ("CsvExampleGen", "StatisticsGen", "ExampleValidator", "AnomaliesGate", "Transform", "Trainer"):
         assert second.nodes[node].state == "CACHED", node
         assert f"{node}" in progress.getvalue()
     assert "cached" in progress.getvalue()
