@@ -8,7 +8,9 @@ Measures, in one run on one model version:
 - 16 clients: 16 concurrent clients (grpc.aio coroutines in this process, one channel each),
   against the server with batching on, and (for reference) with batching off;
 - the transport ceiling: the same 1- and 16-client loads against a no-op PredictionService on the
-  same Python gRPC stack (canned answer, no model): no server built on grpcio can beat it here.
+  same Python gRPC stack (canned answer, no model): no server built on grpcio can beat it here;
+- the serving core without transport: 16 threads calling the Predict handler in this process
+  (decode, validate, batch, run, encode), batching on and off.
 Every figure is also given as a ratio to the floor measured in the same run. Goals (issue 3):
 1-client p50 <= 1.5x the floor p50; 16-client throughput >= 2x the floor's sequential rate.
 
@@ -299,6 +301,11 @@ def main(argv=None) -> int:
                 }
                 for name, result in measured.items():
                     rounds.setdefault(name, []).append(result)
+            # The serving core without gRPC (in this process, after the servers' phases).
+            for _ in range(args.rounds):
+                for label, text in (("on", BATCHING), ("off", None)):
+                    rounds.setdefault(f"{args.clients} threads in-process, no gRPC, batching {label}", []).append(
+                        _in_process_capacity(base, request, args.clients, args.seconds / args.rounds, text))
         finally:
             for server in servers.values():
                 _stop(server)
@@ -331,6 +338,51 @@ def main(argv=None) -> int:
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")
     return 0
+
+
+def _in_process_capacity(base: Path, request, clients: int, seconds: float, batching_text: str = None
+                         ) -> Dict[str, float]:
+    """`clients` threads calling the server's Predict handler directly (no gRPC) on a loaded model:
+    the serving core's own capacity, batching on or off, without the Python gRPC transport."""
+    import threading
+
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving import batching, handlers, model_config
+    from serving.server import ModelServer, ServerOptions
+
+    options = batching.parse_batching_parameters(batching_text) if batching_text else None
+    server = ModelServer(ServerOptions(model_config.single_model_config("taxi", str(base)), rest_port=None,
+                                       batching=options, poll_wait_s=0, intra_op_threads=1, inter_op_threads=1))
+    server.manager.start()
+    try:
+        server.wait_until_available("taxi", 180)
+        data = request.SerializeToString()
+        handlers.predict(server.manager, predict_pb2.PredictRequest.FromString(data))
+        latencies = [[] for _ in range(clients)]
+        go = threading.Barrier(clients + 1)
+        deadline = [0.0]
+
+        def loop(out):
+            go.wait()
+            while True:
+                t = time.perf_counter()
+                if t >= deadline[0]:
+                    return
+                handlers.predict(server.manager, predict_pb2.PredictRequest.FromString(data)).SerializeToString()
+                out.append(time.perf_counter() - t)
+
+        threads = [threading.Thread(target=loop, args=(out,)) for out in latencies]
+        for t in threads:
+            t.start()
+        start = time.perf_counter()
+        deadline[0] = start + seconds
+        go.wait()
+        for t in threads:
+            t.join()
+        return _summary([x for out in latencies for x in out], time.perf_counter() - start)
+    finally:
+        server.manager.stop()
 
 
 def _median(results: List[Dict[str, float]]) -> Dict[str, float]:
