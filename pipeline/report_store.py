@@ -38,6 +38,8 @@ def metadata_store(home: Path):
         store = run_results.connect(path)
         store.get_contexts_by_type(RUN_CONTEXT_TYPE)  # MLMD opens lazily: make a bad file fail here
     except Exception as err:  # MLMD raises RuntimeError with a SQL dump; keep its first words only
+        if "locked" in str(err) or "Concurrent writes" in str(err):  # a run holds the write lock right now
+            raise UserError(f"{path} is locked by a pipeline run that is writing to it; try again in a moment") from None
         raise UserError(f"{path} is not a readable ML Metadata database ({_short(err)}); "
                         "move it aside and run `taxi-pipeline run` again, or pass another --home") from None
     return store

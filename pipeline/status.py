@@ -72,7 +72,8 @@ def render_run(result: run_results.RunResult, started_ms: int) -> List[str]:
 def _metrics_line(result: run_results.RunResult) -> str:
     uri = report_store.node_output_uri(result, "Evaluator", "evaluation")
     if uri is None:
-        return "eval: no evaluation in this run"
+        node = result.nodes.get("Evaluator")
+        return f"eval: - ({f'the Evaluator is {node.state}' if node else 'the Evaluator did not run'})"
     metrics = run_results.overall_metrics(uri)
     shown = [f"{label} {metrics[key]:.4f}" for key, label in HEADLINE_METRICS if key in metrics]
     if "example_count" in metrics:
