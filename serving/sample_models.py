@@ -72,7 +72,7 @@ def export_classify_regress_model(path: str, weight: float = 2.0, bias: float = 
     """TF1 SavedModel over tf.Examples with feature `x` (float): classify, regress, predict signatures.
 
     regress: outputs = weight*x + bias, shape [None, 1]; classify: classes ["yes","no"] with scores
-    [sigmoid(y), 1-sigmoid(y)]; serving_default (predict): {"x": [None,1]} -> {"y": [None,1]}.
+    [sigmoid(y), 1-sigmoid(y)]; serving_default (predict): {"x": [None,1]} -> {"y", "p": [None,1]}.
     """
     import tensorflow as tf
 
@@ -94,7 +94,8 @@ def export_classify_regress_model(path: str, weight: float = 2.0, bias: float = 
             session.run(v1.global_variables_initializer())
             builder = v1.saved_model.Builder(path)
             builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={
-                "serving_default": utils.predict_signature_def({"x": x_direct}, {"y": y_direct}),
+                "serving_default": utils.predict_signature_def({"x": x_direct},
+                                                               {"y": y_direct, "p": tf.sigmoid(y_direct)}),
                 "classify": utils.classification_signature_def(serialized, classes, scores),
                 "regress": utils.regression_signature_def(serialized, y_examples),
             })

@@ -143,6 +143,15 @@ def test_classify_regress_and_multi_inference(classify_regress_base):
             assert [c.label for c in row.classes] == ["yes", "no"]
             np.testing.assert_allclose([c.score for c in row.classes], [prob, 1 - prob], atol=ATOL, rtol=0)
 
+        # Predict with and without output_filter (TF Serving's way to fetch a subset of outputs).
+        x = np.array([[v] for v in xs], np.float32)
+        both, _ = client.predict("cr", {"x": x})
+        assert set(both) == {"y", "p"}
+        np.testing.assert_allclose(both["y"][:, 0], y, atol=ATOL, rtol=0)
+        only_p, _ = client.predict("cr", {"x": x}, output_filter=["p"])
+        assert set(only_p) == {"p"}
+        np.testing.assert_allclose(only_p["p"][:, 0], p, atol=ATOL, rtol=0)
+
         # Context features fill what the examples lack (ExampleListWithContext).
         request = regression_pb2.RegressionRequest(input=_examples([None, 1.0], context=4.0))
         request.model_spec.name, request.model_spec.signature_name = "cr", "regress"
