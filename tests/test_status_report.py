@@ -12,6 +12,7 @@ import html.parser
 import io
 import json
 import math
+import os
 import re
 import struct
 from pathlib import Path
@@ -131,6 +132,30 @@ def test_status_of_a_bad_home_is_one_line(tmp_path, capsys, case):
     assert err[0].startswith("error: ") and str(home) in err[0]
     expected = {"missing": "does not exist", "file": "not a folder", "corrupt": "not a readable ML Metadata database"}
     assert expected[case] in err[0]
+
+
+def test_status_while_a_run_holds_the_write_lock_says_so(taxi_pipeline_result, tmp_path):
+    """MLMD reports a locked database as "Concurrent writes aborted": that is a busy home, not a corrupt one."""
+    import shutil
+    import sqlite3
+    import subprocess
+    import sys
+
+    config, _ = taxi_pipeline_result
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(config.metadata_path, home / "metadata.db")
+    lock = sqlite3.connect(home / "metadata.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # another process must see the lock: SQLite locks are per process
+    try:
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--home", str(home)],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1 and "is locked by a pipeline run" in err[0], done.stderr
 
 
 def test_status_rejects_zero_runs(tmp_path, capsys):
@@ -332,3 +357,59 @@ def test_metric_names_follow_tfma():
     assert report_data._metric_name({"className": "BinaryAccuracy"}) == "binary_accuracy"
     assert report_data._metric_name({"className": "ExampleCount"}) == "example_count"
     assert report_data._metric_name({"className": "AUC", "config": '{"name": "auc_pr"}'}) == "auc_pr"
+
+
+def test_a_model_that_missed_a_bar_shows_why(taxi_pipeline_result, tmp_path):
+    """The shared run's real evaluation, re-judged with an AUC bar of 0.99 as TFMA would record a miss."""
+    import shutil
+
+    import tensorflow as tf
+    from ml_metadata.proto import metadata_store_pb2
+    from tensorflow_model_analysis.proto import validation_result_pb2
+
+    from pipeline import report_sections, status
+    from pipeline.run_results import NodeResult
+
+    _, result = taxi_pipeline_result
+    evaluation = tmp_path / "evaluation"
+    shutil.copytree(result.nodes["Evaluator"].output_uri("evaluation"), evaluation)
+    auc = run_results.overall_metrics(str(evaluation))["auc"]
+    config = json.loads((evaluation / "eval_config.json").read_text())
+    for metric in config["evalConfig"]["metricsSpecs"][0]["metrics"]:
+        if metric["className"] == "AUC":
+            metric["perSliceThresholds"][0]["threshold"]["valueThreshold"]["lowerBound"] = 0.99
+    (evaluation / "eval_config.json").write_text(json.dumps(config))
+    validation = validation_result_pb2.ValidationResult(validation_ok=False)
+    failure = validation.metric_validations_per_slice.add().failures.add()
+    failure.metric_key.name = "auc"
+    failure.metric_threshold.value_threshold.lower_bound.value = 0.99
+    failure.metric_value.double_value.value = auc
+    for old in evaluation.glob("validations*"):
+        old.unlink()
+    with tf.io.TFRecordWriter(str(evaluation / "validations.tfrecord")) as writer:
+        writer.write(validation.SerializeToString())
+
+    def artifact(uri, **ints):
+        a = metadata_store_pb2.Artifact(uri=str(uri))
+        for key, value in ints.items():
+            a.custom_properties[key].int_value = value
+        return a
+
+    rejected = RunResult("r2", {
+        "Evaluator": NodeResult("Evaluator", "COMPLETE", 3.0, {
+            "evaluation": [artifact(evaluation)], "blessing": [artifact(tmp_path / "blessing", blessed=0)]}),
+        "Pusher": NodeResult("Pusher", "COMPLETE", 0.1, {"pushed_model": [artifact(tmp_path / "pushed", pushed=0)]}),
+    })
+    lines = "\n".join(status.render_run(rejected, 0))
+    assert f"blessed: NO: auc value {auc:.4f} misses the bar >= 0.9900" in lines
+    assert "pushed: no (not blessed)" in lines
+
+    _, _, section_html = report_sections.blessing(rejected)
+    parser = _Tables()
+    parser.feed(section_html)
+    checks = {(r[0], r[1]): r[2:] for r in parser.tables["blessing-checks"][1:]}
+    assert checks[("auc", "value")] == [">= 0.9900", _fmt(auc), "FAIL"]
+    assert checks[("binary_accuracy", "value")][-1] == "pass"
+    assert "NOT blessed: auc value" in parser.sections["blessing"]
+    push_text = report_sections.push(rejected)[2]
+    assert "Not pushed" in push_text
