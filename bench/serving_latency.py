@@ -242,12 +242,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serving_latency", description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=configs.default_home())
     parser.add_argument("--model-dir", default=None)
-    parser.add_argument("--requests", type=int, default=3000, help="sequential requests per 1-client phase "
+    parser.add_argument("--requests", type=int, default=5000, help="sequential requests per 1-client phase "
                         "(split over the rounds)")
-    parser.add_argument("--seconds", type=float, default=9.0, help="length of each 16-client phase (split over "
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each 16-client phase (split over "
                         "the rounds)")
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are medians")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; figures are medians")
     parser.add_argument("--noop-server", type=int, default=None, help=argparse.SUPPRESS)  # internal
     args = parser.parse_args(argv)
     if args.noop_server is not None:
@@ -286,21 +286,25 @@ def main(argv=None) -> int:
             serialized = row_to_example(rows[0], raw).SerializeToString()
             request = _request(serialized)
             n = max(100, args.requests // args.rounds)
-            for _ in range(args.rounds):
-                measured = {
-                    "floor (in-process signature call)": _measure_floor(versions[version], serialized, n),
-                    "1 client, batching on": _one_client(f"127.0.0.1:{ports['on']}", request, n),
-                    "1 client, batching off": _one_client(f"127.0.0.1:{ports['off']}", request, n),
-                    f"{args.clients} clients, batching on": _many_clients(
-                        f"127.0.0.1:{ports['on']}", request, args.clients, args.seconds / args.rounds),
-                    f"{args.clients} clients, batching off": _many_clients(
-                        f"127.0.0.1:{ports['off']}", request, args.clients, args.seconds / args.rounds),
-                    "1 client, no-op gRPC server": _one_client(f"127.0.0.1:{ports['noop']}", request, n),
-                    f"{args.clients} clients, no-op gRPC server": _many_clients(
-                        f"127.0.0.1:{ports['noop']}", request, args.clients, args.seconds / args.rounds),
-                }
-                for name, result in measured.items():
-                    rounds.setdefault(name, []).append(result)
+            phases_in_order = [
+                ("floor (in-process signature call)", lambda: _measure_floor(versions[version], serialized, n)),
+                ("1 client, batching on", lambda: _one_client(f"127.0.0.1:{ports['on']}", request, n)),
+                ("1 client, batching off", lambda: _one_client(f"127.0.0.1:{ports['off']}", request, n)),
+                (f"{args.clients} clients, batching on", lambda: _many_clients(
+                    f"127.0.0.1:{ports['on']}", request, args.clients, args.seconds / args.rounds)),
+                (f"{args.clients} clients, batching off", lambda: _many_clients(
+                    f"127.0.0.1:{ports['off']}", request, args.clients, args.seconds / args.rounds)),
+                ("1 client, no-op gRPC server", lambda: _one_client(f"127.0.0.1:{ports['noop']}", request, n)),
+                (f"{args.clients} clients, no-op gRPC server", lambda: _many_clients(
+                    f"127.0.0.1:{ports['noop']}", request, args.clients, args.seconds / args.rounds)),
+            ]
+            for r in range(args.rounds):
+                # Rotate the order each round and pause between phases, so no phase always follows
+                # the same one (TensorFlow's threads keep spinning briefly after the floor's calls).
+                shift = r * len(phases_in_order) // args.rounds
+                for name, measure in phases_in_order[shift:] + phases_in_order[:shift]:
+                    time.sleep(0.3)
+                    rounds.setdefault(name, []).append(measure())
             # The serving core without gRPC (in this process, after the servers' phases).
             for _ in range(args.rounds):
                 for label, text in (("on", BATCHING), ("off", None)):
