@@ -45,7 +45,7 @@ def _assert_single_saved_model(out: Path, result):
         str(result.serving_model_dir / "saved_model.pb")]
 
 
-def test_two_workers_train_in_sync_save_once_and_match_single_worker_auc(reference, tmp_path):
+def test_two_workers_train_in_sync_save_once_and_match_single_worker_auc(reference, tmp_path, record_property):
     result = replay.replay(reference["metadata"], tmp_path, workers=2, training_loop="fit",
                            log_dir=str(tmp_path / "logs"))
     reports = {r["task_index"]: r for r in result.worker_reports}
@@ -55,15 +55,21 @@ def test_two_workers_train_in_sync_save_once_and_match_single_worker_auc(referen
     _assert_single_saved_model(tmp_path, result)
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["trainer-worker-0.log", "trainer-worker-1.log"]
     auc = replay.eval_auc(result.serving_model_dir, reference["raw_examples"])
+    record_property("auc", auc)
+    record_property("reference_auc", reference["auc"])
+    print(f"eval AUC {auc:.4f} vs single-worker fit {reference['auc']:.4f}")
     assert abs(auc - reference["auc"]) <= AUC_TOLERANCE, (auc, reference["auc"])
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_custom_loop_reaches_the_fit_bar_with_the_same_signatures(reference, tmp_path, workers):
+def test_custom_loop_reaches_the_fit_bar_with_the_same_signatures(reference, tmp_path, workers, record_property):
     result = replay.replay(reference["metadata"], tmp_path, workers=workers, training_loop="custom",
                            log_dir=str(tmp_path / "logs"))
     assert [(r["num_replicas_in_sync"], r["training_loop"]) for r in result.worker_reports] == [(workers, "custom")] * workers
     _assert_single_saved_model(tmp_path, result)
     assert _signatures(result.serving_model_dir) == reference["signatures"]
     auc = replay.eval_auc(result.serving_model_dir, reference["raw_examples"])
+    record_property("auc", auc)
+    record_property("reference_auc", reference["auc"])
+    print(f"eval AUC {auc:.4f} vs single-worker fit {reference['auc']:.4f}")
     assert abs(auc - reference["auc"]) <= AUC_TOLERANCE, (auc, reference["auc"])
