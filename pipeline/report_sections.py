@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from pipeline import report_data, report_plots, report_store, run_results
-from pipeline.report_html import Cell, count, esc, figure, num, paragraph, percent, table
+from pipeline.report_html import Cell, count, esc, figure, num, paragraph, percent, section, table
 
 Section = Tuple[str, str, str]  # (html id, title, html)
 
@@ -32,8 +32,6 @@ def _absent(result: run_results.RunResult, node_id: str, what: str) -> str:
 
 
 def _section(section_id: str, title: str, parts: List[str]) -> Section:
-    from pipeline.report_html import section
-
     return section_id, title, section(section_id, title, parts)
 
 
@@ -121,10 +119,14 @@ def anomalies(result: run_results.RunResult) -> Section:
     found = run_results.anomalies(uri)
     rows = [(split, feature, text) for split, items in found.items() for feature, text in items.items()]
     if not rows:
-        body = paragraph("none: every split matches the curated schema.")
+        parts = [paragraph("none: every split matches the curated schema.")]
     else:
-        body = table(("split", "feature", "anomaly"), rows, "anomalies-table")
-    return _section("anomalies", "Anomalies", [body])
+        parts = [table(("split", "feature", "anomaly"), rows, "anomalies-table")]
+    gate = result.nodes.get("AnomaliesGate")
+    if gate is not None and gate.state == "FAILED":
+        parts.append(paragraph("The AnomaliesGate stopped this run here: fix the data (or the schema), or "
+                               "re-run with `taxi-pipeline run --allow-anomalies` if they are expected.", "fail"))
+    return _section("anomalies", "Anomalies", parts)
 
 
 # ---- training -------------------------------------------------------------------------------------

@@ -329,6 +329,21 @@ def test_report_of_a_run_that_produced_nothing_still_renders(tmp_path):
     assert "data:image/png" not in text
 
 
+def test_report_says_when_the_anomalies_gate_stopped_the_run(taxi_pipeline_result):
+    from pipeline import report_sections
+    from pipeline.run_results import NodeResult
+
+    _, result = taxi_pipeline_result
+    stopped = RunResult("r3", {
+        "ExampleValidator": result.nodes["ExampleValidator"],
+        "AnomaliesGate": NodeResult("AnomaliesGate", "FAILED", 0.2, {}),
+    })
+    parser = _Tables()
+    parser.feed(report_sections.anomalies(stopped)[2])
+    assert "AnomaliesGate stopped this run" in parser.sections["anomalies"]
+    assert "--allow-anomalies" in parser.sections["anomalies"]
+
+
 # ---- pure readers (no pipeline needed) -------------------------------------------------------------------
 
 
