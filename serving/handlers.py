@@ -32,16 +32,21 @@ def _fill_spec(target, servable, signature_name: str) -> None:
 def predict(manager, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
     spec = _require_spec(request)
     with manager.servable(spec) as servable:
-        sig = servable.signature(spec.signature_name)
-        inputs = {alias: tensors.to_ndarray(proto) for alias, proto in request.inputs.items()}
-        servable.validate_inputs(sig, inputs)
-        output_keys = servable.validate_outputs(sig, request.output_filter)
-        results = servable.run(sig, inputs, output_keys)
-        response = predict_pb2.PredictResponse()
-        _fill_spec(response.model_spec, servable, sig.name)
-        for alias in output_keys:
-            tensors.from_ndarray(results[alias], response.outputs[alias], sig.outputs[alias].dtype)
-        return response
+        return predict_on(servable, request)
+
+
+def predict_on(servable, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    """Predict on a servable the caller already holds (REST resolves once for decoding and running)."""
+    sig = servable.signature(request.model_spec.signature_name)
+    inputs = {alias: tensors.to_ndarray(proto) for alias, proto in request.inputs.items()}
+    servable.validate_inputs(sig, inputs)
+    output_keys = servable.validate_outputs(sig, request.output_filter)
+    results = servable.run(sig, inputs, output_keys)
+    response = predict_pb2.PredictResponse()
+    _fill_spec(response.model_spec, servable, sig.name)
+    for alias in output_keys:
+        tensors.from_ndarray(results[alias], response.outputs[alias], sig.outputs[alias].dtype)
+    return response
 
 
 def serialized_examples(input_proto) -> np.ndarray:

@@ -111,13 +111,12 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, rest_codec.regress_response(handlers.regress(self.manager, rest_codec.regress_request(body, spec)))
 
     def _predict(self, spec, body):
-        # Resolve once for the signature's dtypes and pin that version, so decoding and running agree.
+        # One servable for decoding (the signature's dtypes) and running, so a version swapped in
+        # between cannot make the two disagree.
         with self.manager.servable(spec) as servable:
             signature = servable.signature(spec.signature_name)
-            spec.ClearField("version_label")
-            spec.version.value = servable.version
             request = rest_codec.predict_request(body, spec, signature)
-            response = handlers.predict(self.manager, request)
+            response = handlers.predict_on(servable, request)
         return rest_codec.predict_response(response, row_format="instances" in body)
 
 
