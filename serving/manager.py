@@ -132,9 +132,10 @@ class ModelManager:
                 model.warned_empty = False
             for version in sorted(aspired):
                 record = model.versions.get(version)
-                if record is None or (record.state == State.END and record.servable is None
-                                      and record.error is not None and record.failures <= self._max_load_retries
-                                      and now >= record.next_attempt):
+                unloaded = record is not None and record.state == State.END and record.servable is None
+                if record is None or (unloaded and record.error is None) or (
+                        unloaded and record.failures <= self._max_load_retries and now >= record.next_attempt):
+                    # New; or unloaded earlier and aspired again; or failed and due for a retry.
                     if record is None:
                         record = model.versions[version] = _Version(version)
                     record.path = on_disk[version]

@@ -256,3 +256,10 @@ def test_version_policy_labels_and_reload(testdata):
                 time.sleep(0.05)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
         assert client.predict("hp", {"x": np.array([[1.0]], np.float32)})[1].model_spec.version.value == 123
+
+        # Back to the latest version: the unloaded 124 loads again and serves.
+        reload.config.model_config_list.config[0].ClearField("model_version_policy")
+        del reload.config.model_config_list.config[0].version_labels["stable"]
+        client.models.HandleReloadConfigRequest(reload)
+        assert server.manager.wait_until_available("hp", 60, version=124)
+        assert client.predict("hp", {"x": np.array([[1.0]], np.float32)})[1].model_spec.version.value == 124
