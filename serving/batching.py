@@ -167,10 +167,13 @@ class _BatchQueue:
                 batch[0].outputs = self._run_fn(batch[0].inputs)
             else:
                 self._run_merged(batch, size)
-        except ServingError as err:
+        except (ServingError, ValueError) as err:
+            # ValueError: the tasks' non-batch dimensions differ (variable-length inputs) and cannot
+            # be concatenated. Either way, each task runs alone: one bad request (e.g. an
+            # unparsable tf.Example) must not fail its neighbours.
             if len(batch) == 1:
-                batch[0].error = err
-            else:  # one bad request (e.g. an unparsable tf.Example) must not fail its neighbours
+                batch[0].error = err if isinstance(err, ServingError) else invalid_argument(str(err))
+            else:
                 for task in batch:
                     self._run_batch([task], task.size)
                 return

@@ -78,6 +78,23 @@ def test_bad_request_fails_alone():
     assert {i: float(r[0, 0]) for i, r in results.items()} == {0: 2.0, 2: 4.0, 3: 6.0, 4: 8.0, 5: 10.0}
 
 
+def test_tasks_that_cannot_be_concatenated_run_alone():
+    run = _SlowDoubler()
+    queue = _BatchQueue(BatchingOptions(max_batch_size=8, batch_timeout_micros=5000, num_batch_threads=1), run)
+    results, errors = {}, {}
+
+    def call(i, width):
+        results[i] = queue.submit({"x": np.full((1, width), float(i), np.float32)}, 1)["y"]
+
+    threads = [threading.Thread(target=call, args=(i, 1 + i % 2)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert {i: r.tolist() for i, r in results.items()} == {
+        i: [[2.0 * i] * (1 + i % 2)] for i in range(4)}
+
+
 def test_full_queue_is_unavailable():
     run = _SlowDoubler(delay_s=0.3)
     queue = _BatchQueue(BatchingOptions(max_batch_size=1, max_enqueued_batches=2, num_batch_threads=1), run)
