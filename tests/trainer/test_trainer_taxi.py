@@ -4,6 +4,7 @@ custom GradientTape loop reaches the same bar single- and multi-worker, exported
 signatures. Each case replays the reference run's Trainer execution (same inputs, same steps)
 through MultiWorkerExecutor, and scores models with the same function on the raw eval split."""
 import glob
+import re
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,9 @@ def test_two_workers_train_in_sync_save_once_and_match_single_worker_auc(referen
     assert reports[0]["saved_to"] == str(result.serving_model_dir) and reports[1]["saved_to"] is None
     _assert_single_saved_model(tmp_path, result)
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["trainer-worker-0.log", "trainer-worker-1.log"]
+    # Worker 1 did save (collective ops), into a temporary directory that is gone now.
+    worker_1_saves = re.findall(r"Assets written to: (\S+)/assets", (tmp_path / "logs" / "trainer-worker-1.log").read_text())
+    assert worker_1_saves and str(tmp_path) not in worker_1_saves[0] and not Path(worker_1_saves[0]).exists()
     auc = replay.eval_auc(result.serving_model_dir, reference["raw_examples"])
     record_property("auc", auc)
     record_property("reference_auc", reference["auc"])
