@@ -27,9 +27,11 @@ import os, sys
 from tfx.examples.chicago_taxi_pipeline import taxi_pipeline_native_keras as ref
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 home = sys.argv[1]
+example_dir = os.path.dirname(ref.__file__)  # the example expects a copy under ~/taxi: use the wheel's own
 BeamDagRunner().run(ref._create_pipeline(
     pipeline_name="chicago_taxi_native_keras", pipeline_root=os.path.join(home, "pipeline_root"),
-    data_root=ref._data_root, module_file=ref._module_file,
+    data_root=os.path.join(example_dir, "data", "simple"),
+    module_file=os.path.join(example_dir, "taxi_utils_native_keras.py"),
     serving_model_dir=os.path.join(home, "serving"), metadata_path=os.path.join(home, "metadata.db"),
     beam_pipeline_args=ref._beam_pipeline_args))
 """

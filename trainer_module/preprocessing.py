@@ -3,7 +3,7 @@ vocabularies, means, variances and quantiles; the resulting graph is attached to
 so serving applies exactly the transformation training saw.
 
 Missing values are handled explicitly: an optional feature arrives as a SparseTensor (no value in some
-rows); numbers are imputed with the training mean and flagged by a `<name>_missing` indicator,
+rows); numbers are imputed with the training mean (z-score 0) and flagged by a `<name>_missing` indicator,
 a missing category becomes its own token (learned like any other value), a missing coordinate its
 own bucket.
 """
@@ -32,10 +32,22 @@ def _dense(value, default):
     return dense, tf.ones_like(dense, tf.bool)
 
 
-def _impute_mean(values, present):
-    """Missing numbers take the training mean (computed over present values only)."""
-    mean = tft.mean(tf.boolean_mask(values, present))
-    return tf.where(present, values, tf.cast(mean, values.dtype))
+def _z_score(values, present):
+    """z-score against the mean and variance of the present values; a missing value scores 0 (the mean).
+
+    Mean, variance and (below) quantiles all come from the first analysis pass over the data, so
+    Transform needs a single pass: imputing first and scaling after would need two.
+    """
+    observed = tf.boolean_mask(values, present)
+    mean, var = tft.mean(observed), tft.var(observed)
+    scaled = (values - mean) / tf.where(var > 0, tf.sqrt(var), 1.0)
+    return tf.where(present, scaled, 0.0)
+
+
+def _bucketize(values, present, num_buckets):
+    """Quantile buckets computed on the present values."""
+    boundaries = tft.quantiles(tf.boolean_mask(values, present), num_buckets, epsilon=0.01)
+    return tft.apply_buckets(values, boundaries)
 
 
 def make_label(inputs):
@@ -54,12 +66,10 @@ def preprocessing_fn(inputs):
         values = tf.cast(values, tf.float32)
         if name in features.LOG_NUMERIC_FEATURES:
             values = tf.math.log1p(tf.maximum(values, 0.0))
-        outputs[xf(name)] = tft.scale_to_z_score(_impute_mean(values, present))
+        outputs[xf(name)] = _z_score(values, present)
         outputs[xf(name + features.MISSING_SUFFIX)] = 1.0 - tf.cast(present, tf.float32)
         if name in features.FINE_BUCKET_FEATURES:
-            outputs[xf(name + features.BUCKET_SUFFIX)] = tft.bucketize(
-                _impute_mean(values, present), features.NUM_FINE_BUCKETS
-            )
+            outputs[xf(name + features.BUCKET_SUFFIX)] = _bucketize(values, present, features.NUM_FINE_BUCKETS)
 
     for name in features.CATEGORICAL_FEATURES:
         values, present = _dense(inputs[name], "" if name in features.STRING_FEATURES else 0)
@@ -72,7 +82,7 @@ def preprocessing_fn(inputs):
 
     for name in features.BUCKET_FEATURES:
         values, present = _dense(inputs[name], 0.0)
-        buckets = tft.bucketize(_impute_mean(tf.cast(values, tf.float32), present), features.NUM_BUCKETS)
+        buckets = _bucketize(tf.cast(values, tf.float32), present, features.NUM_BUCKETS)
         outputs[xf(name)] = tf.where(present, buckets, tf.cast(features.NUM_BUCKETS, tf.int64))
 
     outputs[features.LABEL_KEY] = make_label(inputs)
