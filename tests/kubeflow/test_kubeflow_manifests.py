@@ -70,7 +70,15 @@ def test_validation_really_rejects_a_bad_manifest(resources):
 
 
 def test_kinds(resources):
-    assert sorted(resources) == ["ConfigMap", "Deployment", "PersistentVolumeClaim", "Service"]
+    assert sorted(resources) == ["ConfigMap", "Deployment", "PersistentVolumeClaim", "Role", "RoleBinding", "Service"]
+
+
+def test_trainer_role_covers_what_the_tfjob_launcher_calls(resources):
+    rules = {(r["apiGroups"][0], res): set(r["verbs"]) for r in one(resources, "Role")["rules"] for res in r["resources"]}
+    assert {"create", "get", "delete"} <= rules[("kubeflow.org", "tfjobs")]
+    assert {"get", "list"} <= rules[("", "pods")] and "get" in rules[("", "pods/log")]
+    binding = one(resources, "RoleBinding")
+    assert binding["roleRef"]["name"] == one(resources, "Role")["metadata"]["name"]
 
 
 def test_models_config_parses_as_tf_serving_config(resources):
