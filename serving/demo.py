@@ -51,7 +51,7 @@ def eval_rows(home: Path, count: int = ROWS) -> List[Dict[str, object]]:
 
         newest = os.path.dirname(files[-1])
         records = tf.data.TFRecordDataset(sorted(glob.glob(os.path.join(newest, "*.gz"))), compression_type="GZIP")
-        return [_example_to_row(r.numpy()) for r in records.take(count)]
+        return _mixed([_example_to_row(r.numpy()) for r in records.take(50 * count)], count)
     import csv
 
     from pipeline import configs
@@ -59,6 +59,15 @@ def eval_rows(home: Path, count: int = ROWS) -> List[Dict[str, object]]:
     with open(configs.default_data_root() / "data.csv") as f:
         reader = csv.DictReader(f)
         return [next(reader) for _ in range(count)]
+
+
+def _mixed(rows: List[Dict[str, object]], count: int) -> List[Dict[str, object]]:
+    """`count` rows in file order, with both labels present when the rows have both (a demo of one class shows little)."""
+    from trainer_module.features import label_from_row
+
+    positives = [r for r in rows if label_from_row(r) == 1][: count // 2]
+    rest = [r for r in rows if r not in positives][: count - len(positives)]
+    return sorted(positives + rest, key=rows.index)
 
 
 class _RealServer:
