@@ -135,26 +135,23 @@ def _regression(servable, sig, examples) -> regression_pb2.RegressionResult:
     return result
 
 
-def classify(manager, request: classification_pb2.ClassificationRequest):
+def _on_examples(manager, request, response, compute):
+    """Classify and Regress alike: resolve the version, run `compute` on the examples, fill the spec."""
     spec = _require_spec(request)
     examples = serialized_examples(request.input)
     with manager.servable(spec) as servable:
         sig = servable.signature(spec.signature_name)
-        response = classification_pb2.ClassificationResponse()
-        response.result.CopyFrom(_classification(servable, sig, examples))
+        response.result.CopyFrom(compute(servable, sig, examples))
         _fill_spec(response.model_spec, servable, sig.name)
         return response
+
+
+def classify(manager, request: classification_pb2.ClassificationRequest):
+    return _on_examples(manager, request, classification_pb2.ClassificationResponse(), _classification)
 
 
 def regress(manager, request: regression_pb2.RegressionRequest):
-    spec = _require_spec(request)
-    examples = serialized_examples(request.input)
-    with manager.servable(spec) as servable:
-        sig = servable.signature(spec.signature_name)
-        response = regression_pb2.RegressionResponse()
-        response.result.CopyFrom(_regression(servable, sig, examples))
-        _fill_spec(response.model_spec, servable, sig.name)
-        return response
+    return _on_examples(manager, request, regression_pb2.RegressionResponse(), _regression)
 
 
 def multi_inference(manager, request: inference_pb2.MultiInferenceRequest):
