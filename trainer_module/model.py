@@ -55,6 +55,17 @@ class TaxiModel(tf.keras.Model):
         wide_logit = tf.reduce_sum(self.wide(rows), axis=1)
         return tf.sigmoid(self.deep_logit(x) + wide_logit)
 
+    # Keras traces these with AutoGraph, which then converts every Keras internal they call (loss,
+    # metrics, optimizer): ~15 s of a 20 s training run here. Nothing in them branches on tensor
+    # values, so plain tracing is exact and the first step starts almost at once.
+    @tf.autograph.experimental.do_not_convert
+    def train_step(self, data):
+        return super().train_step(data)
+
+    @tf.autograph.experimental.do_not_convert
+    def test_step(self, data):
+        return super().test_step(data)
+
     def get_config(self):
         return {"cardinalities": self.cardinalities}
 

@@ -48,11 +48,17 @@ def _has_chief(resolver) -> bool:
     return bool(resolver.cluster_spec().as_dict().get("chief"))
 
 
-def input_fn(file_pattern, data_accessor, tf_transform_output, batch_size: int, seed=None) -> tf.data.Dataset:
-    """Batches of (transformed features, label), repeated, sharded by element across workers."""
+def input_fn(file_pattern, data_accessor, tf_transform_output, batch_size: int, seed=None, shuffle=True) -> tf.data.Dataset:
+    """Batches of (transformed features, label), repeated, sharded by element across workers.
+
+    Evaluation data is not shuffled: validation restarts its iterator every epoch, and refilling a
+    10,000-example shuffle buffer each time cost more than the training steps themselves.
+    """
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_KEY, shuffle_seed=seed),
+        tfxio.TensorFlowDatasetOptions(
+            batch_size=batch_size, label_key=features.LABEL_KEY, shuffle=shuffle, shuffle_seed=seed
+        ),
         tf_transform_output.transformed_metadata.schema,
     )
     options = tf.data.Options()
@@ -88,6 +94,9 @@ def train_with_custom_loop(strategy, model, train_ds, eval_ds, steps: int, eval_
     def _labels(y):
         return tf.reshape(tf.cast(y, tf.float32), [-1, 1])
 
+    # Plain tracing for the steps (no tensor-dependent branches in them): AutoGraph would convert all
+    # of Keras beneath them, which costs far more than the training. The loops below keep AutoGraph.
+    @tf.autograph.experimental.do_not_convert
     def train_step(inputs):
         x, y = inputs
         y = _labels(y)
@@ -102,6 +111,7 @@ def train_with_custom_loop(strategy, model, train_ds, eval_ds, steps: int, eval_
         metrics["accuracy"].update_state(y, p)
         metrics["auc"].update_state(y, p)
 
+    @tf.autograph.experimental.do_not_convert
     def eval_step(inputs):
         x, y = inputs
         y = _labels(y)
@@ -135,26 +145,30 @@ def train_with_custom_loop(strategy, model, train_ds, eval_ds, steps: int, eval_
 
 
 def _serving_signatures(model, tf_transform_output) -> Dict[str, object]:
-    """serving_default (serialized tf.Example), serving_raw (one tensor per raw feature), transform_features."""
+    """serving_default (serialized tf.Example), serving_raw (one tensor per raw feature), transform_features.
+
+    Traced without AutoGraph: nothing in them branches on tensor values, and converting the Keras
+    and TFT code beneath them costs several seconds per export.
+    """
     model.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = tf_transform_output.raw_feature_spec()
     serving_spec = {k: v for k, v in raw_spec.items() if k not in LABEL_ONLY_KEYS}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False)
     def serve_examples(serialized):
         parsed = tf.io.parse_example(serialized, serving_spec)
         return {OUTPUT_KEY: model(model.tft_layer(parsed))}
 
     raw_inputs = [tf.TensorSpec([None], spec.dtype, name=name) for name, spec in sorted(serving_spec.items())]
 
-    @tf.function(input_signature=raw_inputs)
+    @tf.function(input_signature=raw_inputs, autograph=False)
     def serve_raw(*columns):
         parsed = {}
         for (name, spec), column in zip(sorted(serving_spec.items()), columns):
             parsed[name] = _as_parsed(column, spec)
         return {OUTPUT_KEY: model(model.tft_layer(parsed))}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False)
     def transform_features(serialized):
         return model.tft_layer(tf.io.parse_example(serialized, raw_spec))
 
@@ -202,7 +216,7 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
 
     seed = int(config["seed"])
     train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, global_batch, seed)
-    eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, global_batch, seed)
+    eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, global_batch, shuffle=False)
     with strategy.scope():
         model = build_model(
             cardinalities_from(tf_transform_output), float(config["learning_rate"]), decay_steps=fn_args.train_steps
