@@ -70,6 +70,11 @@ def measure_once(workdir: Path) -> dict:
     }
 
 
+def _fmt(value) -> str:
+    """The reference's Evaluator computes accuracy only: its AUC shows as n/a."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
@@ -84,7 +89,7 @@ def main(argv=None) -> int:
     print(f"{'':<12}{'seconds':>9}{'accuracy':>10}{'AUC':>8}")
     for who, key in (("ours", "ours_seconds"), ("reference", "reference_seconds")):
         m = runs[-1][who]
-        print(f"{who:<12}{runs[-1][key]:>9.1f}{m['accuracy']:>10.4f}{m['auc']:>8.4f}")
+        print(f"{who:<12}{runs[-1][key]:>9.1f}{_fmt(m['accuracy']):>10}{_fmt(m['auc']):>8}")
     ratios = sorted(r["time_ratio"] for r in runs)
     print(f"time ratio ours/reference (median of {len(runs)}): {ratios[len(ratios) // 2]:.2f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
