@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 
@@ -29,25 +28,21 @@ COMMANDS = {
 }
 
 
-
-def build_parser(commands=None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taxi-pipeline", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taxi-pipeline", description="A TFX pipeline from CSV files to a model served over gRPC."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, (module_name, help_text) in (COMMANDS if commands is None else commands).items():
+    for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
         module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
         sub.choices[name].set_defaults(_main=module.main)
     return parser
 
 
-def _available_commands():
-    """Commands whose module is importable (lets partial checkouts still run the rest)."""
-    return {name: spec for name, spec in COMMANDS.items() if importlib.util.find_spec(spec[0]) is not None}
-
-
 def main(argv=None) -> int:
-    args = build_parser(_available_commands()).parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return int(args._main(args) or 0)
     except UserError as err:
