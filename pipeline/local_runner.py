@@ -126,6 +126,7 @@ def _quiet_logs(log_file: Path, progress):
         os.close(saved_fd)
         os.close(log_fd)
         root.handlers, root.level = saved_handlers, saved_level
+        file_handler.close()
         logging.captureWarnings(False)
 
 
