@@ -1,7 +1,8 @@
 """`create_pipeline(config)`: the only place the components are wired.
 
 CsvExampleGen -> StatisticsGen -> ExampleValidator (against the curated schema) -> AnomaliesGate -> Transform ->
-Trainer (one or several workers) -> Evaluator (against the latest blessed model) -> Pusher.
+Trainer (one or several workers) -> Evaluator (against the latest blessed model) and ServingValidator
+(loads it in a model server) -> Pusher.
 The local runner and the Kubeflow runner both build their pipeline here.
 """
 from typing import List, Optional
@@ -13,6 +14,7 @@ from tfx.dsl.components.base import executor_spec
 from components.anomalies_gate import AnomaliesGate
 from components.atomic_pusher import AtomicPusherExecutor
 from components.multiworker_trainer.executor import MultiWorkerExecutor
+from components.serving_validator import ServingValidator
 from pipeline import configs
 from trainer_module import features
 
@@ -117,10 +119,13 @@ def create_components(config: configs.PipelineConfig) -> List:
         baseline_model=baseline.outputs["model"],
         eval_config=eval_config(config),
     )
-    # Seam: the serving validator (infra blessing) goes between Evaluator and Pusher.
+    serving_validator = ServingValidator(
+        model=trainer.outputs["model"], examples=example_gen.outputs["examples"], model_name=config.model_name
+    )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=serving_validator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=str(config.serving_model_dir))
         ),
@@ -128,7 +133,7 @@ def create_components(config: configs.PipelineConfig) -> List:
     )
     return [
         example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-        transform, trainer, baseline, evaluator, pusher,
+        transform, trainer, baseline, evaluator, serving_validator, pusher,
     ]
 
 

@@ -57,6 +57,13 @@ def render(config: configs.PipelineConfig, result: run_results.RunResult) -> str
             why = run_results.validation_failures(evaluator.output_uri("evaluation")) or ["see the log"]
             lines.append("  blessed: NO: " + "; ".join(why))
 
+    validator = nodes.get("ServingValidator")
+    infra = validator.output("blessing") if validator else None
+    if infra is not None:
+        ok = infra.custom_properties["blessed"].int_value == 1
+        reason = infra.custom_properties["reason"].string_value
+        lines.append(f"  serving check: {'passed' if ok else 'FAILED'} ({reason})")
+
     pusher = nodes.get("Pusher")
     pushed = pusher.output("pushed_model") if pusher else None
     if pushed is not None and pushed.custom_properties["pushed"].int_value == 1:
@@ -64,7 +71,7 @@ def render(config: configs.PipelineConfig, result: run_results.RunResult) -> str
         lines.append(f"  pushed: {destination}")
         lines.append(f"  serve it: taxi-pipeline serve --home {config.home}")
     else:
-        lines.append("  pushed: no (the model was not blessed; the serving directory is unchanged)")
+        lines.append("  pushed: no (the model was not blessed or failed the serving check; the serving directory is unchanged)")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from pipeline.local_runner import run_pipeline
 
 COMPONENTS = [
     "CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "AnomaliesGate", "Transform",
-    "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher",
+    "Trainer", "latest_blessed_model_resolver", "Evaluator", "ServingValidator", "Pusher",
 ]
 
 
@@ -43,6 +43,7 @@ def test_summary_reports_the_evaluators_own_metrics(taxi_pipeline_result):
     assert metrics["auc"] > 0.85  # a 4k sample and 200 steps: well above chance, below the full-data bar
     assert "anomalies: none" in text
     assert "blessed: yes" in text and f"pushed: {config.serving_model_dir}" in text
+    assert "serving check: passed (served 32 eval examples over gRPC)" in text
     slices = run_results.metrics_by_slice(result.nodes["Evaluator"].output_uri("evaluation"))
     assert {"Overall", "payment_type=Credit Card", "trip_start_hour=12"} <= set(slices)
 
