@@ -202,7 +202,7 @@ def calibration(result: run_results.RunResult) -> Section:
 # ---- blessing and push ----------------------------------------------------------------------------
 
 def blessing(result: run_results.RunResult) -> Section:
-    verdict = report_store.blessed(result)
+    verdict = run_results.blessed(result)
     uri = report_store.node_output_uri(result, "Evaluator", "evaluation")
     if verdict is None or uri is None:
         return _section("blessing", "Blessing", [_absent(result, "Evaluator", "blessing")])
@@ -221,7 +221,7 @@ def blessing(result: run_results.RunResult) -> Section:
 
 
 def push(result: run_results.RunResult) -> Section:
-    pushed = report_store.pushed(result)
+    pushed = run_results.pushed(result)
     if pushed is not None:
         body = paragraph(f"Pushed version {pushed.version} to {pushed.destination}.")
     elif result.nodes.get("Pusher") is None or result.nodes["Pusher"].state not in ("COMPLETE", "CACHED"):

@@ -7,7 +7,6 @@ off the artifacts the Evaluator and Pusher recorded.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from pathlib import Path
@@ -65,33 +64,6 @@ def find_run(store, home: Path, run_id: Optional[str]):
         hint = f"the newest are {', '.join(known)}" if known else "there are no runs yet"
         raise UserError(f"no run {run_id!r} in {home / 'metadata.db'}: {hint} (see `taxi-pipeline status`)")
     return context
-
-
-# ---- verdicts recorded on the artifacts -----------------------------------------------------------
-
-def blessed(result: run_results.RunResult) -> Optional[bool]:
-    """The Evaluator's verdict (its ModelBlessing artifact), None when the Evaluator produced none."""
-    evaluator = result.nodes.get("Evaluator")
-    blessing = evaluator.output("blessing") if evaluator else None
-    if blessing is None or "blessed" not in blessing.custom_properties:
-        return None
-    return blessing.custom_properties["blessed"].int_value == 1
-
-
-@dataclasses.dataclass(frozen=True)
-class Push:
-    version: str
-    destination: str
-
-
-def pushed(result: run_results.RunResult) -> Optional[Push]:
-    """Where the Pusher put the model (its PushedModel artifact), None when it pushed nothing."""
-    pusher = result.nodes.get("Pusher")
-    artifact = pusher.output("pushed_model") if pusher else None
-    if artifact is None or artifact.custom_properties["pushed"].int_value != 1:
-        return None
-    props = artifact.custom_properties
-    return Push(props["pushed_version"].string_value, props["pushed_destination"].string_value)
 
 
 def serving_versions(model_dir: Path) -> List[int]:

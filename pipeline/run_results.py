@@ -85,6 +85,33 @@ def _node_id(store, execution) -> str:
     return execution.name or str(execution.id)
 
 
+# ---- verdicts recorded on the artifacts -----------------------------------------------------------
+
+def blessed(result: RunResult) -> Optional[bool]:
+    """The Evaluator's verdict (its ModelBlessing artifact), None when the Evaluator produced none."""
+    evaluator = result.nodes.get("Evaluator")
+    blessing = evaluator.output("blessing") if evaluator else None
+    if blessing is None or "blessed" not in blessing.custom_properties:
+        return None
+    return blessing.custom_properties["blessed"].int_value == 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Push:
+    version: str
+    destination: str
+
+
+def pushed(result: RunResult) -> Optional[Push]:
+    """Where the Pusher put the model (its PushedModel artifact), None when it pushed nothing."""
+    pusher = result.nodes.get("Pusher")
+    artifact = pusher.output("pushed_model") if pusher else None
+    if artifact is None or artifact.custom_properties["pushed"].int_value != 1:
+        return None
+    props = artifact.custom_properties
+    return Push(props["pushed_version"].string_value, props["pushed_destination"].string_value)
+
+
 # ---- reading the components' own outputs -------------------------------------------------------
 
 def split_row_counts(statistics_uri: str) -> Dict[str, int]:

@@ -82,7 +82,7 @@ def _metrics_line(result: run_results.RunResult) -> str:
 
 
 def _blessing_line(result: run_results.RunResult) -> str:
-    blessed = report_store.blessed(result)
+    blessed = run_results.blessed(result)
     if blessed is None:
         return "blessed: - (the Evaluator did not finish)"
     if blessed:
@@ -93,7 +93,7 @@ def _blessing_line(result: run_results.RunResult) -> str:
 
 
 def _push_line(result: run_results.RunResult) -> str:
-    push = report_store.pushed(result)
+    push = run_results.pushed(result)
     if push is not None:
         return f"pushed: version {push.version} -> {push.destination}"
     if result.nodes.get("Pusher") is None or result.nodes["Pusher"].state not in ("COMPLETE", "CACHED"):

@@ -49,9 +49,7 @@ def render(config: configs.PipelineConfig, result: run_results.RunResult) -> str
                     limit = getattr(config, bound)
                     text += f"   (bar {limit:.2f}: {'pass' if value >= limit else 'FAIL'})"
                 lines.append(f"    {label:<14} {text}")
-        blessing = evaluator.output("blessing")
-        blessed = blessing is not None and blessing.custom_properties["blessed"].int_value == 1
-        if blessed:
+        if run_results.blessed(result):
             lines.append("  blessed: yes (above the bars, no regression against the latest blessed model)")
         else:
             why = run_results.validation_failures(evaluator.output_uri("evaluation")) or ["see the log"]
@@ -64,11 +62,9 @@ def render(config: configs.PipelineConfig, result: run_results.RunResult) -> str
         reason = infra.custom_properties["reason"].string_value
         lines.append(f"  serving check: {'passed' if ok else 'FAILED'} ({reason})")
 
-    pusher = nodes.get("Pusher")
-    pushed = pusher.output("pushed_model") if pusher else None
-    if pushed is not None and pushed.custom_properties["pushed"].int_value == 1:
-        destination = pushed.custom_properties["pushed_destination"].string_value
-        lines.append(f"  pushed: {destination}")
+    push = run_results.pushed(result)
+    if push is not None:
+        lines.append(f"  pushed: {push.destination}")
         lines.append(f"  serve it: taxi-pipeline serve --home {config.home}")
     else:
         lines.append("  pushed: no (the model was not blessed or failed the serving check; the serving directory is unchanged)")
@@ -78,7 +74,4 @@ def render(config: configs.PipelineConfig, result: run_results.RunResult) -> str
 def pushed_or_unchanged(result: run_results.RunResult) -> bool:
     """A run succeeds when its model was pushed, or when nothing changed and the Pusher came from cache."""
     pusher = result.nodes.get("Pusher")
-    if pusher is None:
-        return False
-    pushed = pusher.output("pushed_model")
-    return pusher.state == "CACHED" or (pushed is not None and pushed.custom_properties["pushed"].int_value == 1)
+    return pusher is not None and (pusher.state == "CACHED" or run_results.pushed(result) is not None)
