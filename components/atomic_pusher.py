@@ -59,13 +59,16 @@ class AtomicPusherExecutor(pusher_executor.Executor):
 
 def _serving_version_of(model_path: str, base: str):
     """The newest version under `base` if it holds this very SavedModel (same fingerprint), else None."""
+    from serving.model_config import versions_on_disk  # the versions a model server sees
+
     fingerprint = os.path.join(model_path, "fingerprint.pb")
-    versions = sorted((int(v) for v in os.listdir(base) if v.isdigit()), reverse=True) if os.path.isdir(base) else []
+    versions = versions_on_disk(base)
     if not versions or not os.path.exists(fingerprint):
         return None
-    newest = os.path.join(base, str(versions[0]), "fingerprint.pb")
-    if os.path.exists(newest) and _read(newest) == _read(fingerprint):
-        return str(versions[0])
+    newest = max(versions)
+    newest_fingerprint = os.path.join(versions[newest], "fingerprint.pb")
+    if os.path.exists(newest_fingerprint) and _read(newest_fingerprint) == _read(fingerprint):
+        return os.path.basename(versions[newest])
     return None
 
 

@@ -68,9 +68,9 @@ def find_run(store, home: Path, run_id: Optional[str]):
 
 def serving_versions(model_dir: Path) -> List[int]:
     """Numeric version folders under `<serving_base>/<model>`, newest first (what a model server sees)."""
-    if not Path(model_dir).is_dir():
-        return []
-    return sorted((int(p.name) for p in Path(model_dir).iterdir() if p.name.isdigit() and p.is_dir()), reverse=True)
+    from serving.model_config import versions_on_disk
+
+    return sorted(versions_on_disk(str(model_dir)), reverse=True)
 
 
 def node_output_uri(result: run_results.RunResult, node_id: str, key: str) -> Optional[str]:
