@@ -27,7 +27,7 @@ $(STAMP): setup.py constraints.txt
 # Run the pipeline, then serve the pushed model and query a few eval rows over gRPC.
 run: setup
 	$(VENV)/bin/taxi-pipeline run --home $(OUT) $(ARGS)
-	TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore::FutureWarning $(VENV)/bin/python -m serving.demo --home $(OUT)
+	TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore::FutureWarning $(VENV)/bin/python -m pipeline.demo --home $(OUT)
 
 test: setup
 	$(VENV)/bin/python -m pytest $(ARGS)

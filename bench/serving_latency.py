@@ -61,14 +61,14 @@ def _summary(latencies_s: List[float], wall_s: float) -> Dict[str, float]:
 def _model_base(args, workdir: Path):
     from pipeline import configs
 
-    from serving import model_config
+    from serving.config import model_config
 
     if args.model_dir:
         return Path(args.model_dir), "given --model-dir"
     pushed = configs.PipelineConfig(home=args.home).serving_model_dir
     if model_config.versions_on_disk(str(pushed)):
         return pushed, "pipeline's pushed model"
-    from serving.sample_models import export_taxi_like_model
+    from serving.testing.sample_models import export_taxi_like_model
 
     export_taxi_like_model(str(workdir / "taxi" / "1"))
     return workdir / "taxi", "taxi-like sample model (no pushed model found)"
@@ -164,7 +164,7 @@ def _stop(process: subprocess.Popen) -> None:
 def _request(serialized: bytes):
     from tensorflow_serving.apis import predict_pb2
 
-    from serving import tensors
+    from serving.util import tensors
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "taxi"
@@ -236,7 +236,7 @@ def _many_clients(target: str, request, clients: int, seconds: float) -> Dict[st
 def main(argv=None) -> int:
     from pipeline import configs
 
-    from serving import model_config
+    from serving.config import model_config
     from serving.client import ServingClient, raw_input_dtypes, row_to_example
 
     parser = argparse.ArgumentParser(prog="python -m bench.serving_latency", description=__doc__.splitlines()[0])
@@ -352,8 +352,10 @@ def _in_process_capacity(base: Path, request, clients: int, seconds: float, batc
 
     from tensorflow_serving.apis import predict_pb2
 
-    from serving import batching, handlers, model_config
-    from serving.server import ModelServer, ServerOptions
+    from serving.batching import batcher as batching
+    from serving.servables import handlers
+    from serving.config import model_config
+    from serving.model_servers.server import ModelServer, ServerOptions
 
     options = batching.parse_batching_parameters(batching_text) if batching_text else None
     server = ModelServer(ServerOptions(model_config.single_model_config("taxi", str(base)), rest_port=None,

@@ -59,7 +59,7 @@ class AtomicPusherExecutor(pusher_executor.Executor):
 
 def _serving_version_of(model_path: str, base: str):
     """The newest version under `base` if it holds this very SavedModel (same fingerprint), else None."""
-    from serving.model_config import versions_on_disk  # the versions a model server sees
+    from serving.config.model_config import versions_on_disk  # the versions a model server sees
 
     fingerprint = os.path.join(model_path, "fingerprint.pb")
     versions = versions_on_disk(base)

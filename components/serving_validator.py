@@ -25,9 +25,10 @@ def check_model(model_dir: str, serialized_examples, model_name: str, load_timeo
     """'' when the model serves the examples correctly, else why not (one line)."""
     import numpy as np
 
-    from serving import model_config, serve_cli
+    from serving.config import model_config
+    from serving.model_servers import main as serve_cli
     from serving.client import ServingClient
-    from serving.server import ModelServer, ServerOptions
+    from serving.model_servers.server import ModelServer, ServerOptions
 
     serve_cli.configure_logging()
     with tempfile.TemporaryDirectory(prefix="serving-validator-") as tmp:

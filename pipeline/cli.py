@@ -19,8 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # command -> (module that implements it, one-line help)
 COMMANDS = {
     "run": ("pipeline.local_runner", "run the pipeline locally on Apache Beam"),
-    "serve": ("serving.serve_cli", "serve models over gRPC and REST (TF Serving's flags)"),
-    "predict": ("serving.predict_cli", "query a model server over gRPC with rows from a CSV or JSON file"),
+    "serve": ("serving.model_servers.main", "serve models over gRPC and REST (TF Serving's flags)"),
+    "predict": ("pipeline.predict_cli", "query a model server over gRPC with rows from a CSV or JSON file"),
     "compile": ("pipeline.kubeflow_runner", "write the Kubeflow Pipelines spec (KubeflowV2DagRunner)"),
     "submit": ("kubeflow.submit", "submit the compiled spec to a Kubeflow Pipelines endpoint"),
     "status": ("pipeline.status", "last runs from ML Metadata: components, metrics, blessing, pushed version"),

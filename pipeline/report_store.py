@@ -68,7 +68,7 @@ def find_run(store, home: Path, run_id: Optional[str]):
 
 def serving_versions(model_dir: Path) -> List[int]:
     """Numeric version folders under `<serving_base>/<model>`, newest first (what a model server sees)."""
-    from serving.model_config import versions_on_disk
+    from serving.config.model_config import versions_on_disk
 
     return sorted(versions_on_disk(str(model_dir)), reverse=True)
 

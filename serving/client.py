@@ -16,7 +16,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
-from serving import tensors
+from serving.util import tensors
 
 RAW_SIGNATURE = "serving_raw"
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE

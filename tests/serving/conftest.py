@@ -16,7 +16,7 @@ def testdata():
 @pytest.fixture(scope="session")
 def taxi_like_base(tmp_path_factory):
     """<base> with <base>/taxi/1: a taxi-like export (serving_default on tf.Example + serving_raw)."""
-    from serving.sample_models import export_taxi_like_model
+    from serving.testing.sample_models import export_taxi_like_model
 
     base = tmp_path_factory.mktemp("taxi_like")
     export_taxi_like_model(str(base / "taxi" / "1"))
@@ -26,7 +26,7 @@ def taxi_like_base(tmp_path_factory):
 @pytest.fixture(scope="session")
 def classify_regress_base(tmp_path_factory):
     """<base> with <base>/cr/1: a TF1 model with real classify and regress signatures."""
-    from serving.sample_models import export_classify_regress_model
+    from serving.testing.sample_models import export_classify_regress_model
 
     base = tmp_path_factory.mktemp("classify_regress")
     export_classify_regress_model(str(base / "cr" / "1"))

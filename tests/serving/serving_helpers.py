@@ -17,7 +17,7 @@ TESTDATA = REPO_ROOT.parent / "shared" / "reference" / "tf_serving_testdata"
 @contextlib.contextmanager
 def running_server(config, wait_for=(), **options):
     """A stand-in ModelServer on free 127.0.0.1 ports; waits until `wait_for` models are AVAILABLE."""
-    from serving.server import ModelServer, ServerOptions
+    from serving.model_servers.server import ModelServer, ServerOptions
 
     options.setdefault("grpc_port", 0)
     options.setdefault("rest_port", 0)
@@ -33,7 +33,7 @@ def running_server(config, wait_for=(), **options):
 
 def config_for(**models):
     """ModelServerConfig text proto from name=base_path (latest version policy)."""
-    from serving.model_config import parse_config_text
+    from serving.config.model_config import parse_config_text
 
     body = "".join(f'config {{ name: "{n}" base_path: "{p}" model_platform: "tensorflow" }}\n'
                    for n, p in models.items())

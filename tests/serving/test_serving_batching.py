@@ -10,9 +10,9 @@ import grpc
 import numpy as np
 import pytest
 
-from serving import batching
-from serving.batching import BatchingOptions, _BatchQueue, parse_batching_parameters
-from serving.errors import ServingError, invalid_argument
+from serving.batching import batcher as batching
+from serving.batching.batcher import BatchingOptions, _BatchQueue, parse_batching_parameters
+from serving.util.errors import ServingError, invalid_argument
 
 
 class _SlowDoubler:

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from pipeline.cli import UserError
-from serving import flags, model_config, serve_cli
+from serving.model_servers import flags
+from serving.config import model_config
+from serving.model_servers import main as serve_cli
 from serving_helpers import REPO_ROOT, config_for, running_server, taxi_rows
 
 
@@ -164,7 +166,7 @@ def test_serve_and_predict_commands_end_to_end(tmp_path, taxi_like_base):
 
 
 def test_predict_reads_json_forms(tmp_path):
-    from serving.predict_cli import read_rows
+    from pipeline.predict_cli import read_rows
 
     rows = [{"fare": 1.5, "company": "x"}, {"fare": 2.0, "company": "y"}]
     for name, text in [("a.json", json.dumps(rows)), ("b.json", json.dumps({"instances": rows})),
@@ -177,7 +179,7 @@ def test_predict_reads_json_forms(tmp_path):
 
 
 def test_demo_serves_queries_and_stops(tmp_path, taxi_like_base, capsys):
-    from serving import demo
+    from pipeline import demo
 
     home = _pushed_home(tmp_path, taxi_like_base)
     assert demo.main(["--home", str(home), "--rows", "4"]) == 0
@@ -197,7 +199,7 @@ def test_tls(tmp_path, testdata):
                     "-out", str(cert), "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
                    check=True, capture_output=True)
     from serving.client import ServingClient
-    from serving.server import parse_ssl_config
+    from serving.model_servers.server import parse_ssl_config
 
     ssl_text = f'server_key: {json.dumps(key.read_text())}\nserver_cert: {json.dumps(cert.read_text())}\n'
     tls = parse_ssl_config(ssl_text)
@@ -207,7 +209,7 @@ def test_tls(tmp_path, testdata):
         channel = grpc.secure_channel(f"localhost:{server.grpc_port}", credentials)
         from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-        from serving import tensors
+        from serving.util import tensors
 
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "default"

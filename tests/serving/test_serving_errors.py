@@ -9,9 +9,9 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      model_management_pb2, predict_pb2, regression_pb2)
 
-from serving import tensors
+from serving.util import tensors
 from serving.client import ServingClient
-from serving.server import ServerOptions  # noqa: F401  (import check)
+from serving.model_servers.server import ServerOptions  # noqa: F401  (import check)
 from serving_helpers import config_for, http, running_server
 
 C = grpc.StatusCode
@@ -121,7 +121,7 @@ GRPC_CASES = [
 
 @pytest.fixture(scope="module")
 def server(testdata, tmp_path_factory):
-    from serving.sample_models import export_taxi_like_model
+    from serving.testing.sample_models import export_taxi_like_model
 
     taxi = tmp_path_factory.mktemp("errors") / "taxi"
     export_taxi_like_model(str(taxi / "1"))

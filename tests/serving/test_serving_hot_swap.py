@@ -15,7 +15,7 @@ import time
 import grpc
 import pytest
 
-from serving import batching
+from serving.batching import batcher as batching
 from serving.client import ServingClient, raw_input_dtypes, rows_to_inputs
 from serving_helpers import config_for, running_server, taxi_rows
 

@@ -17,7 +17,8 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, inference_pb2, predict_pb2,
                                      regression_pb2)
 
-from serving import model_config, tensors
+from serving.config import model_config
+from serving.util import tensors
 from serving.client import ServingClient, raw_input_dtypes, rows_to_inputs
 from serving_helpers import config_for, http, running_server, taxi_rows
 

@@ -15,7 +15,8 @@ import sys
 import threading
 from pathlib import Path
 
-from serving import flags, launcher
+from serving.model_servers import flags
+from serving.model_servers import launcher
 
 BACKENDS = ("auto", "standin", "tfserving")
 
@@ -44,7 +45,7 @@ class _Models:
         from pipeline import configs
         from pipeline.cli import UserError
 
-        from serving import model_config
+        from serving.config import model_config
 
         if args.model_config_file and (args.model_base_path or args.model_name):
             raise UserError("give either --model_config_file or --model_name/--model_base_path, not both")
@@ -72,8 +73,8 @@ def server_options(args, config):
     """ServerOptions for the stand-in from TF Serving flags (UserError for unusable files)."""
     from pipeline.cli import UserError
 
-    from serving import batching
-    from serving.server import ServerOptions, parse_ssl_config
+    from serving.batching import batcher as batching
+    from serving.model_servers.server import ServerOptions, parse_ssl_config
 
     batching_options = None
     if args.enable_batching:
@@ -166,7 +167,7 @@ def main(args) -> int:
 def run_standin(options) -> int:
     from pipeline.cli import UserError
 
-    from serving.server import ModelServer
+    from serving.model_servers.server import ModelServer
 
     configure_logging()
     server = ModelServer(options)

@@ -19,8 +19,8 @@ import grpc
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import model_config
-from serving.errors import ServingError, error_code_number, failed_precondition, invalid_argument, not_found
+from serving.config import model_config
+from serving.util.errors import ServingError, error_code_number, failed_precondition, invalid_argument, not_found
 
 log = logging.getLogger("serving")
 State = get_model_status_pb2.ModelVersionStatus.State

@@ -16,8 +16,8 @@ from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2, predict_pb2, regression_pb2
 
-from serving import tensors
-from serving.errors import invalid_argument
+from serving.util import tensors
+from serving.util.errors import invalid_argument
 
 
 def _is_b64(value) -> bool:

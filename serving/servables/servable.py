@@ -18,8 +18,8 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from serving import tensors
-from serving.errors import failed_precondition, invalid_argument
+from serving.util import tensors
+from serving.util.errors import failed_precondition, invalid_argument
 
 log = logging.getLogger("serving")
 
@@ -134,7 +134,7 @@ class SavedModelServable:
         self._refs = 0
         self._closed = False
         self._refs_cv = threading.Condition()
-        self.batcher = None  # set by the manager when batching is on (serving.batching.ServableBatcher)
+        self.batcher = None  # set by the manager when batching is on (serving.batching.batcher.ServableBatcher)
 
     # -- life cycle ------------------------------------------------------------------------
     def acquire(self) -> bool:
@@ -245,7 +245,7 @@ def _as_serving_error(err: Exception):
     import grpc
     import tensorflow as tf
 
-    from serving.errors import ServingError
+    from serving.util.errors import ServingError
 
     if isinstance(err, UnicodeDecodeError) and isinstance(err.object, bytes):
         # TF could not turn its own status message into str: it echoes an undecodable input (e.g. a

@@ -10,9 +10,9 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      inference_pb2, model_management_pb2, predict_pb2, regression_pb2)
 
-from serving import tensors
-from serving.errors import invalid_argument, unimplemented
-from serving.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
+from serving.util import tensors
+from serving.util.errors import invalid_argument, unimplemented
+from serving.servables.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
 
 SIGNATURE_DEF_FIELD = "signature_def"
 

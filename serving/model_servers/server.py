@@ -14,11 +14,11 @@ from typing import Optional, Sequence, Tuple
 import grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import grpc_service
-from serving.batching import BatchingOptions, ServableBatcher
-from serving.manager import ModelManager
-from serving.rest import RestServer
-from serving.servable import SavedModelServable, session_config
+from serving.model_servers import grpc_service
+from serving.batching.batcher import BatchingOptions, ServableBatcher
+from serving.core.manager import ModelManager
+from serving.model_servers.rest import RestServer
+from serving.servables.servable import SavedModelServable, session_config
 
 log = logging.getLogger("serving")
 
@@ -137,7 +137,7 @@ def parse_ssl_config(text: str) -> TlsConfig:
     """TF Serving's `--ssl_config_file` text proto (server_key, server_cert, custom_ca, client_verify)."""
     from google.protobuf import text_format
 
-    from serving.extra_protos import ssl_config_class
+    from serving.config.extra_protos import ssl_config_class
 
     config = ssl_config_class()()
     try:

@@ -21,7 +21,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from serving.errors import ServingError, invalid_argument, unavailable
+from serving.util.errors import ServingError, invalid_argument, unavailable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +51,7 @@ def parse_batching_parameters(text: str) -> BatchingOptions:
     """Parse a `--batching_parameters_file` text proto; ValueError with a readable line if it is wrong."""
     from google.protobuf import text_format
 
-    from serving.extra_protos import batching_parameters_class
+    from serving.config.extra_protos import batching_parameters_class
 
     params = batching_parameters_class()()
     try:

@@ -12,8 +12,8 @@ import logging
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from serving import handlers
-from serving.errors import ServingError
+from serving.servables import handlers
+from serving.util.errors import ServingError
 
 log = logging.getLogger("serving")
 

@@ -1,6 +1,6 @@
 """End of `make run`: serve the pushed model, query a few eval rows over gRPC, stop the server.
 
-`python -m serving.demo --home H` starts a model server (real `tensorflow_model_server` when it is
+`python -m pipeline.demo --home H` starts a model server (real `tensorflow_model_server` when it is
 on PATH, else the stand-in) on free loopback ports over `<home>/serving/taxi`, waits until the model
 is AVAILABLE, sends ~5 eval rows through the official gRPC client and prints each row's label beside
 the predicted probability, then stops the server. Non-zero exit, one line, if nothing was pushed.
@@ -91,7 +91,7 @@ class _RealServer:
 def main(argv: Optional[List[str]] = None) -> int:
     from pipeline import configs
 
-    parser = argparse.ArgumentParser(prog="python -m serving.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=configs.default_home())
     parser.add_argument("--rows", type=int, default=ROWS)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the model to load")
@@ -99,22 +99,23 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     config = configs.PipelineConfig(home=args.home)
     base = config.serving_base / config.model_name
-    from serving import model_config
+    from serving.config import model_config
 
     if not model_config.versions_on_disk(str(base)):
         print(f"demo: no pushed model under {base}; run the pipeline first (the Pusher writes it)", file=sys.stderr)
         return 1
 
-    from serving import launcher, serve_cli
+    from serving.model_servers import launcher
+    from serving.model_servers import main as serve_cli
     from serving.client import ServingClient
-    from serving.predict_cli import format_table, predict_rows
+    from pipeline.predict_cli import format_table, predict_rows
 
     binary = launcher.find_binary()
     if binary:
         server = _RealServer(binary, str(base), config.model_name)
         kind = "tensorflow_model_server"
     else:
-        from serving.server import ModelServer, ServerOptions
+        from serving.model_servers.server import ModelServer, ServerOptions
 
         serve_cli.configure_logging()
         server = ModelServer(ServerOptions(model_config.single_model_config(config.model_name, str(base)),

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
-from serving.errors import invalid_argument
+from serving.util.errors import invalid_argument
 
 # DataType -> (numpy dtype, TensorProto repeated field holding its values).
 _FIELDS = {

@@ -16,8 +16,9 @@ from typing import Optional, Tuple
 import grpc
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
-from serving import handlers, rest_codec
-from serving.errors import ServingError, http_status, invalid_argument, not_found
+from serving.servables import handlers
+from serving.model_servers import rest_codec
+from serving.util.errors import ServingError, http_status, invalid_argument, not_found
 
 log = logging.getLogger("serving")
 
