@@ -9,7 +9,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "components", "components.*",
                                                "trainer_module", "trainer_module.*", "serving", "serving.*",
                                                "kubeflow", "kubeflow.*"]),
-    package_data={"pipeline": ["schema/*.pbtxt"], "kubeflow": ["Dockerfile", "manifests/*.yaml"]},
+    package_data={"trainer_module": ["schema/*.pbtxt"], "kubeflow": ["Dockerfile", "manifests/*.yaml"]},
     install_requires=[
         "tfx[kfp]==1.16.0",
         "apache-beam[gcp]==2.59.0",

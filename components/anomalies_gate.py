@@ -5,15 +5,45 @@ This gate reads them and fails with one line naming each split and feature, so b
 reaches the Trainer, let alone the serving directory. The fix is either in the data or, when the
 change is legitimate (a new payment type, say), in the curated schema.
 """
+import os
+
 from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types.standard_artifacts import ExampleAnomalies
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from components.errors import BadDataError
 
 
-class DataAnomaliesError(RuntimeError):
+class DataAnomaliesError(BadDataError):
     """The data does not match the schema."""
+
+
+def anomalies_by_split(artifact) -> dict:
+    """split -> {feature: short description} from ExampleValidator's output (TFX's own split layout and parser).
+
+    `artifact` is the ExampleAnomalies artifact (a TFX Artifact, or the MLMD Artifact proto read back
+    from ML Metadata); a split without anomalies maps to {}. The gate and the run's read-back share it.
+    """
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+    from tfx.types import artifact_utils, standard_artifacts
+    from tfx.utils import io_utils
+
+    if not hasattr(artifact, "split_names"):  # an MLMD proto: wrap it as the TFX artifact it is
+        wrapped = standard_artifacts.ExampleAnomalies()
+        wrapped.set_mlmd_artifact(artifact)
+        artifact = wrapped
+    found = {}
+    for split in artifact_utils.decode_split_names(artifact.split_names):
+        path = os.path.join(artifact_utils.get_split_uri([artifact], split), "SchemaDiff.pb")
+        if not os.path.exists(path):
+            continue
+        proto = io_utils.parse_pb(path, anomalies_pb2.Anomalies())
+        items = {name: info.short_description or info.description for name, info in proto.anomaly_info.items()}
+        if proto.HasField("dataset_anomaly_info"):
+            items["(dataset)"] = proto.dataset_anomaly_info.short_description
+        found[split] = items
+    return found
 
 
 def describe(found) -> str:
@@ -28,11 +58,9 @@ def describe(found) -> str:
 @component
 def AnomaliesGate(anomalies: InputArtifact[ExampleAnomalies], fail_on_anomalies: Parameter[int] = 1):
     """Raise DataAnomaliesError when any split has an anomaly (unless fail_on_anomalies is 0)."""
-    from pipeline import run_results
-
-    found = {split: items for split, items in run_results.anomalies(anomalies.uri).items() if items}
+    found = {split: items for split, items in anomalies_by_split(anomalies).items() if items}
     if found and fail_on_anomalies:
         raise DataAnomaliesError(
             f"the data does not match the schema: {describe(found)}. Fix the data, or if the change is "
-            "expected, update pipeline/schema/schema.pbtxt"
+            "expected, update trainer_module/schema/schema.pbtxt"
         )

@@ -26,7 +26,7 @@ SERVING_BASE = MOUNT_PATH / SERVING_SUBPATH
 # The curated schema as installed in the pipeline image (kubeflow/Dockerfile installs the project
 # into /opt/venv with python3.10; the Dockerfile checks this path at build time). Compiled specs
 # must name this path, not the compiling machine's checkout.
-IMAGE_SCHEMA_PATH = PurePosixPath("/opt/venv/lib/python3.10/site-packages/pipeline/schema/schema.pbtxt")
+IMAGE_SCHEMA_PATH = PurePosixPath("/opt/venv/lib/python3.10/site-packages/trainer_module/schema/schema.pbtxt")
 
 # In the TF Serving pod the same directory appears here (TF Serving's conventional /models).
 SERVING_MOUNT_PATH = PurePosixPath("/models")

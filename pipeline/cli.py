@@ -1,8 +1,10 @@
 """`taxi-pipeline`: one console script, one subcommand per job.
 
 Each subcommand lives in the module that does the work; that module provides
-`add_arguments(parser)` and `main(args) -> int`. This file only dispatches, turns expected
-failures into one readable line, and keeps TensorFlow/absl noise out of the terminal.
+`add_arguments(parser)` and `main(args) -> int`. This file only dispatches and is the one place
+errors become messages and exit codes: the libraries' bad-input errors (`BAD_INPUT_ERRORS`) are
+exit 2 with their one line; `pipeline.errors.ComponentFailed` (a component crashed) and anything
+unexpected are exit 1, with the trace in a log file under `<home>/logs/`.
 """
 from __future__ import annotations
 
@@ -12,17 +14,17 @@ import os
 import sys
 
 import pipeline  # noqa: F401  (pins TF_USE_LEGACY_KERAS before anything imports TensorFlow)
-from pipeline.errors import UserError  # noqa: F401  (re-exported: commands raise pipeline.cli.UserError)
+from pipeline.errors import ComponentFailed, UserError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # command -> (module that implements it, one-line help)
 COMMANDS = {
     "run": ("pipeline.local_runner", "run the pipeline locally on Apache Beam"),
-    "serve": ("serving.model_servers.main", "serve models over gRPC and REST (TF Serving's flags)"),
+    "serve": ("pipeline.serve_cli", "serve models over gRPC and REST (TF Serving's flags)"),
     "predict": ("pipeline.predict_cli", "query a model server over gRPC with rows from a CSV or JSON file"),
     "compile": ("pipeline.kubeflow_runner", "write the Kubeflow Pipelines spec (KubeflowV2DagRunner)"),
-    "submit": ("kubeflow.submit", "submit the compiled spec to a Kubeflow Pipelines endpoint"),
+    "submit": ("pipeline.submit_cli", "submit the compiled spec to a Kubeflow Pipelines endpoint"),
     "status": ("pipeline.status", "last runs from ML Metadata: components, metrics, blessing, pushed version"),
     "report": ("pipeline.report", "a self-contained HTML report with plots of the last run"),
 }
@@ -41,13 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def bad_input_errors() -> tuple:
+    """The libraries' own errors that mean the user's input is wrong (exit 2): each layer has its own."""
+    from components.errors import BadDataError
+    from kubeflow.errors import KubeflowError
+    from serving.util.errors import ServerConfigError
+
+    return (UserError, ServerConfigError, KubeflowError, BadDataError)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._main(args) or 0)
-    except UserError as err:
+    except bad_input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ComponentFailed as err:  # a bug or an environment failure inside a component: ours
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

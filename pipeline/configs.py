@@ -11,17 +11,20 @@ import os
 from pathlib import Path
 from typing import List, Optional
 
+from components.multiworker_trainer.settings import TrainerSettings
+from trainer_module import features
+from trainer_module.settings import TRAINING_LOOPS, TrainingSettings
+
 PIPELINE_NAME = "taxi-pipeline"
 MODEL_NAME = "taxi"
 HOME_ENV = "TAXI_PIPELINE_HOME"
-SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "schema.pbtxt"
+SCHEMA_PATH = features.SCHEMA_PATH  # the dataset's curated schema lives beside its feature spec
 
 # Module paths, not file paths: the same code runs in the Kubeflow image.
 PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
 RUN_FN = "trainer_module.run.run_fn"
 
 BEAM_MODES = ("in_memory", "multi_processing")
-TRAINING_LOOPS = ("fit", "custom")
 
 
 def default_data_root() -> Path:
@@ -55,12 +58,13 @@ class PipelineConfig:
     # Trainer.
     train_steps: int = 500
     eval_steps: int = 20  # x batch 256: the whole eval split (4,966 rows) once per validation
-    batch_size: int = 256  # global batch = per-replica batch x replicas
-    learning_rate: float = 0.003
-    seed: int = 42  # weights and shuffling: a re-run on the same data gives (nearly) the same model
-    workers: int = 1  # trainer worker processes (MultiWorkerMirroredStrategy when > 1)
-    training_loop: str = "fit"  # "fit" (model.fit) or "custom" (GradientTape under strategy.run)
-    worker_timeout_s: int = 900
+    # The trainer's own defaults live with the code that reads them (run_fn, the multi-worker executor).
+    batch_size: int = TrainingSettings.batch_size  # per replica: global batch = this x replicas
+    learning_rate: float = TrainingSettings.learning_rate
+    seed: int = TrainingSettings.seed
+    workers: int = TrainerSettings.workers  # trainer worker processes (MultiWorkerMirroredStrategy when > 1)
+    training_loop: str = TrainingSettings.training_loop  # "fit" or "custom" (GradientTape under strategy.run)
+    worker_timeout_s: float = TrainerSettings.worker_timeout_s
 
     # AnomaliesGate: stop before Transform when the data does not match the curated schema.
     fail_on_anomalies: bool = True

@@ -41,7 +41,7 @@ def check_data_dir(data: Path, schema_path: Path) -> List[Path]:
         if missing:
             raise UserError(
                 f"--data {data}: {path.name} lacks column(s) {', '.join(missing)} that the schema requires; "
-                "fix the file, or edit trainer_module/features.py and pipeline/schema/schema.pbtxt for new data"
+                "fix the file, or edit trainer_module/features.py and trainer_module/schema/schema.pbtxt for new data"
             )
     return files
 

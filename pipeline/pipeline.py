@@ -16,7 +16,7 @@ from components.atomic_pusher import AtomicPusherExecutor
 from components.multiworker_trainer.executor import MultiWorkerExecutor
 from components.serving_validator import ServingValidator
 from pipeline import configs
-from trainer_module import features
+from trainer_module import features, preprocessing
 
 
 def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
@@ -95,7 +95,7 @@ def create_components(config: configs.PipelineConfig) -> List:
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=configs.PREPROCESSING_FN,
         disable_statistics=True,  # StatisticsGen already describes the data; this halves Transform's time
-        force_tf_compat_v1=True,  # TF1 graph tracing: a quarter faster here, same transform graph for the model
+        force_tf_compat_v1=preprocessing.FORCE_TF_COMPAT_V1,  # TF1 graph tracing: a quarter faster here
     )
     transform.add_upstream_node(anomalies_gate)  # no Transform (nor anything after it) on bad data
     trainer = tfx.components.Trainer(

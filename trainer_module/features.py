@@ -1,9 +1,13 @@
 """What the data is: feature groups, how each is encoded, and how the label is made.
 
-This module and `pipeline/schema/schema.pbtxt` are the only places that know the dataset; to train on
+This module and `schema/schema.pbtxt` beside it are the only places that know the dataset; to train on
 another tabular CSV, edit these two and nothing else.
 """
+from pathlib import Path
 from typing import Mapping, Optional
+
+# The curated schema (presence, domains, value ranges) every split is validated against.
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "schema.pbtxt"
 
 # Label: the rider tipped more than 20% of the fare. `tips` is only read to make the label and is
 # never a model input (it is absent in the SERVING environment of the schema).

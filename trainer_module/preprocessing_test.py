@@ -23,8 +23,8 @@ def transformed(tmp_path_factory):
     from tensorflow_metadata.proto.v0 import schema_pb2
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-    from pipeline.configs import SCHEMA_PATH
-    from trainer_module.preprocessing import preprocessing_fn
+    from trainer_module.features import SCHEMA_PATH
+    from trainer_module.preprocessing import FORCE_TF_COMPAT_V1, preprocessing_fn
 
     schema = text_format.Parse(SCHEMA_PATH.read_text(), schema_pb2.Schema())
     spec = schema_utils.schema_as_feature_spec(schema).feature_spec
@@ -39,7 +39,7 @@ def transformed(tmp_path_factory):
                 instance[name] = [] if value is None else [value]
         instances.append(instance)
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
-    with tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp("tft")), force_tf_compat_v1=False):
+    with tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp("tft")), force_tf_compat_v1=FORCE_TF_COMPAT_V1):
         (result, _), transform_fn = (instances, metadata) | tft_beam.AnalyzeAndTransformDataset(
             preprocessing_fn, output_record_batches=False
         )

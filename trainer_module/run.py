@@ -18,11 +18,11 @@ from tfx_bsl.public import tfxio
 
 from trainer_module import features
 from trainer_module.model import build_model, cardinalities_from
+from trainer_module.settings import TRAINING_LOOPS, TrainingSettings  # noqa: F401  (re-exported)
 
 # Raw features only needed to make the label; absent when serving.
 LABEL_ONLY_KEYS = ("tips",)
 OUTPUT_KEY = "probabilities"
-DEFAULTS = {"batch_size": 256, "learning_rate": 0.003, "training_loop": "fit", "seed": 42}
 
 
 def make_strategy() -> tf.distribute.Strategy:
@@ -207,23 +207,23 @@ def _write_json(path: str, payload: dict) -> None:
 
 def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     """Train and export. `fn_args.custom_config`: batch_size (per replica), learning_rate, training_loop."""
-    config = {**DEFAULTS, **(fn_args.custom_config or {})}
+    settings = TrainingSettings.from_custom_config(fn_args.custom_config)
     strategy = strategy or make_strategy()
-    tf.keras.utils.set_random_seed(int(config["seed"]))  # same data, same settings: (nearly) the same model
+    tf.keras.utils.set_random_seed(int(settings.seed))  # same data, same settings: (nearly) the same model
     task = task_of(strategy)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    global_batch = int(config["batch_size"]) * strategy.num_replicas_in_sync
+    global_batch = int(settings.batch_size) * strategy.num_replicas_in_sync
 
-    seed = int(config["seed"])
+    seed = int(settings.seed)
     train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, global_batch, seed)
     eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, global_batch, shuffle=False)
     with strategy.scope():
         model = build_model(
-            cardinalities_from(tf_transform_output), float(config["learning_rate"]), decay_steps=fn_args.train_steps
+            cardinalities_from(tf_transform_output), float(settings.learning_rate), decay_steps=fn_args.train_steps
         )
 
     started = time.time()
-    if config["training_loop"] == "custom":
+    if settings.training_loop == "custom":
         history = train_with_custom_loop(
             strategy, model, train_ds, eval_ds, fn_args.train_steps, fn_args.eval_steps, global_batch
         )
@@ -245,7 +245,7 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
         "steps": fn_args.train_steps,
         "global_batch_size": global_batch,
         "examples_per_second": fn_args.train_steps * global_batch / max(seconds, 1e-9),
-        "training_loop": config["training_loop"],
+        "training_loop": settings.training_loop,
         "saved_to": save_dir if task["is_chief"] else None,
     }
     _write_json(os.path.join(fn_args.model_run_dir, "workers", f"worker-{task['task_index']}.json"), record)

@@ -25,46 +25,11 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import json_utils, path_utils
 
 from components.multiworker_trainer import job_spec, local_launcher, tfjob_launcher, tfjob_manifest
+from components.multiworker_trainer.settings import TrainerConfigError, TrainerSettings  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-KUBE_API_URL_ENV = "TRAINER_KUBE_API_URL"
 WORKER_REPORTS_DIR = "workers"
-
-
-class TrainerConfigError(ValueError):
-    """custom_config asks for something the trainer cannot do; the message says what to change."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainerSettings:
-    """The multi-worker part of the Trainer's custom_config, validated."""
-
-    workers: int = 1
-    worker_timeout_s: float = 900.0
-    log_dir: Optional[str] = None
-    image: Optional[str] = None
-    namespace: str = "kubeflow"
-    kubernetes_api_url: Optional[str] = None
-    poll_interval_s: float = 5.0
-
-    @classmethod
-    def from_custom_config(cls, custom_config: Optional[Dict[str, Any]]) -> "TrainerSettings":
-        cfg = custom_config or {}
-        workers = cfg.get("workers", 1)
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise TrainerConfigError(f"trainer workers must be a whole number of at least 1, not {workers!r}")
-        timeout = cfg.get("worker_timeout_s", cls.worker_timeout_s)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise TrainerConfigError(f"worker_timeout_s must be a positive number of seconds, not {timeout!r}")
-        return cls(workers=workers, worker_timeout_s=float(timeout), log_dir=cfg.get("log_dir") or None,
-                   image=cfg.get("image") or None, namespace=cfg.get("namespace") or cls.namespace,
-                   kubernetes_api_url=cfg.get("kubernetes_api_url") or os.environ.get(KUBE_API_URL_ENV) or None,
-                   poll_interval_s=float(cfg.get("tfjob_poll_interval_s", cls.poll_interval_s)))
-
-    @property
-    def uses_tfjob(self) -> bool:
-        return self.workers > 1 and bool(self.image or self.kubernetes_api_url or tfjob_launcher.in_cluster())
 
 
 class MultiWorkerExecutor(trainer_executor.GenericExecutor):

@@ -1,9 +1,12 @@
-"""`taxi-pipeline serve`: serve models with TF Serving's own flags.
+"""The model server's main: serve models with TF Serving's own flags (`tensorflow_model_server`'s `main.cc`).
 
 Runs the real `tensorflow_model_server` when it is on PATH (or `--backend tfserving`), otherwise
 the stand-in in this package; either way it prints the `docker run tensorflow/serving:2.16.1 ...`
-command that serves the same models in production. With no model flags it serves the pipeline's
-pushed model, `<home>/serving/taxi`, as model `taxi`.
+command that serves the same models in production. Knows nothing of any pipeline: a caller that
+has a default model (the pipeline's `serve` command) passes it to `main(args, default_model=...)`.
+Bad flags or files raise `ServerConfigError`; the caller's CLI turns that into a message.
+
+`python -m serving.model_servers.main --model_name=m --model_base_path=/models/m` runs it alone.
 """
 from __future__ import annotations
 
@@ -15,17 +18,13 @@ import sys
 import threading
 from pathlib import Path
 
-from serving.model_servers import flags
-from serving.model_servers import launcher
+from serving.model_servers import flags, launcher
+from serving.util.errors import ServerConfigError as UserError  # bad flags or files: the caller's CLI says so
 
 BACKENDS = ("auto", "standin", "tfserving")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pipeline import configs
-
-    parser.add_argument("--home", type=Path, default=configs.default_home(),
-                        help="pipeline home; the default model is <home>/serving/taxi (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address the stand-in listens on (default: %(default)s; real TF Serving uses 0.0.0.0)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
@@ -41,10 +40,8 @@ class _Models:
     """What to serve, resolved from the flags once (shared by both backends and the docker line)."""
 
     @staticmethod
-    def resolve(args):
-        from pipeline import configs
-        from pipeline.cli import UserError
-
+    def resolve(args, default_model=None):
+        """(config, name, base); `default_model(name)` gives the base path when only a name (or nothing) is given."""
         from serving.config import model_config
 
         if args.model_config_file and (args.model_base_path or args.model_name):
@@ -57,12 +54,12 @@ class _Models:
             return config, None, None
         if args.model_base_path:
             name, base = args.model_name or "default", args.model_base_path
-        else:
-            name = args.model_name or configs.MODEL_NAME
-            base = str(configs.PipelineConfig(home=args.home).serving_base / configs.MODEL_NAME)
+        elif default_model is not None:
+            name, base, missing_hint = default_model(args.model_name)
             if not os.path.isdir(base):
-                raise UserError(f"no pushed model at {base}: run `taxi-pipeline run` first, "
-                                "or pass --model_base_path/--model_config_file")
+                raise UserError(f"no model at {base}: {missing_hint}, or pass --model_base_path/--model_config_file")
+        else:
+            raise UserError("nothing to serve: pass --model_name and --model_base_path, or --model_config_file")
         if not os.path.isdir(base):
             raise UserError(f"model base path {base} does not exist; pass the directory holding the numeric "
                             "version directories")
@@ -70,9 +67,7 @@ class _Models:
 
 
 def server_options(args, config):
-    """ServerOptions for the stand-in from TF Serving flags (UserError for unusable files)."""
-    from pipeline.cli import UserError
-
+    """ServerOptions for the stand-in from TF Serving flags (ServerConfigError for unusable files)."""
     from serving.batching import batcher as batching
     from serving.model_servers.server import ServerOptions, parse_ssl_config
 
@@ -142,10 +137,9 @@ def configure_logging() -> None:
         log.propagate = False
 
 
-def main(args) -> int:
-    from pipeline.cli import UserError
-
-    config, name, base = _Models.resolve(args)
+def main(args, default_model=None) -> int:
+    """Serve until SIGINT/SIGTERM. `default_model(model_name or None) -> (name, base path, hint if missing)`."""
+    config, name, base = _Models.resolve(args, default_model)
     binary = launcher.find_binary()
     if args.backend == "tfserving" and binary is None:
         raise UserError(f"--backend tfserving: {launcher.TF_SERVING_BINARY} is not on PATH; install TF Serving "
@@ -165,8 +159,6 @@ def main(args) -> int:
 
 
 def run_standin(options) -> int:
-    from pipeline.cli import UserError
-
     from serving.model_servers.server import ModelServer
 
     configure_logging()
@@ -191,3 +183,19 @@ def run_standin(options) -> int:
         server.stop()
     print("model server stopped", flush=True)
     return 0
+
+
+def _standalone(argv=None) -> int:
+    """`python -m serving.model_servers.main ...`: the server without the pipeline's CLI around it."""
+    parser = argparse.ArgumentParser(prog="python -m serving.model_servers.main",
+                                     description="A TF Serving-compatible model server (tensorflow_model_server's flags).")
+    add_arguments(parser)
+    try:
+        return main(parser.parse_args(argv))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_standalone())

@@ -9,6 +9,10 @@ from __future__ import annotations
 import grpc
 
 
+class ServerConfigError(Exception):
+    """The server cannot start as asked (bad flag, unreadable config file, port in use): one line saying so."""
+
+
 class ServingError(Exception):
     """A request failed with a TF Serving status code and a one-line message."""
 

@@ -64,5 +64,5 @@ def test_the_schema_path_compiled_specs_name_is_where_the_image_installs_it():
     assert configs.SCHEMA_PATH.is_file()
     venv_python = re.search(r"/opt/venv/lib/(python3\.\d+)/", str(storage.IMAGE_SCHEMA_PATH)).group(1)
     assert venv_python == "python" + instructions()[-1][0].split(":")[1].split("-")[0]
-    assert str(storage.IMAGE_SCHEMA_PATH).endswith("/site-packages/pipeline/schema/" + configs.SCHEMA_PATH.name)
+    assert str(storage.IMAGE_SCHEMA_PATH).endswith("/site-packages/trainer_module/schema/" + configs.SCHEMA_PATH.name)
     assert "storage.IMAGE_SCHEMA_PATH" in DOCKERFILE.read_text()  # and the build checks it

@@ -16,10 +16,10 @@ import grpc
 import numpy as np
 import pytest
 
-from pipeline.cli import UserError
-from serving.model_servers import flags
+from pipeline import serve_cli
 from serving.config import model_config
-from serving.model_servers import main as serve_cli
+from serving.model_servers import flags
+from serving.util.errors import ServerConfigError as UserError
 from serving_helpers import REPO_ROOT, config_for, running_server, taxi_rows
 
 
@@ -62,11 +62,29 @@ def test_docker_line_and_real_binary_get_the_same_flags(tmp_path, monkeypatch, c
     (["--model_base_path=/nonexistent/m"], "does not exist"),
     (["--model_config_file=/nonexistent.config"], "cannot read model config file"),
     (["--model_config_file=x", "--model_name=m"], "either --model_config_file or"),
-    (["--home=/nonexistent-home"], "no pushed model at /nonexistent-home/serving/taxi"),
+    (["--home=/nonexistent-home"], "no model at /nonexistent-home/serving/taxi: run `taxi-pipeline run` first"),
+    (["--home=/nonexistent-home", "--model_name=other"], "no model at /nonexistent-home/serving/other"),
 ])
 def test_serve_refuses_unusable_model_flags(argv, message):
     with pytest.raises(UserError, match=re.escape(message)):
         serve_cli.main(_serve_args(*argv))
+
+
+def test_model_name_alone_serves_that_model_under_home(tmp_path):
+    """`serve --model_name other` serves <home>/serving/other, not the taxi model's folder."""
+    from pipeline.serve_cli import default_model
+
+    name, base, _ = default_model(tmp_path)("other")
+    assert (name, base) == ("other", str(tmp_path / "serving" / "other"))
+    assert default_model(tmp_path)(None)[:2] == ("taxi", str(tmp_path / "serving" / "taxi"))
+
+
+def test_standalone_server_needs_a_model_and_says_so(capsys):
+    """The server's own main knows no pipeline: with no model flags it refuses in one line."""
+    from serving.model_servers import main as server_main
+
+    assert server_main._standalone([]) == 2
+    assert "nothing to serve" in capsys.readouterr().err
 
 
 def test_serve_refuses_bad_batching_and_backend(tmp_path, monkeypatch):

@@ -1,0 +1,53 @@
+"""The multi-worker part of the Trainer's custom_config, validated, with the one copy of its defaults.
+
+Kept apart from the executor (no TFX import) so `pipeline.configs` can take its defaults from here
+without loading TensorFlow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Optional
+
+KUBE_API_URL_ENV = "TRAINER_KUBE_API_URL"
+
+
+class TrainerConfigError(ValueError):
+    """custom_config asks for something the trainer cannot do; the message says what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerSettings:
+    """The multi-worker part of the Trainer's custom_config, validated."""
+
+    workers: int = 1
+    worker_timeout_s: float = 900.0
+    log_dir: Optional[str] = None
+    image: Optional[str] = None
+    namespace: str = "kubeflow"
+    kubernetes_api_url: Optional[str] = None
+    poll_interval_s: float = 5.0
+
+    @classmethod
+    def from_custom_config(cls, custom_config: Optional[Dict[str, Any]]) -> "TrainerSettings":
+        cfg = custom_config or {}
+        workers = cfg.get("workers", 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise TrainerConfigError(f"trainer workers must be a whole number of at least 1, not {workers!r}")
+        timeout = cfg.get("worker_timeout_s", cls.worker_timeout_s)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise TrainerConfigError(f"worker_timeout_s must be a positive number of seconds, not {timeout!r}")
+        return cls(workers=workers, worker_timeout_s=float(timeout), log_dir=cfg.get("log_dir") or None,
+                   image=cfg.get("image") or None, namespace=cfg.get("namespace") or cls.namespace,
+                   kubernetes_api_url=cfg.get("kubernetes_api_url") or os.environ.get(KUBE_API_URL_ENV) or None,
+                   poll_interval_s=float(cfg.get("tfjob_poll_interval_s", cls.poll_interval_s)))
+
+    @property
+    def uses_tfjob(self) -> bool:
+        return self.workers > 1 and bool(self.image or self.kubernetes_api_url or _in_cluster())
+
+
+def _in_cluster() -> bool:
+    from components.multiworker_trainer import tfjob_launcher
+
+    return tfjob_launcher.in_cluster()
