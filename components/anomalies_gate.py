@@ -20,14 +20,14 @@ class DataAnomaliesError(BadDataError):
 
 
 def anomalies_by_split(artifact) -> dict:
-    """split -> {feature: short description} from ExampleValidator's output (TFX's own split layout and parser).
+    """split -> {feature: short description} from ExampleValidator's output (TFX's split layout, TFDV's reader).
 
     `artifact` is the ExampleAnomalies artifact (a TFX Artifact, or the MLMD Artifact proto read back
     from ML Metadata); a split without anomalies maps to {}. The gate and the run's read-back share it.
     """
-    from tensorflow_metadata.proto.v0 import anomalies_pb2
+    from tensorflow_data_validation.utils.anomalies_util import load_anomalies_binary
+    from tfx.components.example_validator.executor import DEFAULT_FILE_NAME  # SchemaDiff.pb
     from tfx.types import artifact_utils, standard_artifacts
-    from tfx.utils import io_utils
 
     if not hasattr(artifact, "split_names"):  # an MLMD proto: wrap it as the TFX artifact it is
         wrapped = standard_artifacts.ExampleAnomalies()
@@ -35,10 +35,10 @@ def anomalies_by_split(artifact) -> dict:
         artifact = wrapped
     found = {}
     for split in artifact_utils.decode_split_names(artifact.split_names):
-        path = os.path.join(artifact_utils.get_split_uri([artifact], split), "SchemaDiff.pb")
+        path = os.path.join(artifact_utils.get_split_uri([artifact], split), DEFAULT_FILE_NAME)
         if not os.path.exists(path):
             continue
-        proto = io_utils.parse_pb(path, anomalies_pb2.Anomalies())
+        proto = load_anomalies_binary(path)
         items = {name: info.short_description or info.description for name, info in proto.anomaly_info.items()}
         if proto.HasField("dataset_anomaly_info"):
             items["(dataset)"] = proto.dataset_anomaly_info.short_description

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -18,14 +19,44 @@ from typing import Dict, List, Optional, Tuple
 import yaml
 
 from kubeflow import storage
+from kubeflow.errors import KubeflowError
 
 # A KFP launcher accepts only these pipeline roots; TFX steps then read and write artifact URIs
 # directly with tf.io.gfile, which has gs:// built in (and s3:// with tensorflow-io installed).
 OBJECT_STORE_SCHEMES = ("gs://", "s3://")
 
 
-class SpecError(ValueError):
+DEFAULT_SPEC_NAME = "taxi-pipeline.json"  # <home>/kubeflow/<this>: where compile writes and submit reads
+# An image reference: [registry[:port]/]path[:tag][@sha256:digest], lower-case path.
+_IMAGE_RE = re.compile(r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*"
+                       r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
+
+
+class SpecError(KubeflowError):
     """The file is not a compiled pipeline (its message says what is wrong with it)."""
+
+
+def default_spec_path(home: Path) -> Path:
+    """Where `compile` writes and `submit` reads by default: <home>/kubeflow/taxi-pipeline.json."""
+    return Path(home) / "kubeflow" / DEFAULT_SPEC_NAME
+
+
+def check_image(image: str) -> str:
+    """`image` if it is an image reference (REGISTRY/NAME:TAG or @sha256:...), else KubeflowError."""
+    if not _IMAGE_RE.match(image):
+        raise KubeflowError(f"--image {image!r} is not an image reference; give REGISTRY/NAME:TAG")
+    return image
+
+
+def check_pipeline_root(uri: Optional[str]) -> Optional[str]:
+    """An object-store URI, or None to leave the choice to the cluster's default pipeline root."""
+    if uri is None:
+        return None
+    if not uri.startswith(OBJECT_STORE_SCHEMES) or len(uri.split("://", 1)[1].strip("/")) == 0:
+        raise KubeflowError(f"--pipeline-root {uri!r} must be an object-store URI ({', '.join(OBJECT_STORE_SCHEMES)}"
+                            "<bucket>/<path>): the KFP launcher accepts no local paths and TFX steps "
+                            "cannot read minio:// URIs")
+    return uri.rstrip("/")
 
 
 def load_spec(path: Path) -> Tuple[Dict, Optional[str], Optional[Dict]]:

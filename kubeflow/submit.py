@@ -1,13 +1,13 @@
-"""`taxi-pipeline submit`: start a run of the compiled pipeline on a Kubeflow Pipelines endpoint.
+"""Submitting a compiled pipeline to a Kubeflow Pipelines endpoint (`taxi-pipeline submit` is its CLI).
 
 `compile` writes TFX's PipelineJob JSON; the KFP 2.x backend and `kfp.Client` take a pipeline
 package YAML instead, so the spec is converted (`kubeflow/package.py`) into a temporary package
 that also mounts the shared volume in every step, then submitted with
-`kfp.Client(host=...).create_run_from_pipeline_package`.
+`kfp.Client(host=...).create_run_from_pipeline_package`. Every expected failure (no spec, a wrong
+URL, a refused run) raises `KubeflowError` with the line the user sees.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 from pathlib import Path
@@ -15,56 +15,29 @@ from typing import Optional
 from urllib.parse import urlparse
 
 import kubeflow  # noqa: F401  (TF_USE_LEGACY_KERAS, though nothing here loads TensorFlow)
-from kubeflow import package, storage
+from kubeflow import package
+from kubeflow.errors import KubeflowError
 
-DEFAULT_EXPERIMENT = "taxi-pipeline"
 log = logging.getLogger("taxi_pipeline.submit")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pipeline.kubeflow_runner import DEFAULT_SPEC_NAME
-
-    parser.add_argument("--spec", type=Path, default=None,
-                        help=f"compiled pipeline (default <home>/kubeflow/{DEFAULT_SPEC_NAME})")
-    parser.add_argument("--endpoint", required=True, metavar="URL",
-                        help="Kubeflow Pipelines API, e.g. http://localhost:8080 after "
-                             "`kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`")
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
-                        help=f"experiment to file the run under, created if missing (default {DEFAULT_EXPERIMENT})")
-    parser.add_argument("--run-name", default=None, help="run name (default: spec file name and time)")
-    parser.add_argument("--namespace", default=None,
-                        help="Kubeflow profile namespace (multi-user installs only)")
-    parser.add_argument("--pipeline-root", default=None, metavar="URI",
-                        help="object store for TFX artifacts, overriding the one compiled in")
-    parser.add_argument("--pvc", default=storage.PVC_NAME,
-                        help=f"PersistentVolumeClaim mounted at {storage.MOUNT_PATH} in every step "
-                             f"(default {storage.PVC_NAME}, from kubeflow/manifests)")
-    parser.add_argument("--no-pvc", dest="pvc", action="store_const", const=None,
-                        help="mount no volume (the cluster provides the compiled-in data and serving paths otherwise)")
-
-
 def check_endpoint(url: str) -> str:
-    from pipeline.cli import UserError
-
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise UserError(f"--endpoint {url!r} is not an http(s) URL; give e.g. http://localhost:8080")
+        raise KubeflowError(f"--endpoint {url!r} is not an http(s) URL; give e.g. http://localhost:8080")
     return url.rstrip("/")
 
 
 def build_package(spec_path: Path, workdir: Path, pvc: Optional[str],
                   pipeline_root: Optional[str] = None):
     """Writes the KFP package for `spec_path` into `workdir`: (package path, pipeline root)."""
-    from pipeline.cli import UserError
-    from pipeline.kubeflow_runner import check_pipeline_root
-
     if not spec_path.is_file():
-        raise UserError(f"no compiled pipeline at {spec_path}: run `taxi-pipeline compile --image IMAGE` first")
+        raise KubeflowError(f"no compiled pipeline at {spec_path}: run `taxi-pipeline compile --image IMAGE` first")
     try:
         spec, compiled_root, platform = package.load_spec(spec_path)
     except package.SpecError as err:
-        raise UserError(f"{err}; recompile with `taxi-pipeline compile --image IMAGE`") from None
-    root = check_pipeline_root(pipeline_root) or compiled_root
+        raise KubeflowError(f"{err}; recompile with `taxi-pipeline compile --image IMAGE`") from None
+    root = package.check_pipeline_root(pipeline_root) or compiled_root
     if platform is None:
         platform = package.with_pvc(spec, pvc)
     target = workdir / "pipeline.yaml"
@@ -100,21 +73,19 @@ def check_reachable(endpoint: str, timeout_s: float = 10.0) -> None:
 
     import urllib3
 
-    from pipeline.cli import UserError
-
     url = endpoint + HEALTHZ
     try:
         response = urllib3.PoolManager().request("GET", url, timeout=timeout_s, retries=False)
     except urllib3.exceptions.HTTPError as err:
-        raise UserError(f"cannot reach Kubeflow Pipelines at {endpoint} ({_reason(err)}); "
+        raise KubeflowError(f"cannot reach Kubeflow Pipelines at {endpoint} ({_reason(err)}); "
                         "check the URL and that the port-forward or ingress is up") from None
     if response.status != 200:
-        raise UserError(f"{url} answered HTTP {response.status}: is {endpoint} the Kubeflow Pipelines API "
+        raise KubeflowError(f"{url} answered HTTP {response.status}: is {endpoint} the Kubeflow Pipelines API "
                         "(the ml-pipeline-ui or ml-pipeline service)?")
     try:
         json.loads(response.data)
     except ValueError:
-        raise UserError(f"{url} answered, but not as the Kubeflow Pipelines API (a login page? "
+        raise KubeflowError(f"{url} answered, but not as the Kubeflow Pipelines API (a login page? "
                         "authenticated endpoints are not supported; port-forward ml-pipeline-ui instead)") from None
 
 
@@ -126,8 +97,6 @@ def submit(package_path: Path, endpoint: str, experiment: str, run_name: Optiona
     import kfp
     import kfp_server_api
 
-    from pipeline.cli import UserError
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP >= 2.0.0-beta.2"
@@ -138,29 +107,14 @@ def submit(package_path: Path, endpoint: str, experiment: str, run_name: Optiona
     except kfp_server_api.ApiException as err:
         log.info("KFP API error", exc_info=True)
         detail = (err.body or "").strip().splitlines()[0][:200] if err.body else ""
-        raise UserError(f"Kubeflow Pipelines at {endpoint} refused the run: HTTP {err.status} "
+        raise KubeflowError(f"Kubeflow Pipelines at {endpoint} refused the run: HTTP {err.status} "
                         f"{err.reason}{': ' + detail if detail else ''}") from None
     except TimeoutError:  # kfp.Client's healthz check got HTTP errors 5 times (not a KFP API?)
-        raise UserError(f"no Kubeflow Pipelines API answered at {endpoint}/apis/v2beta1/healthz; "
+        raise KubeflowError(f"no Kubeflow Pipelines API answered at {endpoint}/apis/v2beta1/healthz; "
                         "check the URL points at the KFP API (ml-pipeline-ui or ml-pipeline service)") from None
     except Exception as err:  # noqa: BLE001  (classified just below)
         if not _unreachable(err):
             raise
         log.info("KFP endpoint unreachable", exc_info=True)
-        raise UserError(f"cannot reach Kubeflow Pipelines at {endpoint} ({_reason(err)}); "
+        raise KubeflowError(f"cannot reach Kubeflow Pipelines at {endpoint} ({_reason(err)}); "
                         "check the URL and that the port-forward or ingress is up") from None
-
-
-def main(args: argparse.Namespace) -> int:
-    from pipeline.kubeflow_runner import default_spec_path
-
-    endpoint = check_endpoint(args.endpoint)
-    spec_path = args.spec or default_spec_path()
-    with tempfile.TemporaryDirectory(prefix="taxi-submit-") as workdir:
-        package_path, root = build_package(spec_path, Path(workdir), args.pvc, args.pipeline_root)
-        check_reachable(endpoint)
-        result = submit(package_path, endpoint, args.experiment, args.run_name, args.namespace, root)
-    print(f"submitted run {result.run_id} to {endpoint} (experiment {args.experiment}, "
-          f"pipeline root {root or 'cluster default'})")
-    print(f"follow it at {endpoint}/#/runs/details/{result.run_id}")
-    return 0

@@ -14,24 +14,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 from pathlib import Path, PurePosixPath
 from typing import Dict, Optional
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
-from kubeflow import storage
+from kubeflow import package, storage
+from kubeflow.errors import KubeflowError
 from pipeline import configs
-
-DEFAULT_SPEC_NAME = "taxi-pipeline.json"
-# An image reference: [registry[:port]/]path[:tag][@sha256:digest], lower-case path.
-_IMAGE_RE = re.compile(r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*"
-                       r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
-
-
-def default_spec_path(home: Optional[Path] = None) -> Path:
-    """Where `compile` writes and `submit` reads by default: <home>/kubeflow/taxi-pipeline.json."""
-    return Path(home or configs.default_home()) / "kubeflow" / DEFAULT_SPEC_NAME
-
+from pipeline.errors import UserError
 
 @dataclasses.dataclass(frozen=True)
 class KubeflowPipelineConfig(configs.PipelineConfig):
@@ -52,9 +42,7 @@ class KubeflowPipelineConfig(configs.PipelineConfig):
 
 def _in_cluster_path(value: str, flag: str) -> Path:
     if "://" in value or not PurePosixPath(value).is_absolute():
-        from pipeline.cli import UserError
-
-        raise UserError(f"{flag} {value!r} must be an absolute path inside the pipeline's pods "
+        raise KubeflowError(f"{flag} {value!r} must be an absolute path inside the pipeline's pods "
                         f"(e.g. on the shared volume: {storage.MOUNT_PATH}/...)")
     return Path(value)
 
@@ -75,20 +63,6 @@ def kubeflow_config(image: str, data: Optional[str] = None, serving_base: Option
         beam_mode="multi_processing",
         **changes,
     )
-
-
-def check_pipeline_root(uri: Optional[str]) -> Optional[str]:
-    """An object-store URI, or None to leave the choice to the cluster's default pipeline root."""
-    if uri is None:
-        return None
-    from kubeflow.package import OBJECT_STORE_SCHEMES
-    from pipeline.cli import UserError
-
-    if not uri.startswith(OBJECT_STORE_SCHEMES) or len(uri.split("://", 1)[1].strip("/")) == 0:
-        raise UserError(f"--pipeline-root {uri!r} must be an object-store URI ({', '.join(OBJECT_STORE_SCHEMES)}"
-                        "<bucket>/<path>): the KFP launcher accepts no local paths and TFX steps "
-                        "cannot read minio:// URIs")
-    return uri.rstrip("/")
 
 
 def compile_job(config: configs.PipelineConfig, pipeline_root: Optional[str] = None) -> Dict:
@@ -118,8 +92,6 @@ def compile_job(config: configs.PipelineConfig, pipeline_root: Optional[str] = N
 
 def write_spec(job: Dict, output: Path) -> None:
     """JSON: the PipelineJob as TFX writes it. YAML: the KFP package with the volume mounts."""
-    from kubeflow import package
-
     if output.suffix in (".yaml", ".yml"):
         spec = job["pipelineSpec"]
         text = package.dump_package(spec, package.with_pvc(spec, storage.PVC_NAME))
@@ -130,12 +102,14 @@ def write_spec(job: Dict, output: Path) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = configs.PipelineConfig
+    parser.add_argument("--home", type=Path, default=None,
+                        help=f"the default --output goes under <home>/kubeflow (default ./outputs or ${configs.HOME_ENV})")
     parser.add_argument("--image", required=True,
                         help="container image every step runs (built from kubeflow/Dockerfile), "
                              "e.g. registry.example.com/taxi-pipeline:1.0")
     parser.add_argument("--output", type=Path, default=None,
                         help=f"spec file to write (.json: PipelineJob IR; .yaml: KFP package); "
-                             f"default <home>/kubeflow/{DEFAULT_SPEC_NAME}")
+                             f"default <home>/kubeflow/{package.DEFAULT_SPEC_NAME}")
     parser.add_argument("--pipeline-root", default=None, metavar="URI",
                         help="object store for TFX artifacts (gs://bucket/path); default: the "
                              "cluster's default pipeline root")
@@ -153,18 +127,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pipeline.cli import UserError
-
-    if not _IMAGE_RE.match(args.image):
-        raise UserError(f"--image {args.image!r} is not an image reference; give REGISTRY/NAME:TAG")
-    pipeline_root = check_pipeline_root(args.pipeline_root)
+    package.check_image(args.image)
+    pipeline_root = package.check_pipeline_root(args.pipeline_root)
     try:
         config = kubeflow_config(args.image, data=args.data, serving_base=args.serving_base,
                                  workers=args.workers, training_loop=args.training_loop,
                                  train_steps=args.train_steps)
     except ValueError as err:  # PipelineConfig's own checks (counts below 1, ...)
         raise UserError(str(err)) from None
-    output = args.output or default_spec_path()
+    output = args.output or package.default_spec_path(args.home or configs.default_home())
     if output.suffix not in (".json", ".yaml", ".yml"):
         raise UserError(f"--output {output} must end in .json (PipelineJob) or .yaml (KFP package)")
 

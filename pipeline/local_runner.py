@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from pipeline import configs
-from pipeline.errors import UserError
+from pipeline.errors import ComponentFailed, UserError
 from pipeline.data_check import check_data_dir
 
 
@@ -147,8 +147,24 @@ def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path =
         except Exception as err:
             logging.exception("pipeline failed")
             where = f"{components.current} failed: " if components.current else ""
-            raise UserError(f"{where}{type(err).__name__}: {_first_line(err)} (full trace: {log_file})") from err
+            bad_data = _bad_data(err)
+            if bad_data is not None:  # the data's fault: bad input (exit 2), the component says how to go on
+                raise UserError(f"{where}{_first_line(bad_data)} (full trace: {log_file})") from err
+            raise ComponentFailed(f"{where}{type(err).__name__}: {_first_line(err)} (full trace: {log_file})") from err
         return load_run(config.metadata_path)
+
+
+def _bad_data(err: BaseException):
+    """The components' BadDataError behind `err` (TFX may re-raise it wrapped), or None for any other failure."""
+    from components.errors import BadDataError
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, BadDataError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _log_file(config: configs.PipelineConfig) -> Path:

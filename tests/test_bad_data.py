@@ -1,16 +1,19 @@
-"""Data that breaks the schema stops the pipeline at the AnomaliesGate: nothing is trained or pushed."""
+"""Data that breaks the schema stops the pipeline at the AnomaliesGate (exit 2: bad input): nothing is
+trained or pushed. A component that crashes for any other reason is a failure of ours (exit 1)."""
 from __future__ import annotations
 
 import csv
 
-import pytest
-
 from pipeline import configs
-from pipeline.errors import UserError
-from pipeline.local_runner import run_pipeline
+from pipeline.cli import main
 
 
-def test_schema_drift_stops_before_transform(tmp_path):
+def _run_cli(capsys, home, data):
+    code = main(["run", "--home", str(home), "--data", str(data), "--train-steps", "10", "--eval-steps", "1"])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_schema_drift_stops_before_transform(tmp_path, capsys):
     from tests_support import write_sample
 
     clean = write_sample(tmp_path / "clean.csv", rows=600)
@@ -27,13 +30,32 @@ def test_schema_drift_stops_before_transform(tmp_path):
                 row["trip_start_hour"] = "27"  # out of the 0-23 range
             writer.writerow(row)
 
-    config = configs.PipelineConfig(home=tmp_path / "home", data_root=data, train_steps=10, eval_steps=1)
-    with pytest.raises(UserError) as raised:
-        run_pipeline(config)
-    message = str(raised.value)
-    assert message.startswith("AnomaliesGate failed: DataAnomaliesError: the data does not match the schema")
+    config = configs.PipelineConfig(home=tmp_path / "home", data_root=data)
+    code, err = _run_cli(capsys, config.home, data)
+    assert code == 2 and len(err) == 1, err
+    message = err[0]
+    assert message.startswith("error: AnomaliesGate failed: the data does not match the schema"), message
     assert "payment_type" in message and "trip_start_hour" in message and "schema.pbtxt" in message
-    assert "\n" not in message
     assert not list((tmp_path / "home" / "pipeline_root").glob("Transform*"))
     assert not list((tmp_path / "home" / "pipeline_root").glob("Trainer*"))
     assert not config.serving_model_dir.exists()
+
+
+def test_a_component_crash_is_ours_exit_1_with_the_trace(tmp_path, capsys, monkeypatch):
+    """A bug inside a component is not bad input: exit 1, the component named, the log's path given."""
+    from tests_support import write_sample
+
+    from components import anomalies_gate
+
+    def crash(_artifact):
+        raise KeyError("a bug in the gate")
+
+    monkeypatch.setattr(anomalies_gate, "anomalies_by_split", crash)  # the gate runs in this process
+    data = tmp_path / "data"
+    data.mkdir()
+    write_sample(data / "clean.csv", rows=300)
+    code, err = _run_cli(capsys, tmp_path / "home", data)
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith("error: AnomaliesGate failed: KeyError: 'a bug in the gate' (full trace: "), err[0]
+    log = err[0].rsplit("(full trace: ", 1)[1].rstrip(")")
+    assert "Traceback" in open(log).read()

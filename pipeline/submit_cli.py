@@ -1,0 +1,50 @@
+"""`taxi-pipeline submit`: start a run of the compiled pipeline on a Kubeflow Pipelines endpoint.
+
+The work is `kubeflow.submit` (convert the spec to a KFP package with the shared volume mounted,
+check the endpoint, `kfp.Client.create_run_from_pipeline_package`); this module is its command line.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from kubeflow import package, storage, submit
+from pipeline import configs
+
+DEFAULT_EXPERIMENT = "taxi-pipeline"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", type=Path, default=None,
+                        help=f"the home `compile` wrote to (default ./outputs or ${configs.HOME_ENV})")
+    parser.add_argument("--spec", type=Path, default=None,
+                        help=f"compiled pipeline (default <home>/kubeflow/{package.DEFAULT_SPEC_NAME})")
+    parser.add_argument("--endpoint", required=True, metavar="URL",
+                        help="Kubeflow Pipelines API, e.g. http://localhost:8080 after "
+                             "`kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
+                        help=f"experiment to file the run under, created if missing (default {DEFAULT_EXPERIMENT})")
+    parser.add_argument("--run-name", default=None, help="run name (default: spec file name and time)")
+    parser.add_argument("--namespace", default=None,
+                        help="Kubeflow profile namespace (multi-user installs only)")
+    parser.add_argument("--pipeline-root", default=None, metavar="URI",
+                        help="object store for TFX artifacts, overriding the one compiled in")
+    parser.add_argument("--pvc", default=storage.PVC_NAME,
+                        help=f"PersistentVolumeClaim mounted at {storage.MOUNT_PATH} in every step "
+                             f"(default {storage.PVC_NAME}, from kubeflow/manifests)")
+    parser.add_argument("--no-pvc", dest="pvc", action="store_const", const=None,
+                        help="mount no volume (the cluster provides the compiled-in data and serving paths otherwise)")
+
+
+def main(args: argparse.Namespace) -> int:
+    endpoint = submit.check_endpoint(args.endpoint)
+    spec_path = args.spec or package.default_spec_path(args.home or configs.default_home())
+    with tempfile.TemporaryDirectory(prefix="taxi-submit-") as workdir:
+        package_path, root = submit.build_package(spec_path, Path(workdir), args.pvc, args.pipeline_root)
+        submit.check_reachable(endpoint)
+        result = submit.submit(package_path, endpoint, args.experiment, args.run_name, args.namespace, root)
+    print(f"submitted run {result.run_id} to {endpoint} (experiment {args.experiment}, "
+          f"pipeline root {root or 'cluster default'})")
+    print(f"follow it at {endpoint}/#/runs/details/{result.run_id}")
+    return 0
