@@ -49,10 +49,9 @@ def _timed(cmd, log: Path) -> float:
 
 
 def _metrics(home: Path) -> dict:
-    from pipeline import run_results
+    from pipeline import run_view
 
-    result = run_results.load_run(home / "metadata.db")
-    metrics = run_results.overall_metrics(result.nodes["Evaluator"].output_uri("evaluation"))
+    metrics = run_view.load(home / "metadata.db").overall
     return {"accuracy": metrics.get("binary_accuracy"), "auc": metrics.get("auc")}
 
 

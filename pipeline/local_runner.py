@@ -61,11 +61,11 @@ def main(args) -> int:
     config = config_from_args(args)
     check_data_dir(config.data, config.schema_path)
     log_file = _log_file(config)
-    result = run_pipeline(config, progress=sys.stdout, log_file=log_file)
+    view = run_pipeline(config, progress=sys.stdout, log_file=log_file)
     with _quiet_logs(log_file, None):
-        text = summary.render(config, result)
+        text = summary.render(config, view)
     print(text)
-    return 0 if summary.pushed_or_unchanged(result) else 1
+    return 0 if view.pushed_or_unchanged else 1
 
 
 class _ProgressHandler(logging.Handler):
@@ -131,7 +131,7 @@ def _quiet_logs(log_file: Path, progress):
 
 
 def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path = None):
-    """Run the pipeline for `config`; returns the run's results read back from ML Metadata."""
+    """Run the pipeline for `config`; returns the run's view (`run_view.RunView`), read back from ML Metadata."""
     log_file = log_file or _log_file(config)
     if progress:
         progress.write(f"taxi-pipeline: data {config.data}\n  home {config.home}  (log: {log_file})\n")
@@ -139,7 +139,7 @@ def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path =
         from tfx import v1 as tfx
 
         from pipeline.pipeline import create_pipeline
-        from pipeline.run_results import load_run
+        from pipeline import run_view
 
         metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(config.metadata_path))
         try:
@@ -151,7 +151,7 @@ def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path =
             if bad_data is not None:  # the data's fault: bad input (exit 2), the component says how to go on
                 raise UserError(f"{where}{_first_line(bad_data)} (full trace: {log_file})") from err
             raise ComponentFailed(f"{where}{type(err).__name__}: {_first_line(err)} (full trace: {log_file})") from err
-        return load_run(config.metadata_path)
+        return run_view.load(config.metadata_path)
 
 
 def _bad_data(err: BaseException):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from pipeline import configs, report_html, report_quiet, report_store, run_results
+from pipeline import configs, report_html, report_quiet, report_store, run_view
 from pipeline.errors import UserError
 
 
@@ -46,8 +46,8 @@ def build(config: configs.PipelineConfig, run_id: Optional[str] = None, output: 
         raise UserError(f"--output {path} is a folder; give a file name such as {path / 'report.html'}")
     started = time.time()
     with report_quiet.quiet(config.home, "report"):
-        result = run_results.load_run(config.metadata_path, context.name)
-        text = render(config, result, context.create_time_since_epoch, started)
+        view = run_view.load(config.metadata_path, context.name)
+        text = render(config, view, started)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
@@ -58,22 +58,14 @@ def build(config: configs.PipelineConfig, run_id: Optional[str] = None, output: 
     return path
 
 
-def render(config: configs.PipelineConfig, result: run_results.RunResult, started_ms: int, build_started: float) -> str:
+def render(config: configs.PipelineConfig, view: run_view.RunView, build_started: float) -> str:
     from pipeline import report_sections as sections
 
-    parts = [
-        sections.components(result),
-        sections.data(result),
-        sections.anomalies(result),
-        sections.training(result),
-        sections.evaluation(result),
-        sections.calibration(result),
-        sections.blessing(result),
-        sections.push(result),
-    ]
-    started = datetime.datetime.fromtimestamp(started_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+    parts = [section(view) for section in (sections.components, sections.data, sections.anomalies, sections.training,
+                                           sections.evaluation, sections.calibration, sections.blessing, sections.push)]
+    started = datetime.datetime.fromtimestamp(view.started_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
     meta = [
-        f"run {result.run_id}, started {started}",
+        f"run {view.run_id}, started {started}",
         f"home {config.home}",
         f"generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S')} in {time.time() - build_started:.1f} s "
         "by `taxi-pipeline report`",

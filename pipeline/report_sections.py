@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
-from pipeline import report_data, report_plots, report_store, run_results
+from pipeline import report_data, report_plots
+from pipeline.run_view import RunView
 from pipeline.report_html import Cell, count, esc, figure, num, paragraph, percent, section, table
 
 Section = Tuple[str, str, str]  # (html id, title, html)
@@ -25,10 +26,8 @@ HOUR_FEATURE = "trip_start_hour"
 TOP_VALUES = 8
 
 
-def _absent(result: run_results.RunResult, node_id: str, what: str) -> str:
-    node = result.nodes.get(node_id)
-    state = f"{node_id} is {node.state}" if node else f"{node_id} did not run"
-    return paragraph(f"No {what} in this run ({state}).", "note")
+def _absent(view: RunView, node_id: str, what: str) -> str:
+    return paragraph(f"No {what} in this run ({view.absent(node_id)}).", "note")
 
 
 def _section(section_id: str, title: str, parts: List[str]) -> Section:
@@ -37,21 +36,21 @@ def _section(section_id: str, title: str, parts: List[str]) -> Section:
 
 # ---- components ------------------------------------------------------------------------------------
 
-def components(result: run_results.RunResult) -> Section:
+def components(view: RunView) -> Section:
     rows = [
         (node.node_id, Cell(node.state, "fail" if node.state == "FAILED" else ""),
          Cell("-" if node.seconds is None else f"{node.seconds:.1f}", "num"))
-        for node in result.nodes.values()
+        for node in view.nodes.values()
     ]
     return _section("components", "Components", [table(("component", "state", "seconds"), rows, "components-table")])
 
 
 # ---- data ---------------------------------------------------------------------------------------------
 
-def data(result: run_results.RunResult) -> Section:
-    uri = report_store.node_output_uri(result, "StatisticsGen", "statistics")
+def data(view: RunView) -> Section:
+    uri = view.statistics_uri
     if uri is None:
-        return _section("data", "Data", [_absent(result, "StatisticsGen", "statistics")])
+        return _section("data", "Data", [_absent(view, "StatisticsGen", "statistics")])
     stats = report_data.data_statistics(uri)
     splits = sorted(stats.rows, key=report_data.split_order)
     parts = [table(("split", "rows"), [(s, Cell(count(stats.rows[s]), "num")) for s in splits], "split-rows")]
@@ -112,18 +111,16 @@ def _top_values(feature: report_data.Feature, splits: List[str], rows_per_split)
 
 # ---- anomalies ------------------------------------------------------------------------------------
 
-def anomalies(result: run_results.RunResult) -> Section:
-    uri = report_store.node_output_uri(result, "ExampleValidator", "anomalies")
-    if uri is None:
-        return _section("anomalies", "Anomalies", [_absent(result, "ExampleValidator", "anomalies check")])
-    found = run_results.anomalies(uri)
+def anomalies(view: RunView) -> Section:
+    if view.state("ExampleValidator") not in ("COMPLETE", "CACHED"):
+        return _section("anomalies", "Anomalies", [_absent(view, "ExampleValidator", "anomalies check")])
+    found = view.anomalies
     rows = [(split, feature, text) for split, items in found.items() for feature, text in items.items()]
     if not rows:
         parts = [paragraph("none: every split matches the curated schema.")]
     else:
         parts = [table(("split", "feature", "anomaly"), rows, "anomalies-table")]
-    gate = result.nodes.get("AnomaliesGate")
-    if gate is not None and gate.state == "FAILED":
+    if view.state("AnomaliesGate") == "FAILED":
         parts.append(paragraph("The AnomaliesGate stopped this run here: fix the data (or the schema), or "
                                "re-run with `taxi-pipeline run --allow-anomalies` if they are expected.", "fail"))
     return _section("anomalies", "Anomalies", parts)
@@ -131,12 +128,12 @@ def anomalies(result: run_results.RunResult) -> Section:
 
 # ---- training -------------------------------------------------------------------------------------
 
-def training(result: run_results.RunResult) -> Section:
-    uri = report_store.node_output_uri(result, "Trainer", "model_run")
+def training(view: RunView) -> Section:
+    uri = view.model_run_uri
     history = report_data.training_history(uri)
     if not history:
         reason = "history.json is missing from the Trainer's model_run output" if uri else None
-        body = paragraph(f"No training history ({reason}).", "note") if reason else _absent(result, "Trainer", "training history")
+        body = paragraph(f"No training history ({reason}).", "note") if reason else _absent(view, "Trainer", "training history")
         return _section("training", "Training", [body])
     pairs = report_data.curve_pairs(history)
     epochs = max(len(v) for v in history.values())
@@ -152,11 +149,10 @@ def training(result: run_results.RunResult) -> Section:
 
 # ---- evaluation ---------------------------------------------------------------------------------
 
-def evaluation(result: run_results.RunResult) -> Section:
-    uri = report_store.node_output_uri(result, "Evaluator", "evaluation")
-    if uri is None:
-        return _section("evaluation", "Evaluation by slice", [_absent(result, "Evaluator", "evaluation")])
-    tables = report_data.slices_by_feature(run_results.metrics_by_slice(uri))
+def evaluation(view: RunView) -> Section:
+    if view.evaluation_uri is None:
+        return _section("evaluation", "Evaluation by slice", [_absent(view, "Evaluator", "evaluation")])
+    tables = report_data.slices_by_feature(view.metrics)
     parts = [paragraph("The candidate model on the eval split, as TFMA computed it.", "note")]
     for feature, slice_table in sorted(tables.items(), key=lambda kv: (kv[0] != "Overall", kv[0] != HOUR_FEATURE, kv[0])):
         parts.append(f"<h3>{esc('Overall' if feature == 'Overall' else 'By ' + feature)}</h3>")
@@ -180,10 +176,10 @@ def _slice_table(slice_table: report_data.SliceTable) -> str:
     return table([first] + [t for _, t in columns], rows, f"slices-{slice_table.feature}")
 
 
-def calibration(result: run_results.RunResult) -> Section:
-    uri = report_store.node_output_uri(result, "Evaluator", "evaluation")
+def calibration(view: RunView) -> Section:
+    uri = view.evaluation_uri
     if uri is None:
-        return _section("calibration", "Calibration", [_absent(result, "Evaluator", "evaluation")])
+        return _section("calibration", "Calibration", [_absent(view, "Evaluator", "evaluation")])
     bins = report_data.calibration_bins(uri)
     if not bins:
         return _section("calibration", "Calibration", [paragraph("No calibration plot in this evaluation "
@@ -201,15 +197,16 @@ def calibration(result: run_results.RunResult) -> Section:
 
 # ---- blessing and push ----------------------------------------------------------------------------
 
-def blessing(result: run_results.RunResult) -> Section:
-    verdict = run_results.blessed(result)
-    uri = report_store.node_output_uri(result, "Evaluator", "evaluation")
-    if verdict is None or uri is None:
-        return _section("blessing", "Blessing", [_absent(result, "Evaluator", "blessing")])
+def blessing(view: RunView) -> Section:
+    verdict = view.verdict
+    uri = view.evaluation_uri
+    if verdict.evaluator_blessed is None or uri is None:
+        return _section("blessing", "Blessing", [_absent(view, "Evaluator", "blessing")])
     checks = report_data.blessing_checks(uri)
-    head = ("Blessed: the model cleared every bar." if verdict
-            else "NOT blessed: " + ("; ".join(run_results.validation_failures(uri)) or "see the run's log") + ".")
-    parts = [f'<p class="{"pass" if verdict else "fail"}">{esc(head)}</p>']
+    head = ("Blessed: the model cleared every bar." if verdict.line() == "yes"
+            else ("Blessed by the Evaluator, but the serving check failed: " + verdict.serving_check.reason + "."
+                  if verdict.evaluator_blessed else "NOT blessed: " + verdict.line()[len("NO: "):] + "."))
+    parts = [f'<p class="{"pass" if verdict.servable else "fail"}">{esc(head)}</p>']
     if checks:
         rows = [(c.metric, c.kind, Cell(c.bound, "num"), Cell(num(c.value), "num"),
                  Cell("pass" if c.passed else "FAIL", "pass" if c.passed else "fail")) for c in checks]
@@ -217,15 +214,18 @@ def blessing(result: run_results.RunResult) -> Section:
     if not report_data.had_baseline(uri):
         parts.append(paragraph("No blessed model existed yet to compare against, so only the absolute bars "
                                "applied (the Evaluator drops change thresholds without a baseline).", "note"))
+    check = verdict.serving_check
+    if check is not None:
+        parts.append(paragraph(f"Serving check: {'passed' if check.passed else 'FAILED'} ({check.reason}).",
+                               "pass" if check.passed else "fail"))
     return _section("blessing", "Blessing", parts)
 
 
-def push(result: run_results.RunResult) -> Section:
-    pushed = run_results.pushed(result)
-    if pushed is not None:
-        body = paragraph(f"Pushed version {pushed.version} to {pushed.destination}.")
-    elif result.nodes.get("Pusher") is None or result.nodes["Pusher"].state not in ("COMPLETE", "CACHED"):
-        body = _absent(result, "Pusher", "push")
+def push(view: RunView) -> Section:
+    if view.state("Pusher") not in ("COMPLETE", "CACHED") and view.push is None:
+        body = _absent(view, "Pusher", "push")
+    elif view.push is not None:
+        body = paragraph(f"Pushed version {view.push.version} to {view.push.destination}.")
     else:
-        body = paragraph("Not pushed: the model was not blessed; the serving directory is unchanged.")
+        body = paragraph("Not pushed: " + view.push_line()[len("no ("):-1] + ".")
     return _section("push", "Push", [body])

@@ -1,13 +1,11 @@
 """Opening a home's ML Metadata for reading, and the few run facts `status` and `report` both show.
 
-`run_results` reads one run; this module adds what a reader of *any* home needs first: telling a
+`run_view` reads one run; this module adds what a reader of *any* home needs first: telling a
 missing home, a home with no runs yet and a corrupt database apart (each gets its own one-line
-message instead of an MLMD trace), finding runs by id, and reading the blessing and push verdicts
-off the artifacts the Evaluator and Pusher recorded.
+message instead of an MLMD trace), finding runs by id, and what the serving folder holds.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import List, Optional
@@ -71,13 +69,6 @@ def serving_versions(model_dir: Path) -> List[int]:
     from serving.config.model_config import versions_on_disk
 
     return sorted(versions_on_disk(str(model_dir)), reverse=True)
-
-
-def node_output_uri(result: run_results.RunResult, node_id: str, key: str) -> Optional[str]:
-    """An output folder of a node if the run produced it and it is still on disk."""
-    node = result.nodes.get(node_id)
-    uri = node.output_uri(key) if node else None
-    return uri if uri and os.path.exists(uri) else None
 
 
 def _short(err: Exception) -> str:

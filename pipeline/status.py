@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from pipeline import configs, report_quiet, report_store, run_results
+from pipeline import configs, report_quiet, report_store, run_view
 from pipeline.errors import UserError
 
 NO_RUNS = "no runs yet: run `taxi-pipeline run`"
@@ -48,57 +48,34 @@ def render(config: configs.PipelineConfig, limit: int) -> str:
         return NO_RUNS
     lines: List[str] = []
     for context in contexts:
-        result = run_results.load_run(config.metadata_path, context.name)
-        lines += render_run(result, context.create_time_since_epoch) + [""]
+        lines += render_run(run_view.load(config.metadata_path, context.name)) + [""]
     lines += render_serving(config.serving_model_dir)
     return "\n".join(lines)
 
 
-def render_run(result: run_results.RunResult, started_ms: int) -> List[str]:
-    started = datetime.datetime.fromtimestamp(started_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
-    states = [node.state for node in result.nodes.values()]
+def render_run(view: run_view.RunView) -> List[str]:
+    started = datetime.datetime.fromtimestamp(view.started_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+    states = [node.state for node in view.nodes.values()]
     verdict = "FAILED" if "FAILED" in states else ("running" if "RUNNING" in states else "finished")
-    lines = [f"run {result.run_id}   started {started}   {verdict}"]
+    lines = [f"run {view.run_id}   started {started}   {verdict}"]
     lines.append(f"  {'component':<32} {'state':<9} {'seconds':>8}")
-    for node in result.nodes.values():
+    for node in view.nodes.values():
         seconds = f"{node.seconds:8.1f}" if node.seconds is not None else f"{'-':>8}"
         lines.append(f"  {node.node_id:<32} {node.state:<9} {seconds}")
-    lines.append("  " + _metrics_line(result))
-    lines.append("  " + _blessing_line(result))
-    lines.append("  " + _push_line(result))
+    lines.append("  " + _metrics_line(view))
+    lines.append("  blessed: " + view.verdict.line())
+    lines.append("  pushed: " + view.push_line())
     return lines
 
 
-def _metrics_line(result: run_results.RunResult) -> str:
-    uri = report_store.node_output_uri(result, "Evaluator", "evaluation")
-    if uri is None:
-        node = result.nodes.get("Evaluator")
-        return f"eval: - ({f'the Evaluator is {node.state}' if node else 'the Evaluator did not run'})"
-    metrics = run_results.overall_metrics(uri)
+def _metrics_line(view: run_view.RunView) -> str:
+    if view.evaluation_uri is None:
+        return f"eval: - (the {view.absent('Evaluator')})"
+    metrics = view.overall
     shown = [f"{label} {metrics[key]:.4f}" for key, label in HEADLINE_METRICS if key in metrics]
     if "example_count" in metrics:
         shown.append(f"on {int(metrics['example_count']):,} eval examples")
     return "eval: " + ("  ".join(shown) if shown else "no metrics recorded")
-
-
-def _blessing_line(result: run_results.RunResult) -> str:
-    blessed = run_results.blessed(result)
-    if blessed is None:
-        return "blessed: - (the Evaluator did not finish)"
-    if blessed:
-        return "blessed: yes"
-    uri = report_store.node_output_uri(result, "Evaluator", "evaluation")
-    why = run_results.validation_failures(uri) if uri else []
-    return "blessed: NO: " + ("; ".join(why) if why else "see the run's log")
-
-
-def _push_line(result: run_results.RunResult) -> str:
-    push = run_results.pushed(result)
-    if push is not None:
-        return f"pushed: version {push.version} -> {push.destination}"
-    if result.nodes.get("Pusher") is None or result.nodes["Pusher"].state not in ("COMPLETE", "CACHED"):
-        return "pushed: - (the Pusher did not run)"
-    return "pushed: no (not blessed)"
 
 
 def render_serving(model_dir: Path) -> List[str]:

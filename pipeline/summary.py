@@ -1,12 +1,13 @@
 """The end-of-run summary: what came in, what was found, how good the model is, and where it went.
 
-Every figure is read from the components' outputs (see `run_results`), never recomputed.
+Every figure comes from the run's view (`run_view`), read from the components' outputs, never recomputed.
 """
 from __future__ import annotations
 
 from typing import List
 
-from pipeline import configs, run_results
+from pipeline import configs
+from pipeline.run_view import RunView
 
 # TFMA metric name -> (label in the summary, config attribute holding its bound, if any)
 SHOWN_METRICS = (
@@ -19,59 +20,32 @@ SHOWN_METRICS = (
 )
 
 
-def render(config: configs.PipelineConfig, result: run_results.RunResult) -> str:
-    nodes = result.nodes
-    lines: List[str] = ["", f"Summary of run {result.run_id}"]
-    cached = [n for n, r in nodes.items() if r.state == "CACHED"]
-    if cached:
-        lines.append(f"  from cache: {', '.join(cached)}")
-
-    stats = nodes.get("StatisticsGen")
-    if stats and stats.output_uri("statistics"):
-        counts = run_results.split_row_counts(stats.output_uri("statistics"))
-        lines.append("  rows: " + ", ".join(f"{split} {n:,}" for split, n in counts.items()))
-
-    validator = nodes.get("ExampleValidator")
-    if validator and validator.output_uri("anomalies"):
-        found = run_results.anomalies(validator.output_uri("anomalies"))
-        problems = [f"{split}: {feature} ({text})" for split, items in found.items() for feature, text in items.items()]
+def render(config: configs.PipelineConfig, view: RunView) -> str:
+    lines: List[str] = ["", f"Summary of run {view.run_id}"]
+    if view.cached:
+        lines.append(f"  from cache: {', '.join(view.cached)}")
+    if view.rows:
+        lines.append("  rows: " + ", ".join(f"{split} {n:,}" for split, n in view.rows.items()))
+    if view.state("ExampleValidator") is not None:
+        problems = [f"{split}: {feature} ({text})" for split, items in view.anomalies.items() for feature, text in items.items()]
         lines.append("  anomalies: " + ("none" if not problems else "; ".join(problems)))
 
-    evaluator = nodes.get("Evaluator")
-    if evaluator and evaluator.output_uri("evaluation"):
-        metrics = run_results.overall_metrics(evaluator.output_uri("evaluation"))
+    if view.evaluation_uri:
         lines.append("  evaluation (eval split, from the Evaluator):")
         for key, label, bound in SHOWN_METRICS:
-            if key in metrics:
-                value = metrics[key]
+            if key in view.overall:
+                value = view.overall[key]
                 text = f"{int(value):,}" if key == "example_count" else f"{value:.4f}"
                 if bound:
                     limit = getattr(config, bound)
                     text += f"   (bar {limit:.2f}: {'pass' if value >= limit else 'FAIL'})"
                 lines.append(f"    {label:<14} {text}")
-        if run_results.blessed(result):
-            lines.append("  blessed: yes (above the bars, no regression against the latest blessed model)")
-        else:
-            why = run_results.validation_failures(evaluator.output_uri("evaluation")) or ["see the log"]
-            lines.append("  blessed: NO: " + "; ".join(why))
-
-    validator = nodes.get("ServingValidator")
-    infra = validator.output("blessing") if validator else None
-    if infra is not None:
-        ok = infra.custom_properties["blessed"].int_value == 1
-        reason = infra.custom_properties["reason"].string_value
-        lines.append(f"  serving check: {'passed' if ok else 'FAILED'} ({reason})")
-
-    push = run_results.pushed(result)
-    if push is not None:
-        lines.append(f"  pushed: {push.destination}")
+    if view.verdict.evaluator_blessed is not None:
+        lines.append(f"  blessed: {view.verdict.line()}")
+    check = view.verdict.serving_check
+    if check is not None:
+        lines.append(f"  serving check: {'passed' if check.passed else 'FAILED'} ({check.reason})")
+    lines.append(f"  pushed: {view.push_line()}")
+    if view.push is not None:
         lines.append(f"  serve it: taxi-pipeline serve --home {config.home}")
-    else:
-        lines.append("  pushed: no (the model was not blessed or failed the serving check; the serving directory is unchanged)")
     return "\n".join(lines)
-
-
-def pushed_or_unchanged(result: run_results.RunResult) -> bool:
-    """A run succeeds when its model was pushed, or when nothing changed and the Pusher came from cache."""
-    pusher = result.nodes.get("Pusher")
-    return pusher is not None and (pusher.state == "CACHED" or run_results.pushed(result) is not None)

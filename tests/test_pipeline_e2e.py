@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from pipeline import run_results, summary
+from pipeline import run_view, summary
 from pipeline.local_runner import run_pipeline
 
 COMPONENTS = [
@@ -30,21 +30,21 @@ def test_every_component_ran_and_the_model_was_pushed(taxi_pipeline_result):
 
 def test_splits_follow_the_two_to_one_hash_split(taxi_pipeline_result):
     _, result = taxi_pipeline_result
-    counts = run_results.split_row_counts(result.nodes["StatisticsGen"].output_uri("statistics"))
+    counts = run_view.split_row_counts(result.nodes["StatisticsGen"].output("statistics"))
     assert sum(counts.values()) == 4000
     assert 0.6 < counts["train"] / 4000 < 0.73
 
 
 def test_summary_reports_the_evaluators_own_metrics(taxi_pipeline_result):
     config, result = taxi_pipeline_result
-    metrics = run_results.overall_metrics(result.nodes["Evaluator"].output_uri("evaluation"))
+    metrics = run_view.metrics_by_slice(result.nodes["Evaluator"].output_uri("evaluation"))["Overall"]
     text = summary.render(config, result)
     assert f"{metrics['auc']:.4f}" in text and f"{metrics['binary_accuracy']:.4f}" in text
     assert metrics["auc"] > 0.85  # a 4k sample and 200 steps: well above chance, below the full-data bar
     assert "anomalies: none" in text
-    assert "blessed: yes" in text and f"pushed: {config.serving_model_dir}" in text
+    assert "blessed: yes" in text and f"pushed: version {result.push.version} -> {config.serving_model_dir}/" in text
     assert "serving check: passed (served 32 eval examples over gRPC)" in text
-    slices = run_results.metrics_by_slice(result.nodes["Evaluator"].output_uri("evaluation"))
+    slices = run_view.metrics_by_slice(result.nodes["Evaluator"].output_uri("evaluation"))
     assert {"Overall", "payment_type=Credit Card", "trip_start_hour=12"} <= set(slices)
 
 

@@ -1,7 +1,6 @@
 """`taxi-pipeline status` and `taxi-pipeline report` on the shared real pipeline run, plus their error paths.
 
-Every expected figure is read independently from the components' outputs (run_results, TFMA, the
-Trainer's history.json) and compared with what the commands print or write.
+Every expected figure is read from the components' outputs (TFMA, TFDV, the Trainer's history.json) and compared with what the commands print or write.
 """
 from __future__ import annotations
 
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli, report, report_data, run_results
+from components.anomalies_gate import anomalies_by_split
+from pipeline import cli, report, report_data, run_view
 from pipeline.run_results import RunResult
 
 # ---- helpers -----------------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def test_status_shows_every_component_the_evaluators_auc_blessing_and_push(taxi_
     block = _status_block(out, result.run_id)
     for node_id, node in result.nodes.items():
         assert re.search(rf"^\s+{re.escape(node_id)}\s+{node.state}\s+\d+\.\d$", block, re.M), (node_id, block)
-    metrics = run_results.overall_metrics(result.nodes["Evaluator"].output_uri("evaluation"))
+    metrics = run_view.metrics_by_slice(result.nodes["Evaluator"].output_uri("evaluation"))["Overall"]
     assert f"AUC {metrics['auc']:.4f}" in block and f"accuracy {metrics['binary_accuracy']:.4f}" in block
     assert f"{int(metrics['example_count']):,} eval examples" in block
     assert "blessed: yes" in block
@@ -215,7 +215,7 @@ def test_report_is_self_contained(built_report):
 def test_report_data_statistics_match_statisticsgen(built_report):
     config, result, _, _, tables = built_report
     uri = result.nodes["StatisticsGen"].output_uri("statistics")
-    counts = run_results.split_row_counts(uri)
+    counts = run_view.split_row_counts(result.nodes["StatisticsGen"].output("statistics"))
     assert {row[0]: int(row[1].replace(",", "")) for row in tables.tables["split-rows"][1:]} == counts
     features = {row[0]: row for row in tables.tables["features"][1:]}
     assert {"fare", "trip_start_hour", "payment_type", "company"} <= set(features)
@@ -233,7 +233,7 @@ def test_report_data_statistics_match_statisticsgen(built_report):
 
 def test_report_anomalies_section_matches_the_example_validator(built_report):
     _, result, _, _, tables = built_report
-    found = run_results.anomalies(result.nodes["ExampleValidator"].output_uri("anomalies"))
+    found = anomalies_by_split(result.nodes["ExampleValidator"].output("anomalies"))
     problems = {(split, feature) for split, items in found.items() for feature in items}
     if problems:
         rows = {(r[0], r[1]) for r in tables.tables["anomalies-table"][1:]}
@@ -252,7 +252,7 @@ def test_report_training_table_matches_history_json(built_report):
 
 def test_report_slice_tables_equal_tfma(built_report):
     _, result, _, _, tables = built_report
-    by_slice = run_results.metrics_by_slice(result.nodes["Evaluator"].output_uri("evaluation"))
+    by_slice = run_view.metrics_by_slice(result.nodes["Evaluator"].output_uri("evaluation"))
     columns = {"examples": "example_count", "AUC": "auc", "accuracy": "binary_accuracy"}
     for feature in ("payment_type", "trip_start_hour"):
         table = tables.tables[f"slices-{feature}"]
@@ -287,7 +287,7 @@ def test_report_calibration_comes_from_tfma_plots(built_report):
 
 def test_report_blessing_and_push(built_report):
     _, result, _, text, tables = built_report
-    metrics = run_results.overall_metrics(result.nodes["Evaluator"].output_uri("evaluation"))
+    metrics = run_view.metrics_by_slice(result.nodes["Evaluator"].output_uri("evaluation"))["Overall"]
     checks = {(r[0], r[1]): r for r in tables.tables["blessing-checks"][1:]}
     assert checks[("auc", "value")][2:] == [">= 0.8500", _fmt(metrics["auc"]), "pass"]  # the fixture's min_auc
     assert checks[("binary_accuracy", "value")][2] == ">= 0.8000"
@@ -320,7 +320,7 @@ def test_report_of_a_run_that_produced_nothing_still_renders(tmp_path):
     from pipeline.run_results import NodeResult
 
     failed = RunResult("r1", {"CsvExampleGen": NodeResult("CsvExampleGen", "FAILED", 1.5, {})})
-    text = report.render(configs.PipelineConfig(home=tmp_path), failed, 0, 0.0)
+    text = report.render(configs.PipelineConfig(home=tmp_path), run_view.of(failed), 0.0)
     parser = _Tables()
     parser.feed(text)
     assert parser.tables["components-table"][1] == ["CsvExampleGen", "FAILED", "1.5"]
@@ -339,7 +339,7 @@ def test_report_says_when_the_anomalies_gate_stopped_the_run(taxi_pipeline_resul
         "AnomaliesGate": NodeResult("AnomaliesGate", "FAILED", 0.2, {}),
     })
     parser = _Tables()
-    parser.feed(report_sections.anomalies(stopped)[2])
+    parser.feed(report_sections.anomalies(run_view.of(stopped))[2])
     assert "AnomaliesGate stopped this run" in parser.sections["anomalies"]
     assert "--allow-anomalies" in parser.sections["anomalies"]
 
@@ -388,7 +388,7 @@ def test_a_model_that_missed_a_bar_shows_why(taxi_pipeline_result, tmp_path):
     _, result = taxi_pipeline_result
     evaluation = tmp_path / "evaluation"
     shutil.copytree(result.nodes["Evaluator"].output_uri("evaluation"), evaluation)
-    auc = run_results.overall_metrics(str(evaluation))["auc"]
+    auc = run_view.metrics_by_slice(str(evaluation))["Overall"]["auc"]
     config = json.loads((evaluation / "eval_config.json").read_text())
     for metric in config["evalConfig"]["metricsSpecs"][0]["metrics"]:
         if metric["className"] == "AUC":
@@ -415,16 +415,55 @@ def test_a_model_that_missed_a_bar_shows_why(taxi_pipeline_result, tmp_path):
             "evaluation": [artifact(evaluation)], "blessing": [artifact(tmp_path / "blessing", blessed=0)]}),
         "Pusher": NodeResult("Pusher", "COMPLETE", 0.1, {"pushed_model": [artifact(tmp_path / "pushed", pushed=0)]}),
     })
-    lines = "\n".join(status.render_run(rejected, 0))
+    lines = "\n".join(status.render_run(run_view.of(rejected)))
     assert f"blessed: NO: auc value {auc:.4f} misses the bar >= 0.9900" in lines
-    assert "pushed: no (not blessed)" in lines
+    assert "pushed: no (not blessed; the serving directory is unchanged)" in lines
 
-    _, _, section_html = report_sections.blessing(rejected)
+    _, _, section_html = report_sections.blessing(run_view.of(rejected))
     parser = _Tables()
     parser.feed(section_html)
     checks = {(r[0], r[1]): r[2:] for r in parser.tables["blessing-checks"][1:]}
     assert checks[("auc", "value")] == [">= 0.9900", _fmt(auc), "FAIL"]
     assert checks[("binary_accuracy", "value")][-1] == "pass"
     assert "NOT blessed: auc value" in parser.sections["blessing"]
-    push_text = report_sections.push(rejected)[2]
+    push_text = report_sections.push(run_view.of(rejected))[2]
     assert "Not pushed" in push_text
+
+
+def test_blessed_but_failed_serving_check_reads_the_same_in_status_report_and_summary(taxi_pipeline_result, tmp_path):
+    """The Evaluator blessed, the ServingValidator did not: every renderer says both, from one view."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    from pipeline import configs, report_sections, status, summary
+    from pipeline.run_results import NodeResult
+
+    config, result = taxi_pipeline_result
+    reason = "the model server could not load the model within 60 s"
+
+    def artifact(uri, reason_text=None, **ints):
+        a = metadata_store_pb2.Artifact(uri=str(uri))
+        for key, value in ints.items():
+            a.custom_properties[key].int_value = value
+        if reason_text is not None:
+            a.custom_properties["reason"].string_value = reason_text
+        return a
+
+    evaluator = result.nodes["Evaluator"]
+    refused = run_view.of(RunResult("r4", {
+        "Evaluator": NodeResult("Evaluator", "COMPLETE", 3.0, {
+            "evaluation": evaluator.outputs["evaluation"], "blessing": [artifact(tmp_path / "b", blessed=1)]}),
+        "ServingValidator": NodeResult("ServingValidator", "COMPLETE", 2.0, {
+            "blessing": [artifact(tmp_path / "infra", reason, blessed=0)]}),
+        "Pusher": NodeResult("Pusher", "COMPLETE", 0.1, {"pushed_model": [artifact(tmp_path / "p", pushed=0)]}),
+    }))
+    expected = f"blessed, but the serving check failed: {reason}"
+    assert refused.verdict.line() == expected and not refused.verdict.servable
+    status_text = "\n".join(status.render_run(refused))
+    assert f"blessed: {expected}" in status_text
+    assert "pushed: no (the serving check failed" in status_text
+    parser = _Tables()
+    parser.feed(report_sections.blessing(refused)[2] + report_sections.push(refused)[2])
+    assert f"Blessed by the Evaluator, but the serving check failed: {reason}." in parser.sections["blessing"]
+    assert "Not pushed: the serving check failed" in parser.sections["push"]
+    summary_text = summary.render(configs.PipelineConfig(home=tmp_path), refused)
+    assert f"blessed: {expected}" in summary_text and f"serving check: FAILED ({reason})" in summary_text

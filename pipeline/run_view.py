@@ -1,0 +1,240 @@
+"""One read-back of a pipeline run: a typed view that the summary, `status` and `report` all render.
+
+Built from ML Metadata (`run_results.load_run`: executions, states, output artifacts) and the
+components' own outputs, read with the libraries' own loaders: TFX's `artifact_utils` for split
+folders, TFDV for statistics, the AnomaliesGate's reader (TFDV's) for anomalies, TFMA's
+`load_metrics` / `load_validation_result` for metrics and the blessing's reasons. Nothing is
+recomputed, so every renderer says what the pipeline decided, and says it the same way: the
+verdict's wording lives here (`Verdict.line`, `push_line`), not in the renderers.
+
+Readers tolerate a partial run: an output that was not produced (or is gone from disk) leaves its
+field empty, and the renderers say so.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, List, Optional, Tuple
+
+from pipeline.run_results import NodeResult, RunResult, load_run
+
+OVERALL = "Overall"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingCheck:
+    """The ServingValidator's infra blessing: did the candidate load in a model server and answer?"""
+
+    passed: bool
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """What became of the model: the Evaluator's blessing, why not, and the serving check."""
+
+    evaluator_blessed: Optional[bool]  # None: the Evaluator recorded no blessing (did not run or finish)
+    failures: Tuple[str, ...] = ()  # thresholds TFMA found missed, one line each
+    serving_check: Optional[ServingCheck] = None  # None: the ServingValidator did not run
+
+    @property
+    def servable(self) -> bool:
+        """Blessed by the Evaluator and, when it ran, by the serving check: what the Pusher requires."""
+        return bool(self.evaluator_blessed) and (self.serving_check is None or self.serving_check.passed)
+
+    def line(self) -> str:
+        """The one wording every renderer uses after "blessed: "."""
+        if self.evaluator_blessed is None:
+            return "- (the Evaluator did not finish)"
+        if not self.evaluator_blessed:
+            return "NO: " + ("; ".join(self.failures) or "see the run's log")
+        if self.serving_check is not None and not self.serving_check.passed:
+            return f"blessed, but the serving check failed: {self.serving_check.reason}"
+        return "yes"
+
+
+@dataclasses.dataclass(frozen=True)
+class Push:
+    version: str
+    destination: str
+
+
+@dataclasses.dataclass
+class RunView:
+    run_id: str
+    started_ms: int
+    nodes: Dict[str, NodeResult]  # in execution order
+    rows: Dict[str, int]  # split -> examples (StatisticsGen)
+    anomalies: Dict[str, Dict[str, str]]  # split -> feature -> short description (ExampleValidator)
+    metrics: Dict[str, Dict[str, float]]  # slice ("Overall", "payment_type=Cash") -> metric -> value
+    verdict: Verdict
+    push: Optional[Push]
+    # The outputs the report reads in more detail (None when not produced or gone from disk).
+    statistics_uri: Optional[str] = None
+    evaluation_uri: Optional[str] = None
+    model_run_uri: Optional[str] = None
+
+    @property
+    def overall(self) -> Dict[str, float]:
+        return self.metrics.get(OVERALL, {})
+
+    @property
+    def cached(self) -> List[str]:
+        return [n for n, r in self.nodes.items() if r.state == "CACHED"]
+
+    def state(self, node_id: str) -> Optional[str]:
+        node = self.nodes.get(node_id)
+        return node.state if node else None
+
+    def absent(self, node_id: str) -> str:
+        """Why a node's output is missing: 'X is FAILED', 'X did not run'."""
+        state = self.state(node_id)
+        return f"{node_id} is {state}" if state else f"{node_id} did not run"
+
+    @property
+    def pushed_or_unchanged(self) -> bool:
+        """A run succeeds when its model was pushed, or nothing changed and the Pusher came from cache."""
+        return self.push is not None or self.state("Pusher") == "CACHED"
+
+    def push_line(self) -> str:
+        """The one wording every renderer uses after "pushed: "."""
+        if self.push is not None:
+            return f"version {self.push.version} -> {self.push.destination}"
+        if self.state("Pusher") not in ("COMPLETE", "CACHED"):
+            return "- (the Pusher did not run)"
+        if self.verdict.evaluator_blessed and not self.verdict.servable:
+            return "no (the serving check failed; the serving directory is unchanged)"
+        return "no (not blessed; the serving directory is unchanged)"
+
+
+def load(metadata_path, run_id: Optional[str] = None) -> Optional[RunView]:
+    """The view of `run_id` (default: the newest run), None when the home has no run."""
+    result = load_run(metadata_path, run_id)
+    return of(result) if result is not None else None
+
+
+def of(result: RunResult) -> RunView:
+    """The view of a run read back from ML Metadata."""
+    statistics = _output(result, "StatisticsGen", "statistics")
+    anomalies = _output(result, "ExampleValidator", "anomalies")
+    evaluation = _output(result, "Evaluator", "evaluation")
+    model_run = _output(result, "Trainer", "model_run")
+    evaluation_uri = evaluation.uri if evaluation is not None else None
+    return RunView(
+        run_id=result.run_id,
+        started_ms=result.started_ms,
+        nodes=result.nodes,
+        rows=split_row_counts(statistics) if statistics is not None else {},
+        anomalies=_anomalies(anomalies) if anomalies is not None else {},
+        metrics=metrics_by_slice(evaluation_uri) if evaluation_uri else {},
+        verdict=_verdict(result, evaluation_uri),
+        push=_push(result),
+        statistics_uri=statistics.uri if statistics is not None else None,
+        evaluation_uri=evaluation_uri,
+        model_run_uri=model_run.uri if model_run is not None else None,
+    )
+
+
+def _output(result: RunResult, node_id: str, key: str):
+    """A node's output artifact if the run produced it and it is still on disk."""
+    node = result.nodes.get(node_id)
+    artifact = node.output(key) if node else None
+    return artifact if artifact is not None and artifact.uri and os.path.exists(artifact.uri) else None
+
+
+# ---- readers, each on its library's own loader ----------------------------------------------------------
+
+def _split_uris(artifact, artifact_class) -> Dict[str, str]:
+    """split -> folder of a split artifact, by TFX's own layout (`Split-<name>`)."""
+    from tfx.types import artifact_utils
+
+    wrapped = artifact_class()
+    wrapped.set_mlmd_artifact(artifact)
+    names = artifact_utils.decode_split_names(wrapped.split_names) if wrapped.split_names else []
+    return {split: artifact_utils.get_split_uri([wrapped], split) for split in names}
+
+
+def split_row_counts(statistics_artifact) -> Dict[str, int]:
+    """Rows per split, from StatisticsGen's output (TFDV's reader)."""
+    import tensorflow_data_validation as tfdv
+    from tfx.types import standard_artifacts
+
+    counts = {}
+    for split, uri in _split_uris(statistics_artifact, standard_artifacts.ExampleStatistics).items():
+        path = os.path.join(uri, "FeatureStats.pb")
+        if os.path.exists(path):
+            counts[split] = int(tfdv.load_stats_binary(path).datasets[0].num_examples)
+    return counts
+
+
+def _anomalies(artifact) -> Dict[str, Dict[str, str]]:
+    from components.anomalies_gate import anomalies_by_split  # the gate's reader: the gate and the view agree
+
+    return anomalies_by_split(artifact)
+
+
+def metrics_by_slice(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
+    """slice name ("Overall", "payment_type=Cash", ...) -> metric -> value, candidate model only (TFMA)."""
+    import tensorflow_model_analysis as tfma
+
+    result: Dict[str, Dict[str, float]] = {}
+    for slice_metrics in tfma.load_metrics(evaluation_uri):
+        keys = slice_metrics.slice_key.single_slice_keys
+        name = OVERALL if not keys else ", ".join(f"{k.column}={_slice_value(k)}" for k in keys)
+        values = result.setdefault(name, {})
+        for kv in slice_metrics.metric_keys_and_values:
+            if kv.key.model_name in ("", "candidate") and not kv.key.is_diff and kv.value.HasField("double_value"):
+                values[kv.key.name] = kv.value.double_value.value
+    return result
+
+
+def _slice_value(key) -> str:
+    value = getattr(key, key.WhichOneof("kind"))
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def validation_failures(evaluation_uri: str) -> List[str]:
+    """Why the Evaluator did not bless: one line per failed threshold (empty when it passed)."""
+    import tensorflow_model_analysis as tfma
+
+    result = tfma.load_validation_result(evaluation_uri)
+    lines = []
+    for failure in result.metric_validations_per_slice:
+        for f in failure.failures:
+            kind = "change against the baseline" if f.metric_key.is_diff else "value"
+            lines.append(f"{f.metric_key.name} {kind} {f.metric_value.double_value.value:.4f} misses {_bound(f.metric_threshold)}")
+    if result.missing_thresholds:
+        lines.append(f"{len(result.missing_thresholds)} thresholds could not be checked")
+    return lines
+
+
+def _bound(threshold) -> str:
+    if threshold.HasField("value_threshold"):
+        return f"the bar >= {threshold.value_threshold.lower_bound.value:.4f}"
+    return f"the allowed change >= {threshold.change_threshold.absolute.value:.4f}"
+
+
+def _verdict(result: RunResult, evaluation_uri: Optional[str]) -> Verdict:
+    evaluator = result.nodes.get("Evaluator")
+    blessing = evaluator.output("blessing") if evaluator else None
+    if blessing is None or "blessed" not in blessing.custom_properties:
+        return Verdict(None)
+    blessed = blessing.custom_properties["blessed"].int_value == 1
+    failures = tuple(validation_failures(evaluation_uri)) if (not blessed and evaluation_uri) else ()
+    validator = result.nodes.get("ServingValidator")
+    infra = validator.output("blessing") if validator else None
+    check = None
+    if infra is not None and "blessed" in infra.custom_properties:
+        check = ServingCheck(infra.custom_properties["blessed"].int_value == 1,
+                             infra.custom_properties["reason"].string_value if "reason" in infra.custom_properties else "")
+    return Verdict(blessed, failures, check)
+
+
+def _push(result: RunResult) -> Optional[Push]:
+    """Where the Pusher put the model (its PushedModel artifact), None when it pushed nothing."""
+    pusher = result.nodes.get("Pusher")
+    artifact = pusher.output("pushed_model") if pusher else None
+    if artifact is None or artifact.custom_properties["pushed"].int_value != 1:
+        return None
+    props = artifact.custom_properties
+    return Push(props["pushed_version"].string_value, props["pushed_destination"].string_value)
