@@ -1,0 +1,54 @@
+"""The layering contract (.importlinter) holds, and import-linter really catches an upward import.
+
+Layers, top to bottom: pipeline > components > kubeflow > serving > trainer_module; each imports only
+from those below it, and the model server's core imports neither its client nor its test fixtures.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("pipeline", "components", "kubeflow", "serving", "trainer_module")
+LINT_IMPORTS = str(Path(sys.executable).with_name("lint-imports"))
+
+
+def _lint(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root)}  # the copy under test shadows the installed packages
+    return subprocess.run([LINT_IMPORTS, "--config", str(root / ".importlinter"), "--no-cache"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_repository_keeps_its_layers():
+    done = _lint(REPO)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "2 kept, 0 broken" in done.stdout
+
+
+@pytest.fixture()
+def copy_of_the_code(tmp_path) -> Path:
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / ".importlinter", tmp_path / ".importlinter")
+    return tmp_path
+
+
+@pytest.mark.parametrize("module,upward,contract", [
+    ("serving/util/errors.py", "from pipeline import configs", "One-way layers"),  # serving -> pipeline
+    ("trainer_module/features.py", "import serving", "One-way layers"),  # the bottom layer importing up
+    ("components/errors.py", "from pipeline.errors import UserError", "One-way layers"),  # a library using the CLI's error
+    ("serving/core/manager.py", "from serving.testing import sample_models", "knows no client"),  # core -> fixtures
+])
+def test_an_upward_import_breaks_the_contract(copy_of_the_code, module, upward, contract):
+    path = copy_of_the_code / module
+    path.write_text(path.read_text() + f"\n\ndef _added():\n    {upward}  # deliberately upward\n")
+    done = _lint(copy_of_the_code)
+    assert done.returncode != 0, done.stdout[-2000:]
+    broken = [line for line in done.stdout.splitlines() if line.endswith("BROKEN")]
+    assert any(contract in line for line in broken), done.stdout[-3000:]
+    assert module.replace("/", ".")[:-3] in done.stdout  # the report names the offending module
