@@ -96,7 +96,7 @@ def predict_rows(client, model, signature, rows, version=None):
 def main(args) -> int:
     import grpc
 
-    from pipeline.cli import UserError
+    from pipeline.errors import UserError
 
     from serving.client import ServingClient
 

@@ -52,3 +52,28 @@ def test_an_upward_import_breaks_the_contract(copy_of_the_code, module, upward, 
     broken = [line for line in done.stdout.splitlines() if line.endswith("BROKEN")]
     assert any(contract in line for line in broken), done.stdout[-3000:]
     assert module.replace("/", ".")[:-3] in done.stdout  # the report names the offending module
+
+
+def test_the_readme_layout_table_names_only_what_exists():
+    """Every file or folder the README's layout table names is in the repository (and every package is named)."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("## Layout"):text.index("\n## ", text.index("## Layout") + 1)]
+    named = set()
+    for row in table.splitlines():
+        if not row.startswith("| `"):
+            continue
+        first, job = row.split("|")[1], row.split("|")[2]
+        paths = re.findall(r"`([^`]+)`", first)
+        base = Path(paths[0]).parent if "/" in paths[0].rstrip("/") else Path(".")
+        for path in paths:
+            candidate = REPO / path if "/" in path else REPO / base / path
+            assert candidate.exists() or list(candidate.parent.glob(candidate.name)), f"README layout names {path}, which does not exist"
+            named.add(Path(path).parts[0])
+        folder = paths[0].rstrip("/")
+        if paths[0].endswith("/") and folder in PACKAGES:  # sub-paths in the job column are inside that folder
+            for sub in re.findall(r"`([a-z_]+(?:/[a-z_.]+)*/?|[a-z_]+\.py)`", job):
+                if "." in sub or sub.endswith("/"):
+                    assert (REPO / folder / sub).exists(), f"README layout names {folder}/{sub}, which does not exist"
+    assert set(PACKAGES) <= named

@@ -160,3 +160,10 @@ def test_bad_input_is_one_readable_line(argv, fragment, capsys, tmp_path, monkey
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and fragment in err
     assert not list(tmp_path.iterdir()), "nothing is written on bad input"
+
+
+def test_compile_takes_home_as_make_compile_passes_it(tmp_path, capsys):
+    """`make compile ARGS="--image example.org/taxi:1"` runs `compile --home $(OUT) --image ...`."""
+    assert main(["compile", "--home", str(tmp_path), "--image", "example.org/taxi:1"]) == 0
+    spec = tmp_path / "kubeflow" / "taxi-pipeline.json"
+    assert spec.is_file() and f"wrote {spec}" in capsys.readouterr().out
