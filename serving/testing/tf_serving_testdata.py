@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 import serving  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
@@ -57,16 +58,15 @@ def build_tf_serving_testdata(root) -> Dict[str, Path]:
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    staging = root / ".asset_sources"
-    asset = _write_asset_source(staging)
-    half_plus_two_cpu(root / HALF_PLUS_TWO_CPU / VERSION, asset)
-    first = root / HALF_PLUS_TWO_2_VERSIONS / VERSION
-    half_plus_two_tf1_1(first, asset)
-    shutil.copytree(first, root / HALF_PLUS_TWO_2_VERSIONS / SECOND_VERSION)  # upstream's two are identical
-    half_plus_three(root / HALF_PLUS_THREE / VERSION, asset)
-    half_plus_two_tf2(root / HALF_PLUS_TWO_TF2_CPU / VERSION, asset)
-    counter(root / COUNTER / VERSION)
-    shutil.rmtree(staging)
+    with tempfile.TemporaryDirectory() as staging:  # the asset's source; each model copies it in
+        asset = _write_asset_source(Path(staging))
+        half_plus_two_cpu(root / HALF_PLUS_TWO_CPU / VERSION, asset)
+        first = root / HALF_PLUS_TWO_2_VERSIONS / VERSION
+        half_plus_two_tf1_1(first, asset)
+        shutil.copytree(first, root / HALF_PLUS_TWO_2_VERSIONS / SECOND_VERSION)  # upstream's are identical
+        half_plus_three(root / HALF_PLUS_THREE / VERSION, asset)
+        half_plus_two_tf2(root / HALF_PLUS_TWO_TF2_CPU / VERSION, asset)
+        counter(root / COUNTER / VERSION)
     return {name: root / name for name in MODELS}
 
 
@@ -314,7 +314,7 @@ def half_plus_three(export_dir, asset_path: str) -> Path:
 # ---------------------------------------------------------------------------------------------
 # saved_model_half_plus_two_tf2_cpu
 
-def half_plus_two_tf2(export_dir, asset_path: Optional[str] = None) -> Path:
+def half_plus_two_tf2(export_dir, asset_path: str) -> Path:
     """Native TF2 half_plus_two as in `saved_model_half_plus_two_tf2_cpu/00000123`.
 
     Ports the `HalfPlusTwoModel` tf.Module of tensorflow/serving
@@ -327,8 +327,6 @@ def half_plus_two_tf2(export_dir, asset_path: Optional[str] = None) -> Path:
     """
     import tensorflow as tf
 
-    if asset_path is None:
-        asset_path = _write_asset_source(Path(export_dir).parent / ".asset_source")
     examples = tf.TensorSpec([None], tf.string, name="inputs")
     one_float = tf.TensorSpec([1], tf.float32, name="inputs")
 
