@@ -1,16 +1,32 @@
-"""Fixtures of the serving tests: exported sample models, the lead's real taxi model when present."""
+"""Fixtures of the serving tests: TF Serving's test models and sample models built here, the
+lead's real taxi model when present."""
 from __future__ import annotations
 
 import pytest
 
-from serving_helpers import TESTDATA
+import tf_serving_reference
 
 
 @pytest.fixture(scope="session")
-def testdata():
-    if not TESTDATA.is_dir():
-        pytest.fail(f"TF Serving's test SavedModels are missing at {TESTDATA} (shared/reference beside the repo)")
-    return TESTDATA
+def tf_serving_testdata(tmp_path_factory):
+    """A directory laid out as TF Serving's `servables/tensorflow/testdata/`, built for this session:
+    `saved_model_half_plus_two_cpu`, `saved_model_half_plus_two_2_versions` (123, 124),
+    `saved_model_half_plus_three`, `saved_model_half_plus_two_tf2_cpu`, `saved_model_counter`
+    (serving.testing.tf_serving_testdata), and beside them the metadata answers TF Serving's tests
+    expect (`half_plus_two_model_metadata.json`, `saved_model_half_plus_two_2_versions_metadata.json`,
+    rendered from testdata/tf_serving_models.json)."""
+    from serving.testing.tf_serving_testdata import build_tf_serving_testdata
+
+    root = tmp_path_factory.mktemp("tf_serving_testdata")
+    build_tf_serving_testdata(root)
+    tf_serving_reference.write_metadata_files(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def testdata(tf_serving_testdata):
+    """The same directory under the name the serving tests use."""
+    return tf_serving_testdata
 
 
 @pytest.fixture(scope="session")

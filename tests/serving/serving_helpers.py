@@ -11,7 +11,6 @@ from pathlib import Path
 import serving  # noqa: F401  (TF_USE_LEGACY_KERAS first)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TESTDATA = REPO_ROOT.parent / "shared" / "reference" / "tf_serving_testdata"
 
 
 @contextlib.contextmanager
