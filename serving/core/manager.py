@@ -200,6 +200,8 @@ class ModelManager:
 
     def _resolve(self, model_spec):
         name = model_spec.name
+        if not name:  # server_core.cc ServableRequestFromModelSpec
+            raise invalid_argument("ModelSpec has no name specified.")
         with self._lock:
             model = self._models.get(name)
             choice = model_spec.WhichOneof("version_choice")
@@ -229,20 +231,18 @@ class ModelManager:
         name = model_spec.name
         with self._lock:
             model = self._models.get(name)
-            if model is None or not model.versions:
-                raise not_found(f"Could not find any versions of model {name}")
-            choice = model_spec.WhichOneof("version_choice")
-            if choice == "version_label":
-                if model_spec.version_label not in model.config.version_labels:
-                    raise invalid_argument(f"Unrecognized servable version label: {model_spec.version_label}")
-                wanted = [model.config.version_labels[model_spec.version_label]]
-            elif choice == "version":
+            versions = model.versions if model is not None else {}
+            # get_model_status_impl.cc looks at the version only: a version label is not resolved
+            # (a request with one gets every version, as one with neither does).
+            if model_spec.WhichOneof("version_choice") == "version":
                 wanted = [model_spec.version.value]
+            elif not versions:
+                raise not_found(f"Could not find any versions of model {name}")
             else:
-                wanted = sorted(model.versions, reverse=True)
+                wanted = sorted(versions, reverse=True)
             result = []
             for version in wanted:
-                record = model.versions.get(version)
+                record = versions.get(version)
                 if record is None:
                     raise not_found(f"Could not find version {version} of model {name}")
                 status = get_model_status_pb2.ModelVersionStatus(version=version, state=record.state)
