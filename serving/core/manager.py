@@ -160,11 +160,11 @@ class ModelManager:
         try:
             servable = self._loader(name, record.version, path)
         except Exception as err:  # a broken or half-written version: report it, retry later
+            error = _load_error(err, path)
             with self._lock:
                 record.failures += 1
                 record.state = State.END
-                record.error = ServingError(grpc.StatusCode.UNKNOWN, f"failed to load {path}: "
-                                            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}")
+                record.error = error
                 record.next_attempt = time.monotonic() + self._retry_interval_s
                 self._changed.notify_all()
             log.warning("Failed to load model %s version %d (attempt %d): %s", name, record.version,
@@ -309,3 +309,17 @@ class ModelManager:
         for record, name in to_unload:
             self._submit(self._unload, record, name)
         self.poll_once()
+
+
+def _load_error(err: Exception, path: str) -> ServingError:
+    """The status a failed load reports in GetModelStatus: TensorFlow's own status (code and first
+    line, as TF Serving reports its loader's status); anything else UNKNOWN with no Python text
+    (the trace goes to the server log)."""
+    import tensorflow as tf
+
+    if isinstance(err, tf.errors.OpError):
+        code = {c.value[0]: c for c in grpc.StatusCode}.get(err.error_code, grpc.StatusCode.UNKNOWN)
+        first = err.message.splitlines()[0] if err.message else ""
+        return ServingError(code, f"failed to load {path}: {first}")
+    log.error("loading %s failed", path, exc_info=(type(err), err, err.__traceback__))
+    return ServingError(grpc.StatusCode.UNKNOWN, f"failed to load {path} (details in the server log)")

@@ -126,6 +126,7 @@ def from_ndarray(array, proto: Optional[tensor_pb2.TensorProto] = None,
         proto.CopyFrom(tf.make_tensor_proto(array))
         return proto
     proto.dtype = dtype
+    proto.tensor_shape.SetInParent()  # AsProtoField always writes a shape, empty for a scalar
     dims = proto.tensor_shape.dim
     for size in array.shape:
         dims.add().size = size
