@@ -93,6 +93,8 @@ def _decode(proto: tensor_pb2.TensorProto) -> np.ndarray:
     if np_type is object:
         flat = np.empty(len(values), dtype=object)
         flat[:] = list(values)
+    elif field == "int_val" and np_type is not np.int32:
+        flat = np.array(values, dtype=np.int32).astype(np_type)  # int8/16, uint8/16 wrap as C++'s cast does
     else:
         flat = np.array(values, dtype=np_type)
     if flat.size == 0:
