@@ -152,7 +152,7 @@ def _fill(value, level: int, dtype: int, shape, out: list) -> None:
         _fill(item, level + 1, dtype, shape, out)
 
 
-def _tensor(value, dtype: int, leading=()) -> tuple:
+def _tensor(value, dtype: int) -> tuple:
     """(shape, flat values) of one JSON value."""
     shape = _dense_shape(value)
     values: list = []
@@ -176,7 +176,7 @@ def _status_text(err: ServingError) -> str:
     return f"{err.code.name}: {err.message}"
 
 
-def _instances(doc, instances, inputs_info, request) -> None:
+def _instances(instances, inputs_info, request) -> None:
     """FillTensorMapFromInstancesList."""
     def is_object(v):
         return isinstance(v, dict) and not _is_b64(v)
@@ -265,7 +265,7 @@ def predict_request(body: Mapping[str, Any], spec_source, signature) -> Tuple[pr
             raise _format_error(body, "Expecting 'instances' to be an list/array")
         if not instances:
             raise _format_error(body, "No values in 'instances' array")
-        _instances(body, instances, signature.inputs, request)
+        _instances(instances, signature.inputs, request)
         return request, ROW
     if "inputs" in body:
         _columns(body["inputs"], signature.inputs, request)
