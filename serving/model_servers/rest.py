@@ -45,22 +45,59 @@ def _model_spec(name: str, version: Optional[str], label: Optional[str]) -> mode
     return spec
 
 
+# Python's json messages -> rapidjson's GetParseError_En words, which TF Serving returns.
+_RAPIDJSON_WORDS = (
+    ("Expecting property name enclosed in double quotes", "Missing a name for object member."),
+    ("Expecting ':' delimiter", "Missing a colon after a name of object member."),
+    ("Unterminated string", "Missing a closing quotation mark in string."),
+    ("Invalid \\escape", "Invalid escape character in string."),
+    ("Invalid \\uXXXX escape", "Incorrect hex digit after \\u escape in string."),
+    ("Invalid control character", "Invalid encoding in string."),
+)
+
+
 def _parse_json(raw: bytes):
-    """json_tensor.cc ParseJson: the body must be one JSON object; rapidjson's words for the rest."""
+    """json_tensor.cc ParseJson: one JSON object (rapidjson with kParseStopWhenDoneFlag: whatever
+    follows the first value is ignored), NaN and Infinity allowed; rapidjson's error words."""
     if not raw:
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
-        body = json.loads(raw)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise invalid_argument(f"JSON Parse error: Invalid encoding in string. at offset: {err.start}") from None
+    start = len(text) - len(text.lstrip(" \t\n\r"))
+    if start == len(text):
+        raise invalid_argument("JSON Parse error: The document is empty")
+    try:
+        body, _ = json.JSONDecoder().raw_decode(text, start)
     except json.JSONDecodeError as err:
-        raise invalid_argument(f"JSON Parse error: Invalid value. at offset: {err.pos}") from None
-    except (ValueError, UnicodeDecodeError):
-        raise invalid_argument("JSON Parse error: Invalid encoding in string. at offset: 0") from None
+        words = next((w for prefix, w in _RAPIDJSON_WORDS if err.msg.startswith(prefix)), None)
+        if words is None and err.msg.startswith("Expecting ',' delimiter"):
+            words = ("Missing a comma or '}' after an object member." if _inside_object(text, err.pos)
+                     else "Missing a comma or ']' after an array element.")
+        raise invalid_argument(f"JSON Parse error: {words or 'Invalid value.'} at offset: {err.pos}") from None
     if not isinstance(body, dict):
         raise invalid_argument(f"JSON Value: {rest_codec._debug(body)} Is not object")
     if "signature_name" in body and not isinstance(body["signature_name"], str):
         raise invalid_argument(f"JSON Value: {rest_codec._debug(body)} not formatted correctly. 'signature_name' "
                                "key must be a string value.")
     return body
+
+
+def _inside_object(text: str, pos: int) -> bool:
+    """Is `pos` directly inside an object (not an array)? Brackets outside strings, counted back."""
+    stack, in_string, escaped = [], False, False
+    for ch in text[:pos]:
+        if in_string:
+            escaped, in_string = (not escaped and ch == "\\"), in_string and not (ch == '"' and not escaped)
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "[{":
+            stack.append(ch)
+        elif ch in "]}" and stack:
+            stack.pop()
+    return bool(stack) and stack[-1] == "{"
 
 
 class _Handler(BaseHTTPRequestHandler):

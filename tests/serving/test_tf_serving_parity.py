@@ -530,6 +530,9 @@ def test_rest_answers(server):
         == (200, {"results": [42.0]})
     assert http(port, "/v1/models/default:classify", {"signature_name": "classify_x_to_y", "examples": [{"x": 20.0}]}) \
         == (200, {"results": [[["", 12.0]]]})
+    # ParseJson stops after the first value (kParseStopWhenDoneFlag): trailing bytes are ignored.
+    assert http(port, "/v1/models/default:predict", raw=b'{"instances": [2.0]} trailing') == \
+        (200, {"predictions": [3.0]})
     # TF2 classify over REST, as over gRPC.
     assert http(port, "/v1/models/tf2:classify", {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]}) \
         == (200, {"results": [[["", 3.0]]]})
@@ -568,6 +571,10 @@ REST_REFUSED = [
      'Serving signature name: "nope" not found in signature def'),
     # json_tensor.cc FillPredictRequestFromJson / FillClassifyRegressRequestFromJson
     ("POST", "/v1/models/default:predict", b"[1.0]", 400, "Is not object"),
+    ("POST", "/v1/models/default:predict", b'{"instances" [1.0]}', 400,
+     "JSON Parse error: Missing a colon after a name of object member. at offset: 13"),
+    ("POST", "/v1/models/default:predict", b'{"instances": [1.0 2.0]}', 400,
+     "JSON Parse error: Missing a comma or ']' after an array element."),
     ("POST", "/v1/models/default:predict", b'{"instances": []}', 400, "No values in 'instances' array"),
     ("POST", "/v1/models/default:predict", b'{"instances": 1.0}', 400, "Expecting 'instances' to be an list/array"),
     ("POST", "/v1/models/default:predict", b'{"instances": [{"y": 1.0}]}', 400,
