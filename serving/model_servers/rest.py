@@ -19,7 +19,8 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving.servables import handlers
 from serving.model_servers import rest_codec
-from serving.util.errors import ServingError, http_status, internal_error, invalid_argument, not_found
+from serving.util.errors import (ServingError, failed_precondition, http_status, internal_error, invalid_argument,
+                                 not_found)
 
 log = logging.getLogger("serving")
 
@@ -121,6 +122,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self):
         self._dispatch("DELETE")
 
+    def do_OPTIONS(self):
+        self._dispatch("OPTIONS")
+
     def _dispatch(self, method: str) -> None:
         try:
             status, payload = self._handle(method)
@@ -129,7 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as err:  # noqa: BLE001 - our failure: trace to the log, no Python text out
             error = internal_error(err, f"REST {method} {self.path}")
             status, payload = http_status(error.code), {"error": error.message}
-        body = json.dumps(payload).encode("utf-8")
+        body = b"" if payload is None else json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -150,6 +154,10 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self._read_raw_body()  # always drain the body so the connection stays usable
         if not _REST_PREFIX.fullmatch(path):
             raise not_found(f"Malformed request: {method} {path}")
+        if method == "OPTIONS":  # http_server.cc: a CORS preflight needs an http(s) Origin
+            if re.search(r"https?://", self.headers.get("Origin") or ""):
+                return 200, None
+            raise failed_precondition("Origin header is missing in CORS preflight")
         malformed = invalid_argument(f"Malformed request: {method} {path}")
         if method == "POST":
             match = _PREDICTION_PATH.fullmatch(path)

@@ -611,3 +611,24 @@ def test_rest_refused(server, stub, method, path, body, status, fragment):
     assert set(got) == {"error"} and fragment in got["error"], got
     assert "Traceback" not in got["error"] and "JSONDecodeError" not in got["error"]
     _still_serving(server, stub)
+
+
+def test_rest_cors_preflight(server, stub):
+    """http_server.cc RestApiRequestDispatcher::ProcessRequest: OPTIONS with an http(s) Origin is OK
+    (empty body); without one FAILED_PRECONDITION (HTTP 400) "Origin header is missing in CORS preflight"."""
+    import urllib.error
+    import urllib.request
+
+    def options(headers):
+        request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}/v1/models/default:predict",
+                                         method="OPTIONS", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    assert options({"Origin": "https://example.com"}) == (200, b"")
+    status, body = options({})
+    assert status == 400 and "Origin header is missing in CORS preflight" in body.decode()
+    _still_serving(server, stub)
