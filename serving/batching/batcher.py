@@ -21,7 +21,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from serving.util.errors import ServingError, invalid_argument, unavailable
+from serving.util.errors import ServingError, internal_error, invalid_argument, unavailable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,14 +172,15 @@ class _BatchQueue:
             # be concatenated. Either way, each task runs alone: one bad request (e.g. an
             # unparsable tf.Example) must not fail its neighbours.
             if len(batch) == 1:
-                batch[0].error = err if isinstance(err, ServingError) else invalid_argument(str(err))
+                batch[0].error = err if isinstance(err, ServingError) else internal_error(err, "batch run")
             else:
                 for task in batch:
                     self._run_batch([task], task.size)
                 return
         except Exception as err:  # pragma: no cover - defensive: never leave a waiter hanging
+            error = internal_error(err, "batch run")  # the trace goes to the log, not to the clients
             for task in batch:
-                task.error = ServingError(__import__("grpc").StatusCode.INTERNAL, f"batch failed: {err}")
+                task.error = error
         for task in batch:
             task.done = True
 
@@ -217,9 +218,12 @@ class ServableBatcher:
         self._lock = threading.Lock()
 
     def run(self, servable, sig, inputs: Mapping[str, np.ndarray], output_keys: Sequence[str]):
+        # batching_util.h ComputeTensorBatchSize: TF Serving's checks and words.
+        if any(np.ndim(v) == 0 for v in inputs.values()):
+            raise invalid_argument("Batching Run() input tensors must have at least one dimension")
         sizes = {np.shape(v)[0] for v in inputs.values()}
         if len(sizes) != 1:
-            raise invalid_argument("Batching session Run() input tensors must have equal 0th-dimension size")
+            raise invalid_argument("Batching Run() input tensors must have equal 0th-dimension size")
         size = sizes.pop()
         if size > self.options.max_batch_size:
             raise invalid_argument(f"Task size {size} is larger than maximum input batch size "

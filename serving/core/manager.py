@@ -160,11 +160,11 @@ class ModelManager:
         try:
             servable = self._loader(name, record.version, path)
         except Exception as err:  # a broken or half-written version: report it, retry later
+            error = _load_error(err, path)
             with self._lock:
                 record.failures += 1
                 record.state = State.END
-                record.error = ServingError(grpc.StatusCode.UNKNOWN, f"failed to load {path}: "
-                                            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}")
+                record.error = error
                 record.next_attempt = time.monotonic() + self._retry_interval_s
                 self._changed.notify_all()
             log.warning("Failed to load model %s version %d (attempt %d): %s", name, record.version,
@@ -200,6 +200,8 @@ class ModelManager:
 
     def _resolve(self, model_spec):
         name = model_spec.name
+        if not name:  # server_core.cc ServableRequestFromModelSpec
+            raise invalid_argument("ModelSpec has no name specified.")
         with self._lock:
             model = self._models.get(name)
             choice = model_spec.WhichOneof("version_choice")
@@ -229,20 +231,18 @@ class ModelManager:
         name = model_spec.name
         with self._lock:
             model = self._models.get(name)
-            if model is None or not model.versions:
-                raise not_found(f"Could not find any versions of model {name}")
-            choice = model_spec.WhichOneof("version_choice")
-            if choice == "version_label":
-                if model_spec.version_label not in model.config.version_labels:
-                    raise invalid_argument(f"Unrecognized servable version label: {model_spec.version_label}")
-                wanted = [model.config.version_labels[model_spec.version_label]]
-            elif choice == "version":
+            versions = model.versions if model is not None else {}
+            # get_model_status_impl.cc looks at the version only: a version label is not resolved
+            # (a request with one gets every version, as one with neither does).
+            if model_spec.WhichOneof("version_choice") == "version":
                 wanted = [model_spec.version.value]
+            elif not versions:
+                raise not_found(f"Could not find any versions of model {name}")
             else:
-                wanted = sorted(model.versions, reverse=True)
+                wanted = sorted(versions, reverse=True)
             result = []
             for version in wanted:
-                record = model.versions.get(version)
+                record = versions.get(version)
                 if record is None:
                     raise not_found(f"Could not find version {version} of model {name}")
                 status = get_model_status_pb2.ModelVersionStatus(version=version, state=record.state)
@@ -309,3 +309,17 @@ class ModelManager:
         for record, name in to_unload:
             self._submit(self._unload, record, name)
         self.poll_once()
+
+
+def _load_error(err: Exception, path: str) -> ServingError:
+    """The status a failed load reports in GetModelStatus: TensorFlow's own status (code and first
+    line, as TF Serving reports its loader's status); anything else UNKNOWN with no Python text
+    (the trace goes to the server log)."""
+    import tensorflow as tf
+
+    if isinstance(err, tf.errors.OpError):
+        code = {c.value[0]: c for c in grpc.StatusCode}.get(err.error_code, grpc.StatusCode.UNKNOWN)
+        first = err.message.splitlines()[0] if err.message else ""
+        return ServingError(code, f"failed to load {path}: {first}")
+    log.error("loading %s failed", path, exc_info=(type(err), err, err.__traceback__))
+    return ServingError(grpc.StatusCode.UNKNOWN, f"failed to load {path} (details in the server log)")

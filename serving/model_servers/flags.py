@@ -29,6 +29,8 @@ TF_SERVING_FLAGS = {
     "ssl_config_file": (str, None, "SSLConfig text proto (server_key, server_cert, custom_ca, client_verify): TLS"),
     "tensorflow_intra_op_parallelism": (int, 0, "intra-op threads per Session (0: TensorFlow decides)"),
     "tensorflow_inter_op_parallelism": (int, 0, "inter-op threads per Session (0: TensorFlow decides)"),
+    "enable_signature_method_name_check": ("bool", False, "Classify/Regress/Predict accept only signatures whose "
+                                           "method_name says so (TF Serving's default: off)"),
 }
 
 

@@ -13,7 +13,7 @@ import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.servables import handlers
-from serving.util.errors import ServingError
+from serving.util.errors import ServingError, internal_error
 
 log = logging.getLogger("serving")
 
@@ -26,8 +26,8 @@ def _rpc(handler):
         except ServingError as err:
             context.abort(err.code, err.message)
         except Exception as err:  # noqa: BLE001 - report, do not crash the server
-            log.exception("unexpected error in %s", handler.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
+            error = internal_error(err, handler.__name__)  # trace to the log, no Python text to the client
+            context.abort(error.code, error.message)
     return method
 
 

@@ -112,7 +112,8 @@ def server_options(args, config):
         intra_op_threads=args.tensorflow_intra_op_parallelism, inter_op_threads=args.tensorflow_inter_op_parallelism,
         run_in_caller_thread=args.run_in_caller_thread,
         max_load_retries=args.max_num_load_retries, load_retry_interval_s=args.load_retry_interval_micros / 1e6,
-        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models)
+        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+        enable_signature_method_name_check=args.enable_signature_method_name_check)
 
 
 class _CurrentStderr(logging.StreamHandler):

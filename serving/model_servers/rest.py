@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional, Tuple
 
@@ -18,25 +19,86 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving.servables import handlers
 from serving.model_servers import rest_codec
-from serving.util.errors import ServingError, http_status, invalid_argument, not_found
+from serving.util.errors import (ServingError, failed_precondition, http_status, internal_error, invalid_argument,
+                                 not_found)
 
 log = logging.getLogger("serving")
 
-_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
-                   r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-                   r"(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?/?$")
+# http_rest_api_util.cc: the paths TF Serving's REST handler takes (case-insensitive, as there).
+_REST_PREFIX = re.compile(r"(?i)/v1/.*")
+_PREDICTION_PATH = re.compile(
+    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
+_STATUS_PATH = re.compile(
+    r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:\/(metadata))?")
 MAX_BODY_BYTES_DEFAULT = 256 * 1024 * 1024
+_INT64_MAX = 2 ** 63 - 1
 
 
-def _model_spec(match) -> model_pb2.ModelSpec:
-    spec = model_pb2.ModelSpec(name=match["name"])
-    if match["version"] is not None:
-        if not match["version"].isdigit():
-            raise invalid_argument(f"Failed to convert version: {match['version']} to numeric.")
-        spec.version.value = int(match["version"])
-    elif match["label"] is not None:
-        spec.version_label = match["label"]
+def _model_spec(name: str, version: Optional[str], label: Optional[str]) -> model_pb2.ModelSpec:
+    """ParseModelInfo + FillModelSpecWithNameVersionAndLabel: URL-decoded name and label."""
+    spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name or ""))
+    if version:
+        if int(version) > _INT64_MAX:
+            raise invalid_argument(f"Failed to convert version: {version} to numeric.")
+        spec.version.value = int(version)
+    if label:
+        spec.version_label = urllib.parse.unquote(label)
     return spec
+
+
+# Python's json messages -> rapidjson's GetParseError_En words, which TF Serving returns.
+_RAPIDJSON_WORDS = (
+    ("Expecting property name enclosed in double quotes", "Missing a name for object member."),
+    ("Expecting ':' delimiter", "Missing a colon after a name of object member."),
+    ("Unterminated string", "Missing a closing quotation mark in string."),
+    ("Invalid \\escape", "Invalid escape character in string."),
+    ("Invalid \\uXXXX escape", "Incorrect hex digit after \\u escape in string."),
+    ("Invalid control character", "Invalid encoding in string."),
+)
+
+
+def _parse_json(raw: bytes):
+    """json_tensor.cc ParseJson: one JSON object (rapidjson with kParseStopWhenDoneFlag: whatever
+    follows the first value is ignored), NaN and Infinity allowed; rapidjson's error words."""
+    if not raw:
+        raise invalid_argument("JSON Parse error: The document is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise invalid_argument(f"JSON Parse error: Invalid encoding in string. at offset: {err.start}") from None
+    start = len(text) - len(text.lstrip(" \t\n\r"))
+    if start == len(text):
+        raise invalid_argument("JSON Parse error: The document is empty")
+    try:
+        body, _ = json.JSONDecoder().raw_decode(text, start)
+    except json.JSONDecodeError as err:
+        words = next((w for prefix, w in _RAPIDJSON_WORDS if err.msg.startswith(prefix)), None)
+        if words is None and err.msg.startswith("Expecting ',' delimiter"):
+            words = ("Missing a comma or '}' after an object member." if _inside_object(text, err.pos)
+                     else "Missing a comma or ']' after an array element.")
+        raise invalid_argument(f"JSON Parse error: {words or 'Invalid value.'} at offset: {err.pos}") from None
+    if not isinstance(body, dict):
+        raise invalid_argument(f"JSON Value: {rest_codec._debug(body)} Is not object")
+    if "signature_name" in body and not isinstance(body["signature_name"], str):
+        raise invalid_argument(f"JSON Value: {rest_codec._debug(body)} not formatted correctly. 'signature_name' "
+                               "key must be a string value.")
+    return body
+
+
+def _inside_object(text: str, pos: int) -> bool:
+    """Is `pos` directly inside an object (not an array)? Brackets outside strings, counted back."""
+    stack, in_string, escaped = [], False, False
+    for ch in text[:pos]:
+        if in_string:
+            escaped, in_string = (not escaped and ch == "\\"), in_string and not (ch == '"' and not escaped)
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "[{":
+            stack.append(ch)
+        elif ch in "]}" and stack:
+            stack.pop()
+    return bool(stack) and stack[-1] == "{"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -54,71 +116,97 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self._dispatch("POST")
 
+    def do_PUT(self):  # TF Serving answers any other method with "Malformed request"
+        self._dispatch("PUT")
+
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
+    def do_OPTIONS(self):
+        self._dispatch("OPTIONS")
+
     def _dispatch(self, method: str) -> None:
         try:
             status, payload = self._handle(method)
         except ServingError as err:
             status, payload = http_status(err.code), {"error": err.message}
-        except Exception as err:  # noqa: BLE001
-            log.exception("unexpected REST error")
-            status, payload = 500, {"error": f"{type(err).__name__}: {err}"}
-        body = json.dumps(payload).encode("utf-8")
+        except Exception as err:  # noqa: BLE001 - our failure: trace to the log, no Python text out
+            error = internal_error(err, f"REST {method} {self.path}")
+            status, payload = http_status(error.code), {"error": error.message}
+        body = b"" if payload is None else json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
-    def _read_body(self):
+    def _read_raw_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         if length > self.max_body_bytes:
             raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"request body of {length} bytes exceeds the limit of {self.max_body_bytes}")
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError) as err:
-            raise invalid_argument(f"JSON Parse error: {err}") from None
-        if not isinstance(body, dict):
-            raise invalid_argument("the request body must be a JSON object")
-        return body
+        return self.rfile.read(length) if length else b""
 
     def _handle(self, method: str) -> Tuple[int, object]:
+        """http_rest_api_handler.cc ProcessRequest: paths under /v1/ that match no API are
+        INVALID_ARGUMENT "Malformed request" (400); others have no handler (404)."""
         path = self.path.split("?", 1)[0]
-        match = _PATH.match(path)
+        raw = self._read_raw_body()  # always drain the body so the connection stays usable
+        if not _REST_PREFIX.fullmatch(path):
+            raise not_found(f"Malformed request: {method} {path}")
+        if method == "OPTIONS":  # http_server.cc: a CORS preflight needs an http(s) Origin
+            if re.search(r"https?://", self.headers.get("Origin") or ""):
+                return 200, None
+            raise failed_precondition("Origin header is missing in CORS preflight")
+        malformed = invalid_argument(f"Malformed request: {method} {path}")
         if method == "POST":
-            body = self._read_body()  # always drain the body so the connection stays usable
-        if match is None:
-            raise not_found(f"Malformed request: {method} {path}")
-        spec = _model_spec(match)
-        verb = match["verb"]
-        if method == "GET" and verb is None:
-            if match["metadata"]:
-                request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-                request.model_spec.CopyFrom(spec)
-                return 200, rest_codec.metadata_json(handlers.get_model_metadata(self.manager, request))
-            request = get_model_status_pb2.GetModelStatusRequest()
+            match = _PREDICTION_PATH.fullmatch(path)
+            if match is None:
+                raise malformed
+            name, version, label, verb = match.groups()
+            spec = _model_spec(name, version, label)
+            if verb == "predict":
+                return 200, self._predict(spec, raw)
+            if verb == "classify":
+                body = _parse_json(raw)
+                spec.signature_name = body.get("signature_name", "")
+                return 200, rest_codec.classify_response(
+                    handlers.classify(self.manager, rest_codec.classify_request(body, spec)))
+            if verb == "regress":
+                body = _parse_json(raw)
+                spec.signature_name = body.get("signature_name", "")
+                return 200, rest_codec.regress_response(
+                    handlers.regress(self.manager, rest_codec.regress_request(body, spec)))
+            raise malformed  # e.g. ":PREDICT": the path matches case-insensitively, the verb does not
+        match = _STATUS_PATH.fullmatch(path)
+        if method != "GET" or match is None:
+            raise malformed
+        name, version, label, subresource = match.groups()
+        if not name:
+            raise invalid_argument("Missing model name in request.")
+        spec = _model_spec(name, version, label)
+        if subresource == "metadata":
+            request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
             request.model_spec.CopyFrom(spec)
-            return 200, rest_codec.message_json(handlers.get_model_status(self.manager, request))
-        if method != "POST" or verb not in ("predict", "classify", "regress"):
-            raise not_found(f"Malformed request: {method} {path}")
-        if "signature_name" in body:
-            spec.signature_name = str(body["signature_name"])
-        if verb == "predict":
-            return 200, self._predict(spec, body)
-        if verb == "classify":
-            return 200, rest_codec.classify_response(
-                handlers.classify(self.manager, rest_codec.classify_request(body, spec)))
-        return 200, rest_codec.regress_response(handlers.regress(self.manager, rest_codec.regress_request(body, spec)))
+            return 200, rest_codec.metadata_json(handlers.get_model_metadata(self.manager, request))
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.CopyFrom(spec)
+        return 200, rest_codec.message_json(handlers.get_model_status(self.manager, request))
 
-    def _predict(self, spec, body):
-        # One servable for decoding (the signature's dtypes) and running, so a version swapped in
-        # between cannot make the two disagree.
+    def _predict(self, spec, raw: bytes):
+        """ProcessPredictRequest: JSON, signature name, the signature's inputs (unknown signature:
+        INVALID_ARGUMENT here, before Predict), tensors, then Predict. One servable for decoding
+        and running, so a version swapped in between cannot make the two disagree."""
+        body = _parse_json(raw)
+        spec.signature_name = body.get("signature_name", "")
         with self.manager.servable(spec) as servable:
-            signature = servable.signature(spec.signature_name)
-            request = rest_codec.predict_request(body, spec, signature)
-            response = handlers.predict_on(servable, request)
-        return rest_codec.predict_response(response, row_format="instances" in body)
+            key = spec.signature_name or handlers.DEFAULT_SIGNATURE
+            signature = servable.find_signature(key)
+            if signature is None:
+                raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
+            request, row_format = rest_codec.predict_request(body, spec, signature)
+            response = handlers.predict_on(servable, request, handlers.signature_method_check(self.manager))
+        return rest_codec.predict_response(response, row_format)
 
 
 class RestServer:

@@ -54,6 +54,7 @@ class ServerOptions:
     max_load_retries: int = 5
     load_retry_interval_s: float = 60.0
     allow_version_labels_for_unavailable_models: bool = False
+    enable_signature_method_name_check: bool = False  # TF Serving's flag of that name (default off)
 
 
 class ModelServer:
@@ -63,6 +64,8 @@ class ModelServer:
             options.config, loader=self._load, poll_wait_s=options.poll_wait_s,
             max_load_retries=options.max_load_retries, load_retry_interval_s=options.load_retry_interval_s,
             allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models)
+        # Read by the request handlers (serving.servables.handlers.signature_method_check).
+        self.manager.enable_signature_method_name_check = options.enable_signature_method_name_check
         self._session_config = session_config(options.intra_op_threads, options.inter_op_threads)
         self._grpc: Optional[grpc.Server] = None
         self._rest: Optional[RestServer] = None

@@ -5,14 +5,22 @@ gRPC and REST both call these functions with TF Serving request protos and get r
 """
 from __future__ import annotations
 
+import grpc
 import numpy as np
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     inference_pb2, model_management_pb2, predict_pb2, regression_pb2)
+                                     inference_pb2, model_management_pb2, model_pb2, predict_pb2, regression_pb2)
 
 from serving.util import tensors
-from serving.util.errors import invalid_argument, unimplemented
-from serving.servables.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
+from serving.util.errors import ServingError, invalid_argument, unimplemented
+from serving.servables.servable import (CLASSIFY_METHOD, DEFAULT_SIGNATURE, PREDICT_METHOD, REGRESS_METHOD)
+
+# tensorflow/cc/saved_model/signature_constants.h: the aliases Classify and Regress look for.
+CLASSIFY_INPUTS = "inputs"
+CLASSIFY_CLASSES = "classes"
+CLASSIFY_SCORES = "scores"
+REGRESS_INPUTS = "inputs"
+REGRESS_OUTPUTS = "outputs"
 
 SIGNATURE_DEF_FIELD = "signature_def"
 
@@ -23,24 +31,38 @@ def _require_spec(request):
     return request.model_spec
 
 
+def signature_method_check(manager) -> bool:
+    """TF Serving's --enable_signature_method_name_check (util.cc GetSignatureMethodNameCheckFeature),
+    off by default: Classify/Regress then take any signature shaped for them, e.g. TF2 exports
+    whose signatures all say tensorflow/serving/predict."""
+    return bool(getattr(manager, "enable_signature_method_name_check", False))
+
+
 def _fill_spec(target, servable, signature_name: str) -> None:
     target.name = servable.name
     target.version.value = servable.version
-    target.signature_name = signature_name
+    target.signature_name = signature_name or DEFAULT_SIGNATURE
 
 
 def predict(manager, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
     spec = _require_spec(request)
     with manager.servable(spec) as servable:
-        return predict_on(servable, request)
+        return predict_on(servable, request, signature_method_check(manager))
 
 
-def predict_on(servable, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-    """Predict on a servable the caller already holds (REST resolves once for decoding and running)."""
+def predict_on(servable, request: predict_pb2.PredictRequest, method_check: bool = False
+               ) -> predict_pb2.PredictResponse:
+    """Predict on a servable the caller already holds, in predict_util.cc RunPredict's order:
+    signature, method name (only with the check on), input names, input values, output filter,
+    then the run (where dtypes are checked)."""
     sig = servable.signature(request.model_spec.signature_name)
-    inputs = {alias: tensors.to_ndarray(proto) for alias, proto in request.inputs.items()}
-    servable.validate_inputs(sig, inputs)
+    if method_check and sig.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
+        raise ServingError(grpc.StatusCode.INTERNAL,
+                           f"Expected prediction signature method_name to be one of {{{PREDICT_METHOD}, "
+                           f"{CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: {sig.method_name}")
+    inputs, dtypes = servable.prepare_inputs(sig, request.inputs)
     output_keys = servable.validate_outputs(sig, request.output_filter)
+    servable.check_dtypes(sig, dtypes)
     results = servable.run(sig, inputs, output_keys)
     response = predict_pb2.PredictResponse()
     _fill_spec(response.model_spec, servable, sig.name)
@@ -50,7 +72,8 @@ def predict_on(servable, request: predict_pb2.PredictRequest) -> predict_pb2.Pre
 
 
 def serialized_examples(input_proto) -> np.ndarray:
-    """tensorflow.serving.Input -> serialized tf.Examples (context merged under each example)."""
+    """tensorflow.serving.Input -> serialized tf.Examples (context merged under each example),
+    as util.cc InputToSerializedExampleTensor builds them."""
     kind = input_proto.WhichOneof("kind")
     if kind == "example_list":
         serialized = [e.SerializeToString() for e in input_proto.example_list.examples]
@@ -68,47 +91,83 @@ def serialized_examples(input_proto) -> np.ndarray:
     return array
 
 
-def _check_method(sig, method: str, kind: str) -> None:
-    if sig.method_name != method:
-        raise invalid_argument(f"Expected {kind} signature method_name to be {method}. Was: {sig.method_name}")
+def _signature_text(sig) -> str:
+    return f"{{inputs: [{', '.join(sorted(sig.inputs))}], outputs: [{', '.join(sorted(sig.outputs))}], " \
+           f"method_name: {sig.method_name}}}"
 
 
-def _run_on_examples(servable, sig, method: str, kind: str, examples: np.ndarray, output_keys):
-    _check_method(sig, method, kind)
+def _preprocess_classification(sig, method_check: bool):
+    """classifier.cc PreProcessClassification: (input alias, output aliases to fetch)."""
+    if method_check and sig.method_name != CLASSIFY_METHOD:
+        raise invalid_argument(f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
+                               f"Was: {sig.method_name}")
     if len(sig.inputs) != 1:
-        raise invalid_argument(f"Expected one input Tensor in the {kind} signature, found {len(sig.inputs)}")
-    (alias, spec), = sig.inputs.items()
-    if spec.dtype != types_pb2.DT_STRING:
-        raise invalid_argument(f"Expected {kind} signature input '{alias}' to be DT_STRING (serialized "
-                               f"tf.Example), but it is {tensors.dtype_name(spec.dtype)}")
-    return servable.run(sig, {alias: examples}, output_keys)
-
-
-def _batch_check(name, value, batch, kind):
-    if value.ndim == 0 or value.shape[0] != batch:
-        raise invalid_argument(f"Input batch size did not match output batch size: {batch} vs. "
-                               f"{value.shape[0] if value.ndim else 0} ({kind} output '{name}')")
-
-
-def _classification(servable, sig, examples) -> classification_pb2.ClassificationResult:
-    _check_method(sig, CLASSIFY_METHOD, "classification")
-    keys = [k for k in ("classes", "scores") if k in sig.outputs]
+        raise invalid_argument("Expected one input Tensor.")
+    if len(sig.outputs) not in (1, 2):
+        raise invalid_argument(f"Expected one or two output Tensors, found {len(sig.outputs)}")
+    if CLASSIFY_INPUTS not in sig.inputs:
+        raise invalid_argument(f"No classification inputs found in SignatureDef: {_signature_text(sig)}")
+    keys = tuple(k for k in (CLASSIFY_CLASSES, CLASSIFY_SCORES) if k in sig.outputs)
     if not keys:
-        raise invalid_argument(f"classification signature '{sig.name}' has neither a 'classes' nor a 'scores' output")
-    out = _run_on_examples(servable, sig, CLASSIFY_METHOD, "classification", examples, tuple(keys))
-    batch = len(examples)
-    classes, scores = out.get("classes"), out.get("scores")
-    for name, value in out.items():
-        _batch_check(name, value, batch, "classification")
+        raise invalid_argument(f'Expected classification signature outputs to contain at least one of "classes" '
+                               f'or "scores". Signature was: {_signature_text(sig)}')
+    return CLASSIFY_INPUTS, keys
+
+
+def _preprocess_regression(sig, method_check: bool):
+    """regressor.cc PreProcessRegression."""
+    if method_check and sig.method_name != REGRESS_METHOD:
+        raise invalid_argument(f"Expected regression signature method_name to be {REGRESS_METHOD}. "
+                               f"Was: {sig.method_name}")
+    if len(sig.inputs) != 1:
+        raise invalid_argument("Expected one input Tensor.")
+    if len(sig.outputs) != 1:
+        raise invalid_argument("Expected one output Tensor.")
+    if REGRESS_INPUTS not in sig.inputs:
+        raise invalid_argument(f"No regression inputs found in SignatureDef: {_signature_text(sig)}")
+    if REGRESS_OUTPUTS not in sig.outputs:
+        raise invalid_argument(f"No regression outputs found in SignatureDef: {_signature_text(sig)}")
+    return REGRESS_INPUTS, (REGRESS_OUTPUTS,)
+
+
+def _run_on_examples(servable, sig, input_alias, output_keys, examples: np.ndarray):
+    # The Session run is where a non-string input is refused (TF Serving feeds the examples tensor).
+    if sig.inputs[input_alias].dtype != types_pb2.DT_STRING:
+        raise invalid_argument(f"Expects arg[0] to be {tensors.dtype_name(sig.inputs[input_alias].dtype)} but "
+                               f"string is provided")
+    return servable.run(sig, {input_alias: examples}, output_keys)
+
+
+def _dt_name(array: np.ndarray) -> str:
+    if array.dtype == object or array.dtype.kind in "SU":
+        return "DT_STRING"
+    import tensorflow as tf
+
+    return types_pb2.DataType.Name(tf.dtypes.as_dtype(array.dtype).as_datatype_enum)
+
+
+def _shape_text(array: np.ndarray) -> str:
+    return "[" + ",".join(str(d) for d in array.shape) + "]"
+
+
+def _classification_result(out, num_examples) -> classification_pb2.ClassificationResult:
+    """classifier.cc PostProcessClassificationResult."""
+    classes, scores = out.get(CLASSIFY_CLASSES), out.get(CLASSIFY_SCORES)
+    for name, value, dt in ((CLASSIFY_CLASSES, classes, "DT_STRING"), (CLASSIFY_SCORES, scores, "DT_FLOAT")):
+        if value is None:
+            continue
         if value.ndim != 2:
-            raise invalid_argument(f"Expected Tensor shape: [batch_size num_classes] but got {list(value.shape)} "
-                                   f"for output '{name}'")
-    if classes is not None and scores is not None and classes.shape != scores.shape:
-        raise invalid_argument(f"Tensors class and score should match in shape: {list(classes.shape)} vs. "
-                               f"{list(scores.shape)}")
-    result = classification_pb2.ClassificationResult()
+            raise invalid_argument(f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(value)}")
+        if _dt_name(value) != dt:
+            raise invalid_argument(f"Expected {name} Tensor of {dt}. Got: {_dt_name(value)}")
+        if value.shape[0] != num_examples:
+            raise invalid_argument(f"Expected {name} output batch size of {num_examples}. Got: {value.shape[0]}")
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise invalid_argument(f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. "
+                               f"{scores.shape[1]}")
     width = (classes if classes is not None else scores).shape[1]
-    for i in range(batch):
+    result = classification_pb2.ClassificationResult()
+    for i in range(num_examples):
         row = result.classifications.add()
         for j in range(width):
             cls = row.classes.add()
@@ -120,71 +179,93 @@ def _classification(servable, sig, examples) -> classification_pb2.Classificatio
     return result
 
 
-def _regression(servable, sig, examples) -> regression_pb2.RegressionResult:
-    _check_method(sig, REGRESS_METHOD, "regression")
-    if "outputs" not in sig.outputs:
-        raise invalid_argument(f"regression signature '{sig.name}' has no 'outputs' output")
-    out = _run_on_examples(servable, sig, REGRESS_METHOD, "regression", examples, ("outputs",))["outputs"]
-    _batch_check("outputs", out, len(examples), "regression")
-    if not (out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1)):
+def _regression_result(out, num_examples) -> regression_pb2.RegressionResult:
+    """regressor.cc PostProcessRegressionResult."""
+    value = out[REGRESS_OUTPUTS]
+    if not (value.ndim == 1 or (value.ndim == 2 and value.shape[1] == 1)):
         raise invalid_argument(f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but "
-                               f"got {list(out.shape)}")
+                               f"got {_shape_text(value)}")
+    if value.shape[0] != num_examples:
+        raise invalid_argument(f"Input batch size did not match output batch size: {num_examples} vs. "
+                               f"{value.shape[0]}")
+    if _dt_name(value) != "DT_FLOAT":
+        raise invalid_argument(f"Expected output Tensor of DT_FLOAT.  Got: {_dt_name(value)}")
     result = regression_pb2.RegressionResult()
-    for value in out.reshape(-1):
-        result.regressions.add().value = float(value)
+    for v in value.reshape(-1):
+        result.regressions.add().value = float(v)
     return result
 
 
-def _on_examples(manager, request, response, compute):
-    """Classify and Regress alike: resolve the version, run `compute` on the examples, fill the spec."""
+def _on_examples(manager, request, response, preprocess, postprocess):
+    """Classify and Regress (classifier.cc RunClassify / regressor.cc RunRegress): the signature
+    (unknown: INVALID_ARGUMENT, unlike Predict's FAILED_PRECONDITION), its shape for the API,
+    then the examples (empty: INVALID_ARGUMENT), the run and the output checks."""
     spec = _require_spec(request)
-    examples = serialized_examples(request.input)
     with manager.servable(spec) as servable:
-        sig = servable.signature(spec.signature_name)
-        response.result.CopyFrom(compute(servable, sig, examples))
-        _fill_spec(response.model_spec, servable, sig.name)
+        key = spec.signature_name or DEFAULT_SIGNATURE
+        sig = servable.find_signature(key)
+        if sig is None:
+            raise invalid_argument(f"No signature was found with the name: {key}")
+        input_alias, output_keys = preprocess(sig, signature_method_check(manager))
+        examples = serialized_examples(request.input)
+        out = _run_on_examples(servable, sig, input_alias, output_keys, examples)
+        response.result.CopyFrom(postprocess(out, len(examples)))
+        _fill_spec(response.model_spec, servable, spec.signature_name)
         return response
 
 
 def classify(manager, request: classification_pb2.ClassificationRequest):
-    return _on_examples(manager, request, classification_pb2.ClassificationResponse(), _classification)
+    return _on_examples(manager, request, classification_pb2.ClassificationResponse(),
+                        _preprocess_classification, _classification_result)
 
 
 def regress(manager, request: regression_pb2.RegressionRequest):
-    return _on_examples(manager, request, regression_pb2.RegressionResponse(), _regression)
+    return _on_examples(manager, request, regression_pb2.RegressionResponse(),
+                        _preprocess_regression, _regression_result)
 
 
 def multi_inference(manager, request: inference_pb2.MultiInferenceRequest):
-    """Several classify/regress signatures of one model version over the same examples."""
-    if not request.tasks:
-        raise invalid_argument("Inference request should contain at least one task")
-    first = request.tasks[0].model_spec
-    names = set()
-    for task in request.tasks:
-        if task.model_spec.name != first.name or task.model_spec.WhichOneof("version_choice") != \
-                first.WhichOneof("version_choice") or task.model_spec.version != first.version or \
-                task.model_spec.version_label != first.version_label:
-            raise invalid_argument("Inference tasks must use the same model name and version")
-        signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
-        if signature in names:
-            raise invalid_argument(f"Duplicate evaluation of signature: {signature}")
-        names.add(signature)
-        if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
-            raise unimplemented(f"Unsupported signature method_name: {task.method_name}")
-    examples = serialized_examples(request.input)
+    """Several classify/regress signatures of one model version over the same examples
+    (multi_inference_helper.cc / multi_inference.cc TensorFlowMultiInferenceRunner::Infer).
+
+    The version is the first task's (no tasks: an empty ModelSpec, so "ModelSpec has no name");
+    the other tasks must name the same model; one Session run fetches what every task needs.
+    """
+    first = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
     response = inference_pb2.MultiInferenceResponse()
+    method_check = signature_method_check(manager)
     with manager.servable(first) as servable:
+        names, plans = set(), []
         for task in request.tasks:
-            sig = servable.signature(task.model_spec.signature_name)
-            if sig.method_name != task.method_name:
-                raise invalid_argument(f"Signature '{sig.name}' has method_name {sig.method_name}, but the task asks "
-                                       f"for {task.method_name}")
-            result = response.results.add()
-            _fill_spec(result.model_spec, servable, sig.name)
+            if not task.model_spec.name:
+                raise invalid_argument("Found ModelSpec with an empty model name.")
+            if task.model_spec.name != first.name:
+                raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+            key = task.model_spec.signature_name or DEFAULT_SIGNATURE
+            if key in names:
+                raise invalid_argument(f"Duplicate evaluation of signature: {key}")
+            names.add(key)
+            sig = servable.find_signature(key)
+            if sig is None:
+                raise invalid_argument(f"Requested signature not found in model graph: {key}")
             if task.method_name == CLASSIFY_METHOD:
-                result.classification_result.CopyFrom(_classification(servable, sig, examples))
+                input_alias, keys = _preprocess_classification(sig, method_check)
+                postprocess = _classification_result
+            elif task.method_name == REGRESS_METHOD:
+                input_alias, keys = _preprocess_regression(sig, method_check)
+                postprocess = _regression_result
             else:
-                result.regression_result.CopyFrom(_regression(servable, sig, examples))
+                raise unimplemented(f"Unsupported signature method_name: {task.method_name}")
+            plans.append((task, sig, input_alias, keys, postprocess))
+        examples = serialized_examples(request.input)
+        for task, sig, input_alias, keys, postprocess in plans:
+            out = _run_on_examples(servable, sig, input_alias, keys, examples)
+            result = response.results.add()
+            if postprocess is _classification_result:
+                result.classification_result.CopyFrom(postprocess(out, len(examples)))
+            else:
+                result.regression_result.CopyFrom(postprocess(out, len(examples)))
+            _fill_spec(result.model_spec, servable, task.model_spec.signature_name)
     return response
 
 

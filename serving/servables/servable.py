@@ -19,7 +19,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from serving.util import tensors
-from serving.util.errors import failed_precondition, invalid_argument
+from serving.util.errors import failed_precondition, internal_error, invalid_argument
 
 log = logging.getLogger("serving")
 
@@ -59,6 +59,8 @@ class Signature:
     method_name: str
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
+    # SignatureDef.defaults (TF2 exports of functions with default arguments): inputs a request may omit.
+    defaults: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
     @property
     def output_keys(self) -> Tuple[str, ...]:
@@ -77,7 +79,8 @@ def _signature_from_def(name, signature_def) -> Signature:
                                   tensors.shape_of(info.tensor_shape) if info.HasField("tensor_shape") else None)
                 for alias, info in tensor_infos.items() if info.name}
 
-    return Signature(name, signature_def.method_name, specs(signature_def.inputs), specs(signature_def.outputs))
+    return Signature(name, signature_def.method_name, specs(signature_def.inputs), specs(signature_def.outputs),
+                     dict(signature_def.defaults))
 
 
 def session_config(intra_op: int = 0, inter_op: int = 0):
@@ -162,31 +165,64 @@ class SavedModelServable:
 
     # -- running ---------------------------------------------------------------------------
     def signature(self, name: str) -> Signature:
+        """Predict's lookup (predict_util.cc RunPredict): an unknown key is FAILED_PRECONDITION."""
         key = name or DEFAULT_SIGNATURE
         sig = self.signatures.get(key)
         if sig is None:
             raise failed_precondition(f'Serving signature key "{key}" not found.')
         return sig
 
-    def validate_inputs(self, sig: Signature, inputs: Mapping[str, np.ndarray]) -> None:
-        extra = sorted(set(inputs) - set(sig.inputs))
-        missing = sorted(set(sig.inputs) - set(inputs))
-        if extra or missing:
+    def find_signature(self, name: str) -> Optional[Signature]:
+        """The signature `name` names ('' is serving_default), None when the model has none such."""
+        return self.signatures.get(name or DEFAULT_SIGNATURE)
+
+    def prepare_inputs(self, sig: Signature, request_inputs: Mapping[str, object]
+                       ) -> Tuple[Dict[str, np.ndarray], Dict[str, int]]:
+        """PredictRequest.inputs (alias -> TensorProto) -> the arrays to feed, checked as TF Serving checks.
+
+        Names as predict_util.cc VerifyRequestInputsSize then tensorflow/cc/saved_model/util.cc
+        GetInputValues check them: too many inputs, or too few for a signature without defaults,
+        fail with the sent-extra/missing message; an input left out takes the signature's default
+        value (TF2 functions with default arguments); an unknown name fails. Shapes are the graph's
+        business (TF Serving does not check them). Dtypes are checked after the output filter,
+        where TF Serving's Session run checks them (`check_dtypes`, given the DataTypes returned
+        beside the arrays).
+        """
+        sent, expected = set(request_inputs), set(sig.inputs)
+        if len(sent) > len(expected) or (len(sent) < len(expected) and not sig.defaults):
             raise invalid_argument(
-                f"Request inputs do not match required inputs for model `{self.name}`. "
-                f"Send extra: {{{', '.join(extra)}}}. Missing but required: {{{', '.join(missing)}}}.")
-        for alias, array in inputs.items():
-            spec = sig.inputs[alias]
-            expected = tensors.numpy_dtype(spec.dtype)
-            if (expected is object) != (array.dtype == object) or (
-                    expected is not object and array.dtype != np.dtype(expected)):
-                got = "string" if array.dtype == object else _np_name(array.dtype)
-                raise invalid_argument(
-                    f"Expects arg for input '{alias}' to be {tensors.dtype_name(spec.dtype)} but {got} is provided")
-            if not tensors.shape_matches(spec.shape, array.shape):
-                raise invalid_argument(
-                    f"input '{alias}' has shape {tensors.format_shape(array.shape)} but signature "
-                    f"'{sig.name}' expects {tensors.format_shape(spec.shape)}")
+                f"input size does not match signature: {len(sent)}!={len(expected)} len({{{','.join(sorted(sent))}}}) "
+                f"!= len({{{','.join(sorted(expected))}}}). Sent extra: {{{','.join(sorted(sent - expected))}}}. "
+                f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
+        arrays, dtypes = {}, {}
+        for alias in sorted(sig.inputs):
+            proto = request_inputs.get(alias)
+            if proto is None:
+                proto = sig.defaults.get(alias)
+                if proto is None:
+                    raise invalid_argument(
+                        f"Signature input alias: {alias}(feed name: {sig.inputs[alias].tensor_name}) not found in "
+                        f"request and no default value provided. Inputs expected to be in the request "
+                        f"{{{','.join(sorted(sent))}}}, or default input alias set: {{{','.join(sorted(sig.defaults))}}}")
+            arrays[alias] = tensors.to_ndarray(proto, alias)
+            dtypes[alias] = proto.dtype
+        unused = sent - expected
+        if sent and unused:
+            raise invalid_argument(
+                f"Inputs contains invalid name. Used request inputs: {','.join(sorted(sent & expected))}, "
+                f"request input: {','.join(sorted(sent))}")
+        return arrays, dtypes
+
+    @staticmethod
+    def check_dtypes(sig: Signature, dtypes: Mapping[str, int]) -> None:
+        """Each fed tensor's DataType must be the signature's: INVALID_ARGUMENT worded as TF's Session
+        says it ("Expects arg[i] to be float but string is provided", predict_util_test.cc); arg[i]
+        counts the feeds in the order they are fed (sorted aliases)."""
+        for index, alias in enumerate(sorted(dtypes)):
+            expected = sig.inputs[alias].dtype
+            if dtypes[alias] != expected:
+                raise invalid_argument(f"Expects arg[{index}] to be {tensors.dtype_name(expected)} but "
+                                       f"{tensors.dtype_name(dtypes[alias])} is provided")
 
     def validate_outputs(self, sig: Signature, output_filter: Sequence[str]) -> Tuple[str, ...]:
         if not output_filter:
@@ -236,10 +272,6 @@ class SavedModelServable:
         return fn
 
 
-def _np_name(dtype) -> str:
-    return {"float32": "float", "float64": "double"}.get(np.dtype(dtype).name, np.dtype(dtype).name)
-
-
 def _as_serving_error(err: Exception):
     """TF runtime errors keep their own status code (e.g. INVALID_ARGUMENT for a bad tf.Example)."""
     import grpc
@@ -256,4 +288,5 @@ def _as_serving_error(err: Exception):
         code = {c.value[0]: c for c in grpc.StatusCode}.get(err.error_code, grpc.StatusCode.INTERNAL)
         message = err.message.splitlines()[0] if err.message else type(err).__name__
         return ServingError(code, message)
-    return ServingError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
+    # Anything else is our failure: the trace goes to the server log, the client gets no Python text.
+    return internal_error(err, "session run")

@@ -6,7 +6,14 @@ plus `{"error": ...}` as TF Serving's REST layer does).
 """
 from __future__ import annotations
 
+import logging
+
 import grpc
+
+log = logging.getLogger("serving")
+
+# What a client sees of a failure that is ours (a bug, not its request): never a Python exception text.
+INTERNAL_MESSAGE = "Internal error while processing the request (details are in the server log)"
 
 
 class ServerConfigError(Exception):
@@ -40,6 +47,12 @@ def unavailable(message: str) -> ServingError:
 
 def unimplemented(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.UNIMPLEMENTED, message)
+
+
+def internal_error(err: BaseException, where: str) -> ServingError:
+    """Log `err` with its trace server-side and return the generic INTERNAL error for the client."""
+    log.error("unexpected error in %s", where, exc_info=(type(err), err, err.__traceback__))
+    return ServingError(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
 # TF Serving's http_status_code mapping (util/net_http ToHTTPStatusCode).

@@ -49,37 +49,60 @@ def numpy_dtype(dtype: int):
     return tf.dtypes.as_dtype(dtype).as_numpy_dtype
 
 
-def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """Decode a request tensor; malformed ones are INVALID_ARGUMENT, not a server error."""
+class TensorParseError(ValueError):
+    """A TensorProto that TensorFlow's `Tensor::FromProto` would refuse (bad shape, dtype or content)."""
+
+
+def to_ndarray(proto: tensor_pb2.TensorProto, alias: Optional[str] = None) -> np.ndarray:
+    """Decode a TensorProto as TensorFlow's `Tensor::FromProto` does (tensorflow/core/framework/tensor.cc).
+
+    Typed `*_val` fields: fewer values than the shape needs are padded with the last one, none
+    at all gives zeros, more are cut to the shape; `tensor_content` must hold exactly the
+    shape's bytes. What FromProto refuses (DT_INVALID, unknown rank, negative dimension,
+    content of the wrong length) is INVALID_ARGUMENT "tensor parsing error: <alias>", as TF
+    Serving's GetInputValues (tensorflow/cc/saved_model/util.cc) answers; with `alias=None` a
+    `TensorParseError` is raised instead, for callers that are not decoding a request.
+    """
+    try:
+        return _decode(proto)
+    except TensorParseError:
+        if alias is None:
+            raise
+        raise invalid_argument(f"tensor parsing error: {alias}") from None
+
+
+def _decode(proto: tensor_pb2.TensorProto) -> np.ndarray:
     dims = proto.tensor_shape.dim
     shape = tuple(d.size for d in dims)
     if proto.tensor_shape.unknown_rank or any(s < 0 for s in shape):
-        raise invalid_argument("input tensor has an unknown or negative dimension in its shape")
+        raise TensorParseError("unknown rank or negative dimension")
     entry = _FIELDS.get(proto.dtype)
     if entry is None:
-        if proto.dtype == types_pb2.DT_INVALID:
-            raise invalid_argument("input tensor has no dtype (DT_INVALID)")
+        if proto.dtype == types_pb2.DT_INVALID or proto.dtype not in types_pb2.DataType.values():
+            raise TensorParseError("invalid dtype")
         return _slow_to_ndarray(proto)
     np_type, field = entry
     count = math.prod(shape)
     if proto.tensor_content:
         if np_type is object:
             return _slow_to_ndarray(proto)
-        flat = np.frombuffer(proto.tensor_content, dtype=np_type)
+        if len(proto.tensor_content) != count * np.dtype(np_type).itemsize:
+            raise TensorParseError("tensor_content does not hold the shape's bytes")
+        return np.frombuffer(proto.tensor_content, dtype=np_type).reshape(shape)
+    values = getattr(proto, field)
+    if np_type is object:
+        flat = np.empty(len(values), dtype=object)
+        flat[:] = list(values)
+    elif field == "int_val" and np_type is not np.int32:
+        flat = np.array(values, dtype=np.int32).astype(np_type)  # int8/16, uint8/16 wrap as C++'s cast does
     else:
-        values = getattr(proto, field)
-        if np_type is object:
-            flat = np.empty(len(values), dtype=object)
-            flat[:] = list(values)
-        else:
-            flat = np.array(values, dtype=np_type)
-        if len(flat) == 1 and count > 1:  # TensorFlow's rule: one value fills the whole tensor
-            flat = np.full(count, flat[0], dtype=flat.dtype)
-        elif len(flat) == 0 and count > 0 and np_type is not object:
-            flat = np.zeros(count, dtype=np_type)
-    if flat.size != count:
-        raise invalid_argument(
-            f"input tensor has {flat.size} values but its shape {list(shape)} needs {count}")
+        flat = np.array(values, dtype=np_type)
+    if flat.size == 0:
+        flat = np.full(count, b"", dtype=object) if np_type is object else np.zeros(count, dtype=np_type)
+    elif flat.size < count:  # FromProtoField repeats the last value
+        flat = np.concatenate([flat, np.full(count - flat.size, flat[-1], dtype=flat.dtype)])
+    elif flat.size > count:
+        flat = flat[:count]
     return flat.reshape(shape)
 
 
@@ -88,8 +111,8 @@ def _slow_to_ndarray(proto) -> np.ndarray:
 
     try:
         return tf.make_ndarray(proto)
-    except Exception as err:  # malformed content
-        raise invalid_argument(f"cannot decode input tensor: {err}") from None
+    except Exception:  # noqa: BLE001 - malformed content, whatever numpy/TF says about it
+        raise TensorParseError("cannot decode") from None
 
 
 def from_ndarray(array, proto: Optional[tensor_pb2.TensorProto] = None,
@@ -105,6 +128,7 @@ def from_ndarray(array, proto: Optional[tensor_pb2.TensorProto] = None,
         proto.CopyFrom(tf.make_tensor_proto(array))
         return proto
     proto.dtype = dtype
+    proto.tensor_shape.SetInParent()  # AsProtoField always writes a shape, empty for a scalar
     dims = proto.tensor_shape.dim
     for size in array.shape:
         dims.add().size = size

@@ -46,7 +46,7 @@ def _short_tensor():
     proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
     proto.tensor_shape.dim.add().size = 3
     proto.tensor_shape.dim.add().size = 1
-    proto.float_val.extend([1.0, 2.0])
+    proto.tensor_content = np.array([1.0, 2.0], np.float32).tobytes()  # 8 bytes for 12
     return proto
 
 
@@ -87,15 +87,13 @@ GRPC_CASES = [
      'Serving signature key "nope" not found'),
     ("unknown input key", lambda c: c.prediction.Predict(_predict(inputs={"x": np.ones((1, 1), np.float32),
                                                                           "bogus": np.ones(1, np.float32)})),
-     C.INVALID_ARGUMENT, "Send extra: {bogus}"),
+     C.INVALID_ARGUMENT, "Sent extra: {bogus}"),
     ("missing input", lambda c: c.prediction.Predict(_predict(inputs={})), C.INVALID_ARGUMENT,
      "Missing but required: {x}"),
     ("wrong dtype", lambda c: c.prediction.Predict(_predict(inputs={"x": np.array([["a"]], dtype=object)})),
      C.INVALID_ARGUMENT, "to be float but string is provided"),
-    ("wrong rank", lambda c: c.prediction.Predict(_predict(inputs={"x": np.ones((2,), np.float32)})),
-     C.INVALID_ARGUMENT, "has shape [2] but signature 'serving_default' expects [-1,1]"),
-    ("values do not fill shape", lambda c: c.prediction.Predict(_predict(inputs={"x": _short_tensor()})),
-     C.INVALID_ARGUMENT, "has 2 values but its shape [3, 1] needs 3"),
+    ("tensor_content of the wrong length", lambda c: c.prediction.Predict(_predict(inputs={"x": _short_tensor()})),
+     C.INVALID_ARGUMENT, "tensor parsing error: x"),
     ("unparsable tf.Example", lambda c: c.prediction.Predict(_predict(model="taxi", inputs={"examples": _not_examples()})),
      C.INVALID_ARGUMENT, "Could not parse example input"),
     ("unknown output filter", lambda c: c.prediction.Predict(_predict(output_filter=["z"])), C.INVALID_ARGUMENT,
@@ -103,11 +101,11 @@ GRPC_CASES = [
     ("missing model spec", lambda c: c.prediction.Predict(predict_pb2.PredictRequest()), C.INVALID_ARGUMENT,
      "Missing ModelSpec"),
     ("classify on a predict signature", lambda c: c.prediction.Classify(_classify("serving_default")),
-     C.INVALID_ARGUMENT, "Expected classification signature method_name to be tensorflow/serving/classify"),
+     C.INVALID_ARGUMENT, "No classification inputs found in SignatureDef"),
     ("classify with no examples", lambda c: c.prediction.Classify(_classify("classify_x_to_y", examples=0)),
      C.INVALID_ARGUMENT, "Input is empty"),
     ("regress signature without string input", lambda c: _regress_x2(c.prediction), C.INVALID_ARGUMENT,
-     "to be DT_STRING"),
+     "Expects arg[0] to be float but string is provided"),
     ("metadata without field", lambda c: c.prediction.GetModelMetadata(_metadata([])), C.INVALID_ARGUMENT,
      "must specify at least one metadata_field"),
     ("metadata unsupported field", lambda c: c.prediction.GetModelMetadata(_metadata(["graph"])),
@@ -162,17 +160,19 @@ def test_reload_with_label_on_unloaded_version_is_failed_precondition(server, te
 
 REST_CASES = [
     ("POST", "/v1/models/nope:predict", {"instances": [[1.0]]}, 404, "Servable not found"),
-    ("POST", "/v1/models/default/versions/abc:predict", {"instances": [[1.0]]}, 400, "Failed to convert version"),
+    ("POST", "/v1/models/default/versions/abc:predict", {"instances": [[1.0]]}, 400, "Malformed request"),
     ("POST", "/v1/models/default:predict", None, 400, "JSON Parse error"),
-    ("POST", "/v1/models/default:predict", {"instances": [[1.0], [1.0, 2.0]]}, 400, "ragged"),
-    ("POST", "/v1/models/default:predict", {"instances": [["a"]]}, 400, "cannot be read as float"),
-    ("POST", "/v1/models/default:predict", {"nothing": 1}, 400, "Missing 'instances' or 'inputs'"),
-    ("POST", "/v1/models/default:predict", {"instances": [[1.0]], "inputs": [[1.0]]}, 400, "not both"),
-    ("POST", "/v1/models/default:predict", {"instances": [{"x": [1.0], "bogus": [1]}]}, 400, "Send extra: {bogus}"),
+    ("POST", "/v1/models/default:predict", {"instances": [[1.0], [1.0, 2.0]]}, 400, "Expecting tensor size: 1 but got: 2"),
+    ("POST", "/v1/models/default:predict", {"instances": [["a"]]}, 400, "is not of expected type: float"),
+    ("POST", "/v1/models/default:predict", {"nothing": 1}, 400, "Missing 'inputs' or 'instances' key"),
+    ("POST", "/v1/models/default:predict", {"instances": [[1.0]], "inputs": [[1.0]]}, 400,
+     "expecting only one of 'inputs' or 'instances' keys"),
+    ("POST", "/v1/models/default:predict", {"instances": [{"x": [1.0], "bogus": [1]}]}, 400,
+     "does not have named input: bogus"),
     ("POST", "/v1/models/taxi:predict", {"instances": [{"b64": "%%%"}]}, 400, "Unable to base64 decode"),
     ("POST", "/v1/models/default:classify", {"signature_name": "classify_x_to_y", "examples": []}, 400,
-     "'examples' must be a non-empty JSON list"),
-    ("POST", "/v1/models/default:explode", {}, 404, "Malformed request"),
+     "'examples' value is an empty array"),
+    ("POST", "/v1/models/default:explode", {}, 400, "Malformed request"),
     ("GET", "/v2/whatever", None, 404, "Malformed request"),
 ]
 

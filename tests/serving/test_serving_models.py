@@ -173,12 +173,12 @@ def test_classify_regress_and_multi_inference(classify_regress_base):
         status, body = http(server.rest_port, "/v1/models/cr:regress", {"signature_name": "regress",
                                                                          "examples": examples})
         assert status == 200, body
-        assert np.array(body["result"], np.float32).tolist() == np.array(got, np.float32).tolist()
+        assert np.array(body["results"], np.float32).tolist() == np.array(got, np.float32).tolist()
         status, body = http(server.rest_port, "/v1/models/cr:classify", {"signature_name": "classify",
                                                                           "examples": examples})
         assert status == 200, body
-        assert body["result"] == [[[c.label, float(np.float32(c.score))] for c in row.classes]
-                                  for row in classification.result.classifications]
+        assert [[[label, np.float32(score)] for label, score in row] for row in body["results"]] == \
+            [[[c.label, np.float32(c.score)] for c in row.classes] for row in classification.result.classifications]
 
 
 def test_tf_serving_test_models_serve_as_tf_serving_does(testdata):
