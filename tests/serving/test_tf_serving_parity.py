@@ -16,23 +16,11 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      inference_pb2, predict_pb2, prediction_service_pb2_grpc,
                                      model_service_pb2_grpc, regression_pb2)
 
-from serving_helpers import TESTDATA, config_for, http, running_server
+from serving_helpers import config_for, http, running_server
 
 C = grpc.StatusCode
 CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"
-
-
-@pytest.fixture(scope="session")
-def tf_serving_testdata():
-    """Directory with TF Serving's test SavedModels under TF Serving's folder names.
-
-    Local stand-in for the shared `tf_serving_testdata` fixture (tests/serving/conftest.py) that
-    builds them inside the project; delete this one when that lands.
-    """
-    if not TESTDATA.is_dir():
-        pytest.skip(f"TF Serving's test SavedModels are not at {TESTDATA}")
-    return TESTDATA
 
 
 @pytest.fixture(scope="module")

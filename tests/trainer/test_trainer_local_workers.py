@@ -102,7 +102,7 @@ def test_parent_stopped_mid_training_leaves_no_worker(tmp_path, sig):
     parent = subprocess.Popen([sys.executable, "-c", _PARENT.format(here=str(HERE), root=str(root))],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for(lambda: all((root / "model_run" / f"training-{i}").exists() for i in (0, 1)), 120,
+        _wait_for(lambda: all((root / "model_run" / f"training-{i}").exists() for i in (0, 1)), 600,
                   "both workers to train")
         pids = list(read_pids(root / "model_run").values())
         assert len(pids) == 2 and all(pid_alive(p) for p in pids)
