@@ -163,7 +163,9 @@ class ModelManager:
             with self._lock:
                 record.failures += 1
                 record.state = State.END
-                record.error = ServingError(grpc.StatusCode.UNKNOWN, f"failed to load {path}: "
+                # A ServingError (e.g. a failed warmup) keeps its own status code, as in TF Serving.
+                code = err.code if isinstance(err, ServingError) else grpc.StatusCode.UNKNOWN
+                record.error = ServingError(code, f"failed to load {path}: "
                                             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}")
                 record.next_attempt = time.monotonic() + self._retry_interval_s
                 self._changed.notify_all()

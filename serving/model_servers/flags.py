@@ -29,6 +29,10 @@ TF_SERVING_FLAGS = {
     "ssl_config_file": (str, None, "SSLConfig text proto (server_key, server_cert, custom_ca, client_verify): TLS"),
     "tensorflow_intra_op_parallelism": (int, 0, "intra-op threads per Session (0: TensorFlow decides)"),
     "tensorflow_inter_op_parallelism": (int, 0, "inter-op threads per Session (0: TensorFlow decides)"),
+    "enable_model_warmup": ("bool", True, "replay assets.extra/tf_serving_warmup_requests before a version serves"),
+    "num_request_iterations_for_warmup": (int, 0, "times each warmup request is replayed (used when > 0; default 1)"),
+    "monitoring_config_file": (str, None, "MonitoringConfig text proto; prometheus_config { enable: true } serves "
+                                          "metrics on the REST port"),
 }
 
 

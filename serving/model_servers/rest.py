@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional, Tuple
 
@@ -18,6 +19,8 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving.servables import handlers
 from serving.model_servers import rest_codec
+from serving.servables.servable import DEFAULT_SIGNATURE
+from serving.util import metrics as metrics_lib
 from serving.util.errors import ServingError, http_status, invalid_argument, not_found
 
 log = logging.getLogger("serving")
@@ -44,27 +47,47 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "TaxiServing"
     manager = None  # set on the per-server subclass
     max_body_bytes = MAX_BODY_BYTES_DEFAULT
+    metrics = None  # serving.util.metrics.ServingMetrics when monitoring is on
+    metrics_path = None  # MonitoringConfig prometheus_config.path
 
     def log_message(self, fmt, *args):  # keep the console short; access logs at debug level
         log.debug("rest %s - " + fmt, self.address_string(), *args)
 
     def do_GET(self):
+        if self.metrics_path is not None and self.path.split("?", 1)[0] == self.metrics_path:
+            self._send(200, self.metrics.render().encode("utf-8"), "text/plain")  # as TF Serving's exporter
+            return
         self._dispatch("GET")
 
     def do_POST(self):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
+        started = time.perf_counter()
+        code = "OK"
+        token = None
+        self._signature = ""  # one handler serves every request of a keep-alive connection
+        if self.metrics is not None:
+            match = _PATH.match(self.path.split("?", 1)[0])
+            verb = (match["verb"] or "") if match else ""
+            token = metrics_lib.current_api.set({"classify": "Classify", "regress": "Regress"}.get(verb, "Predict"))
         try:
             status, payload = self._handle(method)
         except ServingError as err:
-            status, payload = http_status(err.code), {"error": err.message}
+            status, payload, code = http_status(err.code), {"error": err.message}, err.code.name
         except Exception as err:  # noqa: BLE001
             log.exception("unexpected REST error")
-            status, payload = 500, {"error": f"{type(err).__name__}: {err}"}
-        body = json.dumps(payload).encode("utf-8")
+            status, payload, code = 500, {"error": f"{type(err).__name__}: {err}"}, "INTERNAL"
+        if self.metrics is not None:
+            metrics_lib.current_api.reset(token)
+            if self.path.startswith("/v1/"):  # TF Serving's REST dispatcher: model name and verb from the path
+                signature = (self._signature or DEFAULT_SIGNATURE) if verb else ""
+                self.metrics.record_request(match["name"] if match else "", verb, signature, "REST", code, started)
+        self._send(status, json.dumps(payload).encode("utf-8"), "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -104,6 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise not_found(f"Malformed request: {method} {path}")
         if "signature_name" in body:
             spec.signature_name = str(body["signature_name"])
+        self._signature = spec.signature_name
         if verb == "predict":
             return 200, self._predict(spec, body)
         if verb == "classify":
@@ -124,9 +148,12 @@ class _Handler(BaseHTTPRequestHandler):
 class RestServer:
     """A threaded HTTP server bound to one host/port; `port=0` picks a free one."""
 
-    def __init__(self, manager, host: str, port: int, max_body_bytes: Optional[int] = None):
+    def __init__(self, manager, host: str, port: int, max_body_bytes: Optional[int] = None, metrics=None,
+                 metrics_path: Optional[str] = None):
         handler = type("Handler", (_Handler,), {"manager": manager,
-                                                "max_body_bytes": max_body_bytes or MAX_BODY_BYTES_DEFAULT})
+                                                "max_body_bytes": max_body_bytes or MAX_BODY_BYTES_DEFAULT,
+                                                "metrics": metrics,
+                                                "metrics_path": metrics_path if metrics is not None else None})
         self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
