@@ -4,9 +4,12 @@ Each round starts a fresh `taxi-pipeline serve --backend standin` process on a m
 carries `assets.extra/tf_serving_warmup_requests` (written as the pipeline's ServingValidator
 writes them: one PredictRequest per example), waits until the version is AVAILABLE, then sends one
 request and times it, then `--requests` more: the figure is first / median of the rest. Before the
-timed requests the client sends one Predict for a model that does not exist (NOT_FOUND, no model
-runs), so the client process's own first-call cost is not charged to the model (`--cold-client`
-skips it). The same
+timed requests the client process sends one Predict to a canned in-process PredictionService, and
+one on its channel to the model server for a model name that does not exist (NOT_FOUND: no model
+runs), so the first-call costs of the client and of the gRPC method are not charged to the model
+(`--cold-client` skips both). Every request, the first included, follows the same pause
+(`--gap-ms`, 50): after an idle moment a request costs more than back-to-back, and the first one
+always comes after one. The same
 model is served with `--enable_model_warmup=false` as the reference, so both sides of the ratio
 are measured in the same run. Also reported: the time from process start to AVAILABLE.
 
@@ -76,7 +79,41 @@ def _model(args, workdir: Path):
     return base, examples[0], kind
 
 
-def _round(base: Path, example: bytes, warmup: bool, requests: int, cold_client: bool):
+def _warm_client(inputs) -> None:
+    """One Predict from this process to a canned in-process PredictionService (no model server).
+
+    A client process's own first Predict (stub, request serialization, response parsing and
+    conversion) costs ~1-8 ms whatever the server does; paying it here means the timed first request
+    measures the model server's first request only.
+    """
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serving.client import ServingClient
+    from serving.util import tensors
+
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = "taxi"
+    tensors.from_ndarray(np.array([[0.5]], np.float32), response.outputs["probabilities"])
+
+    class Canned(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Canned(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with ServingClient(f"127.0.0.1:{port}") as client:
+            client.predict("taxi", inputs)
+    finally:
+        server.stop(0)
+
+
+def _round(base: Path, example: bytes, warmup: bool, requests: int, cold_client: bool, gap_s: float):
     import grpc
 
     from serving.client import ServingClient
@@ -96,15 +133,17 @@ def _round(base: Path, example: bytes, warmup: bool, requests: int, cold_client:
             available_s = time.perf_counter() - started
             inputs = {"examples": np.array([example], dtype=object)}
             if not cold_client:
-                # The client's own first Predict (stub, serialization, the server's gRPC method) costs about
-                # 1 ms on its own whatever the model: warm it on a model name that does not exist, which
-                # runs no model, so what is measured next is the model's first request only.
-                try:
+                _warm_client(inputs)
+                try:  # this channel's first Predict (and the server's gRPC method), on a model that does not exist
                     client.predict("no-such-model", inputs)
                 except grpc.RpcError:
                     pass
             latencies = []
             for _ in range(requests + 1):
+                # The same pause before every request: a request after an idle moment costs more than one
+                # sent back-to-back (threads wake up, caches are cold), and the first one always follows
+                # an idle moment, so the rest must too for the ratio to compare like with like.
+                time.sleep(gap_s)
                 t = time.perf_counter()
                 client.predict("taxi", inputs)
                 latencies.append(time.perf_counter() - t)
@@ -122,6 +161,7 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=50, help="requests after the first, per round")
     parser.add_argument("--warmup-records", type=int, default=32)
     parser.add_argument("--home", type=Path, default=REPO / "outputs")
+    parser.add_argument("--gap-ms", type=float, default=50.0, help="pause before each request")
     parser.add_argument("--cold-client", action="store_true",
                         help="no client-side warm-up request: the first request also pays the client's first call")
     args = parser.parse_args(argv)
@@ -129,13 +169,13 @@ def main(argv=None) -> int:
         base, example, kind = _model(args, Path(tmp))
         results = {"with_warmup": [], "without_warmup": []}
         for _ in range(args.rounds):  # interleaved, so load on the machine hits both alike
-            results["with_warmup"].append(_round(base, example, True, args.requests, args.cold_client))
-            results["without_warmup"].append(_round(base, example, False, args.requests, args.cold_client))
+            results["with_warmup"].append(_round(base, example, True, args.requests, args.cold_client, args.gap_ms / 1e3))
+            results["without_warmup"].append(_round(base, example, False, args.requests, args.cold_client, args.gap_ms / 1e3))
     summary = {}
     for name, rounds in results.items():
         summary[name] = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0]}
         summary[name]["ratio_max"] = float(max(r["ratio"] for r in rounds))
-    report = {"model": kind, "rounds": args.rounds, "cold_client": args.cold_client, "requests_after_first": args.requests,
+    report = {"model": kind, "rounds": args.rounds, "cold_client": args.cold_client, "gap_ms": args.gap_ms, "requests_after_first": args.requests,
               "warmup_records": args.warmup_records, "summary (medians over rounds)": summary, "rounds_detail": results,
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "load_avg": os.getloadavg()}}
