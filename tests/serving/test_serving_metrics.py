@@ -146,3 +146,19 @@ def test_the_flag_reads_tf_servings_monitoring_config_file(tmp_path, counting_ve
 
     with pytest.raises(UserError, match="MonitoringConfig"):
         serve_cli.server_options(args, config)
+
+
+def test_the_docker_line_mounts_the_monitoring_config(tmp_path):
+    import argparse
+
+    from serving.model_servers import flags, launcher
+
+    parser = argparse.ArgumentParser()
+    serve_cli.add_arguments(parser)
+    config_file = tmp_path / "conf" / "monitoring.config"
+    args = parser.parse_args(["--model_name=m", "--model_base_path=/models/m", f"--monitoring_config_file={config_file}",
+                              "--num_request_iterations_for_warmup=2"])
+    argv = flags.tfserving_argv(args)
+    assert f"--monitoring_config_file={config_file}" in argv and "--num_request_iterations_for_warmup=2" in argv
+    docker = launcher.docker_command(argv, "m", "/models/m", None, [], 8500, 8501)
+    assert f"{config_file.parent}:{config_file.parent}:ro" in docker
