@@ -17,6 +17,6 @@ setuptools.setup(
         "tf_keras==2.16.0",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "kubernetes-validate", "import-linter"]},
+    extras_require={"test": ["pytest", "kubernetes-validate", "import-linter", "prometheus_client"]},
     entry_points={"console_scripts": ["taxi-pipeline=pipeline.cli:main"]},
 )

@@ -5,6 +5,12 @@ A model server polling the base path can see that directory half-written. This e
 stock Pusher write into a hidden staging directory beside the versions (TF Serving and our server
 only consider numeric names), then renames the finished version into place: on a local or POSIX
 filesystem the rename is atomic, so the serving directory only ever holds complete versions.
+
+What it pushes is the stock Pusher's `GetModelPath`: in this pipeline the ServingValidator's
+infra blessing (its `stamped_model/`, the Trainer's model plus warmup requests), as with TFX's
+InfraValidator `make_warmup`. The same-model check compares `fingerprint.pb`, which covers the
+graph and variables but not `assets.extra/`, so the same model with other warmup records is not
+pushed again.
 """
 import os
 import shutil

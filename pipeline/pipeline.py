@@ -2,7 +2,7 @@
 
 CsvExampleGen -> StatisticsGen -> ExampleValidator (against the curated schema) -> AnomaliesGate -> Transform ->
 Trainer (one or several workers) -> Evaluator (against the latest blessed model) and ServingValidator
-(loads it in a model server) -> Pusher.
+(loads it in a model server, writes the model with warmup requests) -> Pusher (pushes that model).
 The local runner and the Kubeflow runner both build their pipeline here.
 """
 from typing import List, Optional
@@ -122,8 +122,9 @@ def create_components(config: configs.PipelineConfig) -> List:
     serving_validator = ServingValidator(
         model=trainer.outputs["model"], examples=example_gen.outputs["examples"], model_name=config.model_name
     )
+    # No `model`: as with InfraValidator's make_warmup, the Pusher pushes the infra blessing's copy of the
+    # Trainer's model, which carries the warmup requests (assets.extra/tf_serving_warmup_requests).
     pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=serving_validator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(

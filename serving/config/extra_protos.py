@@ -1,7 +1,7 @@
 """TF Serving config messages that `tensorflow-serving-api` does not ship, built from their fields.
 
-`--batching_parameters_file` (BatchingParameters) and `--ssl_config_file` (SSLConfig) are text
-protos; declaring the messages here with TF Serving's field names lets protobuf's own text parser
+`--batching_parameters_file` (BatchingParameters), `--ssl_config_file` (SSLConfig) and
+`--monitoring_config_file` (MonitoringConfig) are text protos; declaring the messages here with TF Serving's field names lets protobuf's own text parser
 read them, escapes and all, instead of a hand-written parser.
 """
 from __future__ import annotations
@@ -38,6 +38,9 @@ def message_class(full_name: str, fields: Sequence[Tuple[str, str]]):
                 field.type = scalar[kind]
             else:
                 field.type, field.type_name = T.TYPE_MESSAGE, kind
+                dependency = pool.FindMessageTypeByName(kind.lstrip(".")).file.name
+                if dependency not in f.dependency:
+                    f.dependency.append(dependency)
         pool.Add(f)
         descriptor = pool.FindMessageTypeByName(full_name)
     cls = message_factory.MessageFactory(pool).GetPrototype(descriptor)
@@ -59,3 +62,10 @@ def ssl_config_class():
     """tensorflow_serving/config/ssl_config.proto: SSLConfig."""
     return message_class("tensorflow.serving.SSLConfig", [
         ("server_key", "string"), ("server_cert", "string"), ("custom_ca", "string"), ("client_verify", "bool")])
+
+
+def monitoring_config_class():
+    """tensorflow_serving/config/monitoring_config.proto: MonitoringConfig { PrometheusConfig prometheus_config }."""
+    message_class("tensorflow.serving.PrometheusConfig", [("enable", "bool"), ("path", "string")])
+    return message_class("tensorflow.serving.MonitoringConfig",
+                         [("prometheus_config", ".tensorflow.serving.PrometheusConfig")])

@@ -317,6 +317,9 @@ def _load_error(err: Exception, path: str) -> ServingError:
     (the trace goes to the server log)."""
     import tensorflow as tf
 
+    if isinstance(err, ServingError):  # e.g. a failed warmup: its own status code, as in TF Serving
+        first = err.message.splitlines()[0] if err.message else ""
+        return ServingError(err.code, f"failed to load {path}: {first}")
     if isinstance(err, tf.errors.OpError):
         code = {c.value[0]: c for c in grpc.StatusCode}.get(err.error_code, grpc.StatusCode.UNKNOWN)
         first = err.message.splitlines()[0] if err.message else ""

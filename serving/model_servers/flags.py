@@ -31,6 +31,10 @@ TF_SERVING_FLAGS = {
     "tensorflow_inter_op_parallelism": (int, 0, "inter-op threads per Session (0: TensorFlow decides)"),
     "enable_signature_method_name_check": ("bool", False, "Classify/Regress/Predict accept only signatures whose "
                                            "method_name says so (TF Serving's default: off)"),
+    "enable_model_warmup": ("bool", True, "replay assets.extra/tf_serving_warmup_requests before a version serves"),
+    "num_request_iterations_for_warmup": (int, 0, "times each warmup request is replayed (used when > 0; default 1)"),
+    "monitoring_config_file": (str, None, "MonitoringConfig text proto; prometheus_config { enable: true } serves "
+                                          "metrics on the REST port"),
 }
 
 

@@ -8,36 +8,59 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.servables import handlers
+from serving.servables.servable import DEFAULT_SIGNATURE
+from serving.util import metrics as metrics_lib
 from serving.util.errors import ServingError, internal_error
 
 log = logging.getLogger("serving")
 
 
-def _rpc(handler):
+def _rpc(handler, api=None):
+    """A servicer method; `api` names the RPC in TF Serving's request metrics (Predict/Classify/Regress)."""
     @functools.wraps(handler)
     def method(self, request, context):
+        if api is None or self._metrics is None:
+            return _call(handler, self._manager, request, context)
+        started = time.perf_counter()
+        token = metrics_lib.current_api.set(api)
+        status = "OK"
         try:
-            return handler(self._manager, request)
-        except ServingError as err:
-            context.abort(err.code, err.message)
-        except Exception as err:  # noqa: BLE001 - report, do not crash the server
-            error = internal_error(err, handler.__name__)  # trace to the log, no Python text to the client
-            context.abort(error.code, error.message)
+            return _call(handler, self._manager, request, context)
+        except Exception:  # context.abort raises; record the status it sent
+            status = context.code().name if context.code() is not None else "UNKNOWN"
+            raise
+        finally:
+            metrics_lib.current_api.reset(token)
+            spec = request.model_spec
+            self._metrics.record_request(spec.name, api, spec.signature_name or DEFAULT_SIGNATURE, "GRPC", status,
+                                         started)
     return method
 
 
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager):
-        self._manager = manager
+def _call(handler, manager, request, context):
+    try:
+        return handler(manager, request)
+    except ServingError as err:
+        context.abort(err.code, err.message)
+    except Exception as err:  # noqa: BLE001 - report, do not crash the server
+        error = internal_error(err, handler.__name__)  # trace to the log, no Python text to the client
+        context.abort(error.code, error.message)
 
-    Predict = _rpc(handlers.predict)
-    Classify = _rpc(handlers.classify)
-    Regress = _rpc(handlers.regress)
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, manager, metrics=None):
+        self._manager = manager
+        self._metrics = metrics
+
+    Predict = _rpc(handlers.predict, "Predict")
+    Classify = _rpc(handlers.classify, "Classify")
+    Regress = _rpc(handlers.regress, "Regress")
     MultiInference = _rpc(handlers.multi_inference)
     GetModelMetadata = _rpc(handlers.get_model_metadata)
 
@@ -45,11 +68,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, manager):
         self._manager = manager
+        self._metrics = None
 
     GetModelStatus = _rpc(handlers.get_model_status)
     HandleReloadConfigRequest = _rpc(handlers.reload_config)
 
 
-def add_services(server: grpc.Server, manager) -> None:
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
+def add_services(server: grpc.Server, manager, metrics=None) -> None:
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)

@@ -37,7 +37,7 @@ def docker_command(flag_argv: List[str], model_name: Optional[str], base_path: O
         if path not in mounts:
             mounts.append(path)
     for flag in passthrough:  # files named by flags must exist inside the container too
-        if flag.startswith(("--batching_parameters_file=", "--ssl_config_file=")):
+        if flag.startswith(("--batching_parameters_file=", "--ssl_config_file=", "--monitoring_config_file=")):
             directory = os.path.dirname(os.path.abspath(flag.split("=", 1)[1]))
             if directory not in mounts:
                 mounts.append(directory)

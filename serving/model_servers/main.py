@@ -69,7 +69,8 @@ class _Models:
 def server_options(args, config):
     """ServerOptions for the stand-in from TF Serving flags (ServerConfigError for unusable files)."""
     from serving.batching import batcher as batching
-    from serving.model_servers.server import ServerOptions, parse_ssl_config
+    from serving.model_servers.server import ServerOptions, parse_monitoring_config, parse_ssl_config
+    from serving.servables.warmup import WarmupOptions
 
     batching_options = None
     if args.enable_batching:
@@ -98,6 +99,20 @@ def server_options(args, config):
         if not sep:
             raise UserError(f"--grpc_channel_arguments item {item!r} is not key=value")
         channel_args.append((key, int(value) if value.lstrip("-").isdigit() else value))
+    prometheus_path = None
+    if args.monitoring_config_file:
+        try:
+            prometheus_path = parse_monitoring_config(Path(args.monitoring_config_file).read_text())
+        except OSError as err:
+            raise UserError(f"cannot read monitoring config file {args.monitoring_config_file}: "
+                            f"{err.strerror}") from None
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        if prometheus_path is not None and not args.rest_api_port:  # TF Serving then serves no metrics either
+            print("warning: Prometheus metrics are served on the REST port, which --rest_api_port=0 disables",
+                  file=sys.stderr)
+    if args.num_request_iterations_for_warmup < 0:
+        raise UserError(f"--num_request_iterations_for_warmup must be >= 0, not {args.num_request_iterations_for_warmup}")
     if args.rest_api_port < 0:
         raise UserError(f"--rest_api_port must be >= 0 (0 disables REST), not {args.rest_api_port}")
     for name in ("port", "grpc_max_threads"):
@@ -113,7 +128,10 @@ def server_options(args, config):
         run_in_caller_thread=args.run_in_caller_thread,
         max_load_retries=args.max_num_load_retries, load_retry_interval_s=args.load_retry_interval_micros / 1e6,
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
-        enable_signature_method_name_check=args.enable_signature_method_name_check)
+        enable_signature_method_name_check=args.enable_signature_method_name_check,
+        warmup=WarmupOptions(enabled=args.enable_model_warmup,
+                             num_request_iterations=args.num_request_iterations_for_warmup or 1),
+        prometheus_path=prometheus_path)
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -171,6 +189,8 @@ def run_standin(options) -> int:
         raise UserError(f"{err}; pick other ports with --port/--rest_api_port") from None
     models = ", ".join(server.manager.model_names())
     rest = f", REST http://{options.host}:{server.rest_port}/v1/models/<name>" if server.rest_port else ""
+    if server.rest_port and options.prometheus_path:
+        rest += f", metrics http://{options.host}:{server.rest_port}{options.prometheus_path}"
     print(f"stand-in model server: {models} on gRPC {options.host}:{server.grpc_port}{rest} (Ctrl-C stops)",
           flush=True)
     stop = threading.Event()

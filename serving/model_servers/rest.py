@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional, Tuple
@@ -19,6 +20,8 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving.servables import handlers
 from serving.model_servers import rest_codec
+from serving.servables.servable import DEFAULT_SIGNATURE
+from serving.util import metrics as metrics_lib
 from serving.util.errors import (ServingError, failed_precondition, http_status, internal_error, invalid_argument,
                                  not_found)
 
@@ -106,11 +109,16 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "TaxiServing"
     manager = None  # set on the per-server subclass
     max_body_bytes = MAX_BODY_BYTES_DEFAULT
+    metrics = None  # serving.util.metrics.ServingMetrics when monitoring is on
+    metrics_path = None  # MonitoringConfig prometheus_config.path
 
     def log_message(self, fmt, *args):  # keep the console short; access logs at debug level
         log.debug("rest %s - " + fmt, self.address_string(), *args)
 
     def do_GET(self):
+        if self.metrics_path is not None and self.path.split("?", 1)[0] == self.metrics_path:
+            self._send(200, self.metrics.render().encode("utf-8"), "text/plain")  # as TF Serving's exporter
+            return
         self._dispatch("GET")
 
     def do_POST(self):
@@ -126,16 +134,36 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("OPTIONS")
 
     def _dispatch(self, method: str) -> None:
+        started = time.perf_counter()
+        code = "OK"
+        token = None
+        self._spec = None  # one handler serves every request of a keep-alive connection
+        name = verb = ""
+        if self.metrics is not None:
+            path = self.path.split("?", 1)[0]
+            match = _PREDICTION_PATH.fullmatch(path) if method == "POST" else _STATUS_PATH.fullmatch(path)
+            if match is not None:
+                name = urllib.parse.unquote(match.group(1) or "")
+                verb = (match.group(4) or "") if method == "POST" else ""
+            token = metrics_lib.current_api.set({"classify": "Classify", "regress": "Regress"}.get(verb, "Predict"))
         try:
             status, payload = self._handle(method)
         except ServingError as err:
-            status, payload = http_status(err.code), {"error": err.message}
+            status, payload, code = http_status(err.code), {"error": err.message}, err.code.name
         except Exception as err:  # noqa: BLE001 - our failure: trace to the log, no Python text out
             error = internal_error(err, f"REST {method} {self.path}")
-            status, payload = http_status(error.code), {"error": error.message}
+            status, payload, code = http_status(error.code), {"error": error.message}, error.code.name
+        if self.metrics is not None:
+            metrics_lib.current_api.reset(token)
+            if self.path.startswith("/v1/"):  # TF Serving's REST dispatcher: model name and verb from the path
+                signature = ((self._spec.signature_name if self._spec is not None else "") or DEFAULT_SIGNATURE) if verb else ""
+                self.metrics.record_request(name, verb, signature, "REST", code, started)
         body = b"" if payload is None else json.dumps(payload).encode("utf-8")
+        self._send(status, body, "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -164,7 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
             if match is None:
                 raise malformed
             name, version, label, verb = match.groups()
-            spec = _model_spec(name, version, label)
+            spec = self._spec = _model_spec(name, version, label)
             if verb == "predict":
                 return 200, self._predict(spec, raw)
             if verb == "classify":
@@ -212,9 +240,12 @@ class _Handler(BaseHTTPRequestHandler):
 class RestServer:
     """A threaded HTTP server bound to one host/port; `port=0` picks a free one."""
 
-    def __init__(self, manager, host: str, port: int, max_body_bytes: Optional[int] = None):
+    def __init__(self, manager, host: str, port: int, max_body_bytes: Optional[int] = None, metrics=None,
+                 metrics_path: Optional[str] = None):
         handler = type("Handler", (_Handler,), {"manager": manager,
-                                                "max_body_bytes": max_body_bytes or MAX_BODY_BYTES_DEFAULT})
+                                                "max_body_bytes": max_body_bytes or MAX_BODY_BYTES_DEFAULT,
+                                                "metrics": metrics,
+                                                "metrics_path": metrics_path if metrics is not None else None})
         self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]

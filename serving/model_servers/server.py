@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from concurrent import futures
 from typing import Optional, Sequence, Tuple
 
@@ -18,7 +19,9 @@ from serving.model_servers import grpc_service
 from serving.batching.batcher import BatchingOptions, ServableBatcher
 from serving.core.manager import ModelManager
 from serving.model_servers.rest import RestServer
+from serving.servables import warmup
 from serving.servables.servable import SavedModelServable, session_config
+from serving.util.metrics import ServingMetrics
 
 log = logging.getLogger("serving")
 
@@ -55,6 +58,9 @@ class ServerOptions:
     load_retry_interval_s: float = 60.0
     allow_version_labels_for_unavailable_models: bool = False
     enable_signature_method_name_check: bool = False  # TF Serving's flag of that name (default off)
+    warmup: warmup.WarmupOptions = warmup.WarmupOptions()
+    # MonitoringConfig.prometheus_config: the REST path of the Prometheus page when enabled, else None.
+    prometheus_path: Optional[str] = None
 
 
 class ModelServer:
@@ -67,18 +73,50 @@ class ModelServer:
         # Read by the request handlers (serving.servables.handlers.signature_method_check).
         self.manager.enable_signature_method_name_check = options.enable_signature_method_name_check
         self._session_config = session_config(options.intra_op_threads, options.inter_op_threads)
+        self.metrics: Optional[ServingMetrics] = None
+        if options.prometheus_path is not None:
+            self.metrics = ServingMetrics()
+            self.metrics.watch_versions(self._version_states)
         self._grpc: Optional[grpc.Server] = None
         self._rest: Optional[RestServer] = None
         self.grpc_port: Optional[int] = None
         self.rest_port: Optional[int] = None
 
     def _load(self, name: str, version: int, path: str) -> SavedModelServable:
-        servable = SavedModelServable(name, version, path, tags=self.options.saved_model_tags,
-                                      config=self._session_config,
-                                      run_in_caller_thread=self.options.run_in_caller_thread)
+        started = time.monotonic()
+        try:
+            servable = SavedModelServable(name, version, path, tags=self.options.saved_model_tags,
+                                          config=self._session_config,
+                                          run_in_caller_thread=self.options.run_in_caller_thread)
+        except Exception:
+            if self.metrics is not None:
+                self.metrics.record_load(path, False, time.monotonic() - started)
+            raise
+        if self.metrics is not None:
+            self.metrics.record_load(path, True, time.monotonic() - started)
+            servable.metrics = self.metrics
         if self.options.batching is not None:
             servable.batcher = ServableBatcher(self.options.batching)
+        try:  # before the manager marks the version AVAILABLE; a failed warmup fails the load
+            warmup.run_warmup(servable, path, self.options.warmup, self.metrics)
+        except Exception:
+            servable.close()
+            raise
         return servable
+
+    def _version_states(self):
+        from tensorflow_serving.apis import get_model_status_pb2, model_pb2
+
+        from serving.util.errors import ServingError
+
+        names = get_model_status_pb2.ModelVersionStatus.State.Name
+        for model in self.manager.model_names():
+            try:
+                statuses = self.manager.status(model_pb2.ModelSpec(name=model))
+            except ServingError:  # no version known yet
+                continue
+            for status in statuses:
+                yield model, status.version, names(status.state)
 
     def start(self) -> "ModelServer":
         o = self.options
@@ -88,7 +126,7 @@ class ModelServer:
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=o.grpc_max_threads,
                                                             thread_name_prefix="grpc"),
                                  options=grpc_options, maximum_concurrent_rpcs=None)
-        grpc_service.add_services(self._grpc, self.manager)
+        grpc_service.add_services(self._grpc, self.manager, self.metrics)
         address = f"{_bracket(o.host)}:{o.grpc_port}"
         if o.tls is not None:
             credentials = grpc.ssl_server_credentials(
@@ -101,7 +139,8 @@ class ModelServer:
             raise OSError(f"cannot listen for gRPC on {address} (port in use?)")
         try:
             if o.rest_port is not None:
-                self._rest = RestServer(self.manager, o.host, o.rest_port, max_body_bytes=o.max_message_bytes)
+                self._rest = RestServer(self.manager, o.host, o.rest_port, max_body_bytes=o.max_message_bytes,
+                                        metrics=self.metrics, metrics_path=o.prometheus_path)
                 self.rest_port = self._rest.port
         except OSError as err:
             raise OSError(f"cannot listen for REST on {o.host}:{o.rest_port}: {err.strerror}") from None
@@ -152,3 +191,26 @@ def parse_ssl_config(text: str) -> TlsConfig:
     return TlsConfig(server_key=config.server_key.encode(), server_cert=config.server_cert.encode(),
                      custom_ca=config.custom_ca.encode() if config.custom_ca else None,
                      client_verify=config.client_verify)
+
+
+def parse_monitoring_config(text: str) -> Optional[str]:
+    """TF Serving's `--monitoring_config_file` text proto: the Prometheus path when enabled, else None.
+
+    An empty `path` means PrometheusExporter::kPrometheusPath, /monitoring/prometheus/metrics.
+    """
+    from google.protobuf import text_format
+
+    from serving.config.extra_protos import monitoring_config_class
+    from serving.util.metrics import DEFAULT_PATH
+
+    config = monitoring_config_class()()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as err:
+        raise ValueError(f"monitoring config is not a MonitoringConfig text proto: {err}") from None
+    if not config.prometheus_config.enable:
+        return None
+    path = config.prometheus_config.path or DEFAULT_PATH
+    if not path.startswith("/"):
+        raise ValueError(f"prometheus_config path must start with '/', not {path!r}")
+    return path

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -138,6 +139,7 @@ class SavedModelServable:
         self._closed = False
         self._refs_cv = threading.Condition()
         self.batcher = None  # set by the manager when batching is on (serving.batching.batcher.ServableBatcher)
+        self.metrics = None  # set by the server when monitoring is on (serving.util.metrics.ServingMetrics)
 
     # -- life cycle ------------------------------------------------------------------------
     def acquire(self) -> bool:
@@ -241,6 +243,14 @@ class SavedModelServable:
     def run(self, sig: Signature, inputs: Mapping[str, np.ndarray], output_keys: Sequence[str]
             ) -> Dict[str, np.ndarray]:
         """Run validated inputs; batched through the batcher when one serves this signature."""
+        if self.metrics is not None:  # TF Serving's runtime_latency: the Session run, batching included
+            started = time.perf_counter()
+            outputs = self._run(sig, inputs, output_keys)
+            self.metrics.record_runtime(self.name, started)
+            return outputs
+        return self._run(sig, inputs, output_keys)
+
+    def _run(self, sig, inputs, output_keys):
         if self.batcher is not None and sig.batchable:
             return self.batcher.run(self, sig, inputs, tuple(output_keys))
         return self.run_direct(sig, inputs, output_keys)

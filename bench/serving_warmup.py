@@ -1,0 +1,192 @@
+"""First-request latency with and without SavedModel warmup (issue 8, acceptance 3).
+
+Each round starts a fresh `taxi-pipeline serve --backend standin` process on a model version that
+carries `assets.extra/tf_serving_warmup_requests` (written as the pipeline's ServingValidator
+writes them: one PredictRequest per example), waits until the version is AVAILABLE, then sends one
+request and times it, then `--requests` more: the figure is first / median of the rest. Before the
+timed requests the client process sends one Predict to a canned in-process PredictionService, and
+one on its channel to the model server for a model name that does not exist (NOT_FOUND: no model
+runs), so the first-call costs of the client and of the gRPC method are not charged to the model
+(`--cold-client` skips both). Every request, the first included, follows the same pause
+(`--gap-ms`, 50): after an idle moment a request costs more than back-to-back, and the first one
+always comes after one. The same
+model is served with `--enable_model_warmup=false` as the reference, so both sides of the ratio
+are measured in the same run. Also reported: the time from process start to AVAILABLE.
+
+    python -m bench.serving_warmup [--rounds R] [--requests N] [--home DIR]
+
+The model: the pipeline's pushed model under `--home` when there is one (its own warmup file is
+replaced by one built from taxi rows, so both come from the same examples), else the taxi-like
+sample model. Writes bench/results/serving_warmup.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import serving  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "serving_warmup.json"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _model(args, workdir: Path):
+    from pipeline import configs
+
+    from components.serving_validator import warmup_logs, write_warmup_model
+    from serving.client import row_to_example
+    from serving.config import model_config
+    from serving.testing.sample_models import export_taxi_like_model
+
+    pushed = configs.PipelineConfig(home=args.home).serving_model_dir
+    versions = model_config.versions_on_disk(str(pushed))
+    if versions:
+        source, kind = versions[max(versions)], "pipeline's pushed model"
+    else:
+        source, kind = export_taxi_like_model(str(workdir / "sample")), "taxi-like sample model (no pushed model found)"
+    import csv
+
+    with open(configs.default_data_root() / "data.csv") as f:
+        rows = [r for _, r in zip(range(args.warmup_records + 1), csv.DictReader(f))]
+    from tensorflow.python.saved_model import loader_impl
+
+    from serving.client import raw_input_dtypes
+
+    meta_graph = loader_impl.parse_saved_model(str(source)).meta_graphs[0]
+    dtypes = raw_input_dtypes(dict(meta_graph.signature_def))  # typed as the model's serving_raw takes them
+    examples = [row_to_example(r, dtypes).SerializeToString() for r in rows]
+    base = workdir / "taxi"
+    version = base / "1"
+    shutil.copytree(source, workdir / "plain", ignore=shutil.ignore_patterns("assets.extra"))
+    write_warmup_model(str(workdir / "plain"), str(version), warmup_logs(str(workdir / "plain"), examples[1:], "taxi"))
+    return base, examples[0], kind
+
+
+def _warm_client(inputs) -> None:
+    """One Predict from this process to a canned in-process PredictionService (no model server).
+
+    A client process's own first Predict (stub, request serialization, response parsing and
+    conversion) costs ~1-8 ms whatever the server does; paying it here means the timed first request
+    measures the model server's first request only.
+    """
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serving.client import ServingClient
+    from serving.util import tensors
+
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = "taxi"
+    tensors.from_ndarray(np.array([[0.5]], np.float32), response.outputs["probabilities"])
+
+    class Canned(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Canned(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with ServingClient(f"127.0.0.1:{port}") as client:
+            client.predict("taxi", inputs)
+    finally:
+        server.stop(0)
+
+
+def _round(base: Path, example: bytes, warmup: bool, requests: int, cold_client: bool, gap_s: float):
+    import grpc
+
+    from serving.client import ServingClient
+
+    port = _free_port()
+    argv = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))",
+            "serve", "--backend", "standin", f"--port={port}", "--rest_api_port=0", "--model_name=taxi",
+            f"--model_base_path={base}", "--file_system_poll_wait_seconds=30",
+            f"--enable_model_warmup={'true' if warmup else 'false'}"]
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
+    try:
+        with ServingClient(f"127.0.0.1:{port}", timeout_s=60) as client:
+            if not client.wait_until_available("taxi", 180):
+                raise RuntimeError("the server did not load the model")
+            available_s = time.perf_counter() - started
+            inputs = {"examples": np.array([example], dtype=object)}
+            if not cold_client:
+                _warm_client(inputs)
+                try:  # this channel's first Predict (and the server's gRPC method), on a model that does not exist
+                    client.predict("no-such-model", inputs)
+                except grpc.RpcError:
+                    pass
+            latencies = []
+            for _ in range(requests + 1):
+                # The same pause before every request: a request after an idle moment costs more than one
+                # sent back-to-back (threads wake up, caches are cold), and the first one always follows
+                # an idle moment, so the rest must too for the ratio to compare like with like.
+                time.sleep(gap_s)
+                t = time.perf_counter()
+                client.predict("taxi", inputs)
+                latencies.append(time.perf_counter() - t)
+    finally:
+        process.terminate()
+        process.wait(30)
+    first, rest = latencies[0] * 1e3, np.median(latencies[1:]) * 1e3
+    return {"first_ms": first, "median_rest_ms": float(rest), "ratio": first / float(rest),
+            "available_s": available_s}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=50, help="requests after the first, per round")
+    parser.add_argument("--warmup-records", type=int, default=32)
+    parser.add_argument("--home", type=Path, default=REPO / "outputs")
+    parser.add_argument("--gap-ms", type=float, default=50.0, help="pause before each request")
+    parser.add_argument("--cold-client", action="store_true",
+                        help="no client-side warm-up request: the first request also pays the client's first call")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-warmup-") as tmp:
+        base, example, kind = _model(args, Path(tmp))
+        results = {"with_warmup": [], "without_warmup": []}
+        for _ in range(args.rounds):  # interleaved, so load on the machine hits both alike
+            results["with_warmup"].append(_round(base, example, True, args.requests, args.cold_client, args.gap_ms / 1e3))
+            results["without_warmup"].append(_round(base, example, False, args.requests, args.cold_client, args.gap_ms / 1e3))
+    summary = {}
+    for name, rounds in results.items():
+        summary[name] = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0]}
+        summary[name]["ratio_max"] = float(max(r["ratio"] for r in rounds))
+    report = {"model": kind, "rounds": args.rounds, "cold_client": args.cold_client, "gap_ms": args.gap_ms, "requests_after_first": args.requests,
+              "warmup_records": args.warmup_records, "summary (medians over rounds)": summary, "rounds_detail": results,
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "load_avg": os.getloadavg()}}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    for name, s in summary.items():
+        print(f"{name:15s} first {s['first_ms']:7.2f} ms  median of the rest {s['median_rest_ms']:6.2f} ms  "
+              f"ratio {s['ratio']:5.2f} (worst round {s['ratio_max']:.2f})  AVAILABLE after {s['available_s']:.1f} s")
+    print(f"model: {kind}; wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
