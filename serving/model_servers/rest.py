@@ -169,11 +169,40 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _read_raw_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
+        """The whole body, by Content-Length or chunked, as net_http hands TF Serving's handler."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        text = (self.headers.get("Content-Length") or "0").strip()
+        if not text.isdigit():
+            self.close_connection = True  # the body's end is unknown: this connection cannot be reused
+            raise invalid_argument(f"Malformed request: bad Content-Length {text[:20]!r}")
+        length = int(text)
+        self._check_size(length)
+        return self.rfile.read(length) if length else b""
+
+    def _check_size(self, length: int) -> None:
         if length > self.max_body_bytes:
+            self.close_connection = True
             raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"request body of {length} bytes exceeds the limit of {self.max_body_bytes}")
-        return self.rfile.read(length) if length else b""
+
+    def _read_chunked(self) -> bytes:
+        parts, total = [], 0
+        while True:
+            line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+            try:
+                size = int(line, 16)
+            except ValueError:
+                self.close_connection = True
+                raise invalid_argument("Malformed request: bad chunked encoding") from None
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailers
+                    pass
+                return b"".join(parts)
+            total += size
+            self._check_size(total)
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(1024)  # the CRLF after the chunk
 
     def _handle(self, method: str) -> Tuple[int, object]:
         """http_rest_api_handler.cc ProcessRequest: paths under /v1/ that match no API are

@@ -620,3 +620,28 @@ def test_rest_cors_preflight(server, stub):
     status, body = options({})
     assert status == 400 and "Origin header is missing in CORS preflight" in body.decode()
     _still_serving(server, stub)
+
+
+def test_rest_body_framing(server, stub):
+    """TF Serving's net_http reads the whole body (Content-Length or chunked) before the handler runs
+    (http_server.cc ProcessRequest): a chunked predict answers as a sized one; a Content-Length that is
+    not a number is a client error (400), not a server failure, and the server keeps answering."""
+    import http.client
+    import json
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+    body = json.dumps({"instances": [2.0, 4.0]}).encode()
+    connection.request("POST", "/v1/models/default:predict", body=iter([body[:7], body[7:]]),
+                       headers={"Content-Type": "application/json"}, encode_chunked=True)
+    response = connection.getresponse()
+    assert (response.status, json.loads(response.read())) == (200, {"predictions": [3.0, 4.0]})
+    connection.close()
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+    connection.putrequest("POST", "/v1/models/default:predict")
+    connection.putheader("Content-Length", "abc")
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 400 and "Content-Length" in json.loads(response.read())["error"]
+    connection.close()
+    _still_serving(server, stub)
