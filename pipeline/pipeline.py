@@ -103,7 +103,8 @@ def create_components(config: configs.PipelineConfig) -> List:
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
+        # No num_steps (0): the executor derives the steps from the training rows and config.epochs.
+        train_args=tfx.proto.TrainArgs(num_steps=config.train_steps or 0),
         eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
         custom_config=config.trainer_custom_config(),
         custom_executor_spec=executor_spec.ExecutorClassSpec(MultiWorkerExecutor),
