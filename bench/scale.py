@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     parser.add_argument("--note", default="", help="a word on the machine's state, kept with the figures")
     parser.add_argument("run_args", nargs="*", help="further `taxi-pipeline run` flags, after --")
     args = parser.parse_args(argv)
-    extra = ["--no-cache", *args.run_args]
+    extra = list(args.run_args)  # a fresh home: the first run has no cache; the second uses it
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         for rows in sorted(args.rows):

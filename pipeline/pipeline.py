@@ -15,6 +15,7 @@ from components.anomalies_gate import AnomaliesGate
 from components.arrow_csv_example_gen import ArrowCsvExampleGen
 from components.atomic_pusher import AtomicPusherExecutor
 from components.multiworker_trainer.executor import MultiWorkerExecutor
+from components.reusing_evaluator import ReusingEvaluator
 from components.serving_validator import ServingValidator
 from pipeline import configs
 from trainer_module import features, preprocessing
@@ -116,12 +117,13 @@ def create_components(config: configs.PipelineConfig) -> List:
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
-    evaluator = tfx.components.Evaluator(
+    # TFX's Evaluator; a candidate that is its own baseline (a re-run on unchanged input) reuses its evaluation.
+    evaluator = ReusingEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
         eval_config=eval_config(config),
-    )
+    ).with_id("Evaluator")
     serving_validator = ServingValidator(
         model=trainer.outputs["model"], examples=example_gen.outputs["examples"], model_name=config.model_name
     )

@@ -86,3 +86,10 @@ def test_second_run_on_unchanged_input_comes_from_the_cache(taxi_pipeline_result
     versions = [p.name for p in config.serving_model_dir.iterdir()]
     assert len(versions) == 1
     assert "from cache: CsvExampleGen" in summary.render(config, second)
+    # The Evaluator did not evaluate the model against itself: it reused the first run's evaluation.
+    import json
+    from pathlib import Path
+
+    record = json.loads((Path(second.evaluation_uri) / "evaluated.json").read_text())
+    assert record["reused_from"] == first.evaluation_uri
+    assert second.verdict.line() == "yes" and second.overall == first.overall
