@@ -186,7 +186,7 @@ def measure(rows: int, cache: Path, workdir: Path, extra: List[str], second_run:
         "split_rows": view.rows, "trained_examples": view.training.examples if view.training else None,
         "accuracy": view.overall.get("binary_accuracy"), "auc": view.overall.get("auc"),
         "eval_examples": view.overall.get("example_count"), "pushed": view.push is not None,
-        "command": " ".join(first["cmd"]).replace(sys.executable, "python"),
+        "command": f"taxi-pipeline run --home <fresh home> --data <cache>/taxi-{rows}",
     }
     counted = sum(view.rows.values())
     record["rows_kept"] = counted == rows  # every generated row reached StatisticsGen's counts

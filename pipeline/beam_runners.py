@@ -6,7 +6,7 @@ hands every Beam-using component, locally and in the compiled Kubeflow spec:
 | `--beam-runner` | Beam runner | options it writes (from the config / `--beam-option NAME=VALUE`) |
 |---|---|---|
 | `direct` (default) | DirectRunner | `direct_running_mode` (`--beam-mode`), `direct_num_workers` |
-| `portable` | PortableRunner | `job_endpoint` (`--beam-job-endpoint`, required), `environment_type` / `environment_config` (`--beam-environment`, `--beam-environment-config`; default LOOPBACK) |
+| `portable` | PortableRunner | `job_endpoint` (`--beam-job-endpoint`, required), `environment_type` / `environment_config` (`--beam-environment`, `--beam-environment-config`; default LOOPBACK), `job_server_timeout` (a day: Beam's 60 s default is also the deadline of a running job's state stream) |
 | `DataflowRunner` | DataflowRunner (Runner v2) | `project`, `region`, `temp_location` (required), `sdk_container_image` (default: the pipeline image) |
 | `FlinkRunner` | FlinkRunner | `flink_master` (required), `environment_type` / `environment_config` (default DOCKER with the pipeline image) |
 | `SparkRunner` | SparkRunner | `spark_master_url` (required), `environment_type` / `environment_config` (default DOCKER with the pipeline image) |
@@ -26,6 +26,7 @@ import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
 ENVIRONMENT_TYPES = ("DOCKER", "PROCESS", "EXTERNAL", "LOOPBACK")
+JOB_SERVER_TIMEOUT_S = 86400  # the longest one component's Beam job may run on a portable runner
 
 
 class BeamConfigError(ValueError):
@@ -105,6 +106,9 @@ def pipeline_args(runner: str, *, beam_mode: str = "in_memory", beam_workers: in
             raise BeamConfigError(f"--beam-environment {env_type} needs --beam-environment-config: {what}")
         if env_config is not None and env_type != "LOOPBACK":
             args["environment_config"] = env_config
+        # PortableRunner (and Flink's and Spark's, built on it) uses job_server_timeout (Beam's default 60 s)
+        # as the deadline of the job's state stream too: a longer Beam job fails with DEADLINE_EXCEEDED.
+        args["job_server_timeout"] = str(JOB_SERVER_TIMEOUT_S)
     elif environment or environment_config:
         raise BeamConfigError(f"{preset.name} takes no --beam-environment; its workers run sdk_container_image")
     if preset.name == "DataflowRunner":

@@ -17,10 +17,11 @@ def test_portable_runner_against_a_job_service_and_a_worker_pool():
                                     beam_options=("sdk_worker_parallelism=1",))
     assert config.beam_pipeline_args() == [
         "--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=EXTERNAL",
-        "--environment_config=localhost:50000", "--sdk_worker_parallelism=1"]
+        "--environment_config=localhost:50000", "--job_server_timeout=86400", "--sdk_worker_parallelism=1"]
     # No image and no environment: LOOPBACK (workers in this process, which has our modules).
     assert pipeline_args("portable", job_endpoint="localhost:8099") == [
-        "--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=LOOPBACK"]
+        "--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=LOOPBACK",
+        "--job_server_timeout=86400"]
 
 
 def test_presets_refuse_workers_that_cannot_import_our_modules():
@@ -45,4 +46,4 @@ def test_bad_settings_are_config_errors_with_the_flag_to_give():
     assert pipeline_args("SparkRunner", image="img", options=["spark_master_url=spark://m:7077", "environment_type=PROCESS",
                                                               'environment_config={"command": "/opt/apache/beam/boot"}']) == [
         "--runner=SparkRunner", "--environment_type=PROCESS", '--environment_config={"command": "/opt/apache/beam/boot"}',
-        "--spark_master_url=spark://m:7077"]
+        "--job_server_timeout=86400", "--spark_master_url=spark://m:7077"]

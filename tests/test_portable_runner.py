@@ -121,9 +121,7 @@ def test_the_model_is_blessed_and_pushed(portable_run):
 
 
 def test_the_beam_components_ran_as_jobs_of_the_service_on_pool_workers(portable_run, beam_services):
-    _, _, job_log, pool_log = beam_services
-    # One portable job per Beam-using component; the pool started SDK worker processes for them.
-    jobs = [line for line in job_log.read_text().splitlines() if "Running job" in line or "Started job" in line]
+    _, _, _, pool_log = beam_services
+    # ExampleGen, StatisticsGen, Transform and the Evaluator each ran at least one job: a worker process each.
     workers = [line for line in pool_log.read_text().splitlines() if "Starting worker with command" in line]
     assert len(workers) >= 4, pool_log.read_text()[-3000:]
-    assert jobs or workers
