@@ -73,7 +73,7 @@ def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
 
 
 def create_components(config: configs.PipelineConfig) -> List:
-    # TFX's CsvExampleGen (same spec, outputs and splits) with the Arrow executor: ~10x faster at 1M rows.
+    # TFX's CsvExampleGen (same spec, outputs and splits) with the Arrow executor (5.7x at 100k rows, bench/RESULTS.md).
     example_gen = ArrowCsvExampleGen(
         input_base=str(config.data),
         output_config=tfx.proto.Output(
