@@ -16,6 +16,7 @@ setuptools.setup(
         "tensorflow-serving-api==2.16.1",
         "tf_keras==2.16.0",
         "matplotlib",
+        "psutil",  # progress (child processes) and the scale bench (memory over every process)
     ],
     extras_require={"test": ["pytest", "kubernetes-validate", "import-linter", "prometheus_client"]},
     entry_points={"console_scripts": ["taxi-pipeline=pipeline.cli:main"]},

@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from components.multiworker_trainer.settings import TrainerSettings
+from pipeline import beam_runners
 from trainer_module import features
 from trainer_module.settings import TRAINING_LOOPS, TrainingSettings
 
@@ -55,8 +56,11 @@ class PipelineConfig:
     train_buckets: int = 2
     eval_buckets: int = 1
 
-    # Trainer.
-    train_steps: int = 500
+    # Trainer. The length follows the data: `epochs` passes over the training split (None: at least
+    # one pass, more up to today's 128k examples on small data; trainer_module/training_length.py).
+    # `train_steps` overrides it with a fixed step count.
+    epochs: Optional[float] = None
+    train_steps: Optional[int] = None
     eval_steps: int = 20  # x batch 256: the whole eval split (4,966 rows) once per validation
     # The trainer's own defaults live with the code that reads them (run_fn, the multi-worker executor).
     batch_size: int = TrainingSettings.batch_size  # per replica: global batch = this x replicas
@@ -77,6 +81,13 @@ class PipelineConfig:
     # Beam: in-process for small data; several local processes for bigger data.
     beam_mode: str = "in_memory"
     beam_workers: int = 2
+    # Or another runner: "portable" (a job service) or the presets "DataflowRunner", "FlinkRunner",
+    # "SparkRunner"; pipeline/beam_runners.py says what each needs.
+    beam_runner: str = "direct"
+    beam_job_endpoint: Optional[str] = None  # host:port of the job service (portable, Flink/Spark job servers)
+    beam_environment: Optional[str] = None  # where workers run: DOCKER, PROCESS, EXTERNAL, LOOPBACK
+    beam_environment_config: Optional[str] = None  # image (DOCKER), worker pool host:port (EXTERNAL), ...
+    beam_options: Tuple[str, ...] = ()  # further NAME=VALUE pipeline options (project=..., flink_master=...)
     enable_cache: bool = True
 
     # Kubeflow: the image every step (and each TFJob worker) runs, and where TFJobs are created.
@@ -86,10 +97,13 @@ class PipelineConfig:
     def __post_init__(self):
         if self.beam_mode not in BEAM_MODES:
             raise ValueError(f"beam mode must be one of {BEAM_MODES}, not {self.beam_mode!r}")
+        self.beam_pipeline_args()  # raises BeamConfigError (a ValueError) on incomplete runner settings
         if self.training_loop not in TRAINING_LOOPS:
             raise ValueError(f"training loop must be one of {TRAINING_LOOPS}, not {self.training_loop!r}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"epochs must be positive, not {self.epochs}")
         for name in ("train_steps", "eval_steps", "batch_size", "workers", "beam_workers"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', ' ')} must be at least 1, not {getattr(self, name)}")
 
     # Everything generated lives under `home`.
@@ -123,13 +137,17 @@ class PipelineConfig:
         return Path(self.home) / "reports"
 
     def beam_pipeline_args(self) -> List[str]:
-        if self.beam_mode == "in_memory":
-            return ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-        return ["--direct_running_mode=multi_processing", f"--direct_num_workers={self.beam_workers}"]
+        """The options every Beam-using component runs with (TFX passes them to each)."""
+        return beam_runners.pipeline_args(
+            self.beam_runner, beam_mode=self.beam_mode, beam_workers=self.beam_workers,
+            job_endpoint=self.beam_job_endpoint, environment=self.beam_environment,
+            environment_config=self.beam_environment_config, options=self.beam_options,
+            image=self.kubeflow_image)
 
     def trainer_custom_config(self) -> dict:
         """Passed to `run_fn` (fn_args.custom_config) and to the multi-worker trainer executor."""
         return {
+            "epochs": self.epochs,  # used when train_steps is None: the executor counts the training rows
             "batch_size": self.batch_size,
             "learning_rate": self.learning_rate,
             "seed": self.seed,

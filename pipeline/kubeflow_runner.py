@@ -20,7 +20,7 @@ from typing import Dict, Optional
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from kubeflow import package, storage
 from kubeflow.errors import KubeflowError
-from pipeline import configs
+from pipeline import beam_runners, configs
 from pipeline.errors import UserError
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +122,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="trainer workers (a TFJob with MultiWorkerMirroredStrategy when > 1)")
     parser.add_argument("--training-loop", choices=configs.TRAINING_LOOPS, default=defaults.training_loop,
                         help=f"model.fit or a custom GradientTape loop (default {defaults.training_loop})")
+    beam_runners.add_arguments(parser)
+    parser.add_argument("--epochs", type=float, default=defaults.epochs,
+                        help="passes over the training split (default: at least one; on small data more, "
+                             "up to 128,000 examples)")
     parser.add_argument("--train-steps", type=int, default=defaults.train_steps,
-                        help=f"training steps (default {defaults.train_steps})")
+                        help="a fixed number of training steps instead (overrides --epochs)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -132,7 +136,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = kubeflow_config(args.image, data=args.data, serving_base=args.serving_base,
                                  workers=args.workers, training_loop=args.training_loop,
-                                 train_steps=args.train_steps)
+                                 train_steps=args.train_steps, epochs=args.epochs,
+                                 **beam_runners.fields_from_args(args))
     except ValueError as err:  # PipelineConfig's own checks (counts below 1, ...)
         raise UserError(str(err)) from None
     output = args.output or package.default_spec_path(args.home or configs.default_home())

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from pipeline import configs
+from pipeline import beam_runners, configs
 from pipeline.errors import ComponentFailed, UserError
 from pipeline.data_check import check_data_dir
 
@@ -23,13 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = configs.PipelineConfig
     parser.add_argument("--home", type=Path, default=None, help=f"all outputs go here (default ./outputs or ${configs.HOME_ENV})")
     parser.add_argument("--data", type=Path, default=None, help="folder of CSV files (default: the taxi sample in the tfx wheel)")
-    parser.add_argument("--train-steps", type=int, default=defaults.train_steps)
+    parser.add_argument("--epochs", type=float, default=defaults.epochs,
+                        help="passes over the training split (default: at least one; on small data more, "
+                             "up to 128,000 examples)")
+    parser.add_argument("--train-steps", type=int, default=defaults.train_steps,
+                        help="a fixed number of training steps instead (overrides --epochs)")
     parser.add_argument("--eval-steps", type=int, default=defaults.eval_steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="per-replica batch size")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="trainer worker processes (MultiWorkerMirroredStrategy when > 1)")
     parser.add_argument("--training-loop", choices=configs.TRAINING_LOOPS, default=defaults.training_loop)
     parser.add_argument("--beam-mode", choices=configs.BEAM_MODES, default=defaults.beam_mode)
     parser.add_argument("--beam-workers", type=int, default=defaults.beam_workers, help="processes for --beam-mode multi_processing")
+    beam_runners.add_arguments(parser)
     parser.add_argument("--no-cache", action="store_true", help="re-run every component even if its inputs are unchanged")
     parser.add_argument("--allow-anomalies", action="store_true", help="train even when the data does not match the schema")
 
@@ -37,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args) -> configs.PipelineConfig:
     overrides = dict(
         data_root=args.data.resolve() if args.data else None,
+        epochs=args.epochs,
         train_steps=args.train_steps,
         eval_steps=args.eval_steps,
         batch_size=args.batch_size,
@@ -46,6 +52,7 @@ def config_from_args(args) -> configs.PipelineConfig:
         beam_workers=args.beam_workers,
         enable_cache=not args.no_cache,
         fail_on_anomalies=not args.allow_anomalies,
+        **beam_runners.fields_from_args(args),
     )
     if args.home:
         overrides["home"] = args.home.resolve()
@@ -71,9 +78,11 @@ def main(args) -> int:
 class _ProgressHandler(logging.Handler):
     """Turns TFX's "Component X is running/finished" log lines into one terminal line per component."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, read_roots=()):
         super().__init__(logging.INFO)
         self.stream = stream
+        self.read_roots = list(read_roots)  # where the components' input files are: data dir, pipeline root
+        self.ticker = None
         self.started = {}
         self.cached = set()
         self.current = None
@@ -86,10 +95,16 @@ class _ProgressHandler(logging.Handler):
             if self.stream and self.stream.isatty():
                 self.stream.write(f"  {self.current:<32} running…\r")
                 self.stream.flush()
+                if self.read_roots:  # rows read and rate, on the terminal only (never in the log)
+                    from pipeline.progress import Ticker
+
+                    self._stop_ticker()
+                    self.ticker = Ticker(self.stream, self.current, self.read_roots).start()
         elif message.startswith("A cached execution") and self.current:
             self.cached.add(self.current)
         elif message.startswith("Component ") and message.endswith(" is finished."):
             node = message[len("Component "):-len(" is finished.")]
+            self._stop_ticker()
             seconds = time.time() - self.started.get(node, time.time())
             note = "cached" if node in self.cached else ""
             self.current = None
@@ -98,8 +113,14 @@ class _ProgressHandler(logging.Handler):
                 self.stream.flush()
 
 
+    def _stop_ticker(self):
+        if self.ticker is not None:
+            self.ticker.stop()
+            self.ticker = None
+
+
 @contextlib.contextmanager
-def _quiet_logs(log_file: Path, progress):
+def _quiet_logs(log_file: Path, progress, read_roots=()):
     """Python logging and C++ stderr go to `log_file`; only our progress lines reach the terminal."""
     from absl import logging as absl_logging
 
@@ -108,7 +129,7 @@ def _quiet_logs(log_file: Path, progress):
     saved_handlers, saved_level = root.handlers[:], root.level
     file_handler = logging.FileHandler(log_file)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    progress_handler = _ProgressHandler(progress)
+    progress_handler = _ProgressHandler(progress, read_roots)
     root.handlers = [file_handler, progress_handler]
     root.setLevel(logging.INFO)
     absl_logging.set_verbosity(absl_logging.INFO)
@@ -125,6 +146,7 @@ def _quiet_logs(log_file: Path, progress):
         os.dup2(saved_fd, 2)
         os.close(saved_fd)
         os.close(log_fd)
+        progress_handler._stop_ticker()
         root.handlers, root.level = saved_handlers, saved_level
         file_handler.close()
         logging.captureWarnings(False)
@@ -135,7 +157,7 @@ def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path =
     log_file = log_file or _log_file(config)
     if progress:
         progress.write(f"taxi-pipeline: data {config.data}\n  home {config.home}  (log: {log_file})\n")
-    with _quiet_logs(log_file, progress) as components:
+    with _quiet_logs(log_file, progress, (config.data, config.pipeline_root)) as components:
         from tfx import v1 as tfx
 
         from pipeline.pipeline import create_pipeline

@@ -59,6 +59,24 @@ class Push:
     destination: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """How long the Trainer trained (its `<model_run>/training.json`)."""
+
+    examples: int  # steps x global batch, as run_fn reported them
+    steps: int
+    global_batch_size: int
+    train_rows: Optional[int]  # rows of the training split, as the executor counted them
+    epochs: Optional[float]  # examples / train_rows
+    steps_from: str  # "default epochs", "epochs" or "train_steps"
+
+    def line(self) -> str:
+        text = f"{self.examples:,} examples ({self.steps:,} steps x {self.global_batch_size}"
+        if self.train_rows:
+            text += f"; {self.epochs:.2f} epochs of {self.train_rows:,} training rows"
+        return text + (", steps set by --train-steps)" if self.steps_from == "train_steps" else ")")
+
+
 @dataclasses.dataclass
 class RunView:
     run_id: str
@@ -73,6 +91,7 @@ class RunView:
     statistics_uri: Optional[str] = None
     evaluation_uri: Optional[str] = None
     model_run_uri: Optional[str] = None
+    training: Optional[Training] = None
 
     @property
     def overall(self) -> Dict[str, float]:
@@ -132,6 +151,7 @@ def of(result: RunResult) -> RunView:
         statistics_uri=statistics.uri if statistics is not None else None,
         evaluation_uri=evaluation_uri,
         model_run_uri=model_run.uri if model_run is not None else None,
+        training=training_length(model_run.uri) if model_run is not None else None,
     )
 
 
@@ -165,6 +185,19 @@ def split_row_counts(statistics_artifact) -> Dict[str, int]:
         if os.path.exists(path):
             counts[split] = int(tfdv.load_stats_binary(path).datasets[0].num_examples)
     return counts
+
+
+def training_length(model_run_uri: str) -> Optional[Training]:
+    """The Trainer's `training.json` (written by its executor), None when absent (an older run)."""
+    import json
+
+    path = os.path.join(model_run_uri, "training.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    return Training(int(record["examples"]), int(record["steps"]), int(record["global_batch_size"]),
+                    record.get("train_rows"), record.get("epochs"), record.get("steps_from", ""))
 
 
 def _anomalies(artifact) -> Dict[str, Dict[str, str]]:

@@ -30,6 +30,8 @@ def render(config: configs.PipelineConfig, view: RunView) -> str:
         problems = [f"{split}: {feature} ({text})" for split, items in view.anomalies.items() for feature, text in items.items()]
         lines.append("  anomalies: " + ("none" if not problems else "; ".join(problems)))
 
+    if view.training is not None:
+        lines.append(f"  trained on: {view.training.line()}")
     if view.evaluation_uri:
         lines.append("  evaluation (eval split, from the Evaluator):")
         for key, label, bound in SHOWN_METRICS:

@@ -57,6 +57,23 @@ def test_training_history_is_recorded(taxi_pipeline_result):
     assert len(history["loss"]) == len(history["val_auc"]) >= 2
 
 
+def test_training_length_follows_the_training_rows(taxi_pipeline_result):
+    import math
+
+    config, result = taxi_pipeline_result
+    train_rows = result.rows["train"]  # StatisticsGen's count of ExampleGen's train split
+    training = result.training
+    # The Trainer counted the rows Transform wrote: as many as ExampleGen's split (no row lost on the way).
+    assert training.train_rows == train_rows
+    assert training.steps_from == "epochs" and training.global_batch_size == config.batch_size
+    steps = math.ceil(config.epochs * train_rows / config.batch_size)
+    # run_fn trains in whole validated stretches: at most 9 steps short of the planned steps.
+    assert steps - 9 <= training.steps <= steps
+    assert training.examples == training.steps * config.batch_size
+    assert f"trained on: {training.examples:,} examples ({training.steps:,} steps x {config.batch_size}; " \
+           f"{training.epochs:.2f} epochs of {train_rows:,} training rows)" in summary.render(config, result)
+
+
 def test_second_run_on_unchanged_input_comes_from_the_cache(taxi_pipeline_result):
     config, first = taxi_pipeline_result
     progress = io.StringIO()
@@ -69,3 +86,10 @@ def test_second_run_on_unchanged_input_comes_from_the_cache(taxi_pipeline_result
     versions = [p.name for p in config.serving_model_dir.iterdir()]
     assert len(versions) == 1
     assert "from cache: CsvExampleGen" in summary.render(config, second)
+    # The Evaluator did not evaluate the model against itself: it reused the first run's evaluation.
+    import json
+    from pathlib import Path
+
+    record = json.loads((Path(second.evaluation_uri) / "evaluated.json").read_text())
+    assert record["reused_from"] == first.evaluation_uri
+    assert second.verdict.line() == "yes" and second.overall == first.overall

@@ -66,11 +66,20 @@ def input_fn(file_pattern, data_accessor, tf_transform_output, batch_size: int, 
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+def curve_points(steps: int):
+    """(points, steps per point): training is cut into a few validated stretches to give curves.
+
+    Whole steps per stretch, so `points * steps per point` (what is trained) can be a few steps under `steps`.
+    """
+    points = max(1, min(10, steps // 50))
+    return points, steps // points
+
+
 def train_with_fit(model, train_ds, eval_ds, steps: int, eval_steps: int) -> Dict[str, list]:
-    epochs = max(1, min(10, steps // 50))  # a few "epochs" give training curves; the total stays `steps`
+    epochs, per_epoch = curve_points(steps)  # a few "epochs" give training curves; the total stays ~`steps`
     history = model.fit(
         train_ds,
-        steps_per_epoch=steps // epochs,
+        steps_per_epoch=per_epoch,
         epochs=epochs,
         validation_data=eval_ds,
         validation_steps=eval_steps,
@@ -132,12 +141,12 @@ def train_with_custom_loop(strategy, model, train_ds, eval_ds, steps: int, eval_
 
     train_it = iter(strategy.experimental_distribute_dataset(train_ds))
     eval_it = iter(strategy.experimental_distribute_dataset(eval_ds))
-    epochs = max(1, min(10, steps // 50))
+    epochs, per_epoch = curve_points(steps)
     history: Dict[str, list] = {}
     for _ in range(epochs):
         for m in list(metrics.values()) + list(val_metrics.values()):
             m.reset_state()
-        run_train(train_it, tf.constant(steps // epochs))
+        run_train(train_it, tf.constant(per_epoch))
         run_eval(eval_it, tf.constant(eval_steps))
         for name, m in list(metrics.items()) + list(val_metrics.items()):
             history.setdefault(name, []).append(float(m.result()))
@@ -230,6 +239,8 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     else:
         history = train_with_fit(model, train_ds, eval_ds, fn_args.train_steps, fn_args.eval_steps)
     seconds = time.time() - started
+    points, per_point = curve_points(fn_args.train_steps)
+    steps_run = points * per_point
 
     # Every worker saves (collective ops); only the chief's copy is the model.
     save_dir = fn_args.serving_model_dir if task["is_chief"] else tempfile.mkdtemp(prefix="worker-model-")
@@ -242,9 +253,9 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     record = {
         **{k: task[k] for k in ("task_type", "task_index")},
         "num_replicas_in_sync": strategy.num_replicas_in_sync,
-        "steps": fn_args.train_steps,
+        "steps": steps_run,
         "global_batch_size": global_batch,
-        "examples_per_second": fn_args.train_steps * global_batch / max(seconds, 1e-9),
+        "examples_per_second": steps_run * global_batch / max(seconds, 1e-9),
         "training_loop": settings.training_loop,
         "saved_to": save_dir if task["is_chief"] else None,
     }

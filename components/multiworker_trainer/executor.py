@@ -24,7 +24,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import json_utils, path_utils
 
-from components.multiworker_trainer import job_spec, local_launcher, tfjob_launcher, tfjob_manifest
+from components.multiworker_trainer import job_spec, local_launcher, tfjob_launcher, tfjob_manifest, training_length
 from components.multiworker_trainer.settings import TrainerConfigError, TrainerSettings  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
@@ -39,13 +39,17 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
            exec_properties: Dict[str, Any]) -> None:
         custom_config = json_utils.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null")
         settings = TrainerSettings.from_custom_config(custom_config)
+        exec_properties = dict(exec_properties)
+        # No num_steps: the steps follow the training split's rows (custom_config["epochs"]).
+        plan = training_length.resolve(input_dict, exec_properties, custom_config, settings.workers)
+        model_run_dir = artifact_utils.get_single_uri(output_dict[standard_component_specs.MODEL_RUN_KEY])
         if settings.workers == 1:
             super().Do(input_dict, output_dict, exec_properties)
+            training_length.write_record(model_run_dir, plan)
             return
         self._log_startup(input_dict, output_dict, exec_properties)
 
         model_uri = artifact_utils.get_single_uri(output_dict[standard_component_specs.MODEL_KEY])
-        model_run_dir = artifact_utils.get_single_uri(output_dict[standard_component_specs.MODEL_RUN_KEY])
         serving_model_dir = path_utils.serving_model_dir(model_uri)
         spec = job_spec.write_spec(job_spec.spec_path(model_run_dir), input_dict, output_dict, exec_properties)
 
@@ -62,6 +66,7 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
                                f"{serving_model_dir}: run_fn must save the chief's model into "
                                "fn_args.serving_model_dir")
         check_worker_reports(model_run_dir, settings.workers)
+        training_length.write_record(model_run_dir, plan)
         log.info("multi-worker training complete; model in %s", serving_model_dir)
 
     def _run_tfjob(self, settings: TrainerSettings, spec: str) -> None:

@@ -1,0 +1,49 @@
+"""The Beam runner presets: the pipeline options each writes, and the settings each refuses to guess."""
+import pytest
+
+from pipeline import configs
+from pipeline.beam_runners import BeamConfigError, pipeline_args
+
+
+def test_direct_runner_is_the_default_in_process_or_multi_process():
+    assert configs.PipelineConfig().beam_pipeline_args() == ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    assert configs.PipelineConfig(beam_mode="multi_processing", beam_workers=3).beam_pipeline_args() == [
+        "--direct_running_mode=multi_processing", "--direct_num_workers=3"]
+
+
+def test_portable_runner_against_a_job_service_and_a_worker_pool():
+    config = configs.PipelineConfig(beam_runner="portable", beam_job_endpoint="localhost:8099",
+                                    beam_environment="EXTERNAL", beam_environment_config="localhost:50000",
+                                    beam_options=("sdk_worker_parallelism=1",))
+    assert config.beam_pipeline_args() == [
+        "--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=EXTERNAL",
+        "--environment_config=localhost:50000", "--job_server_timeout=86400", "--sdk_worker_parallelism=1"]
+    # No image and no environment: LOOPBACK (workers in this process, which has our modules).
+    assert pipeline_args("portable", job_endpoint="localhost:8099") == [
+        "--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=LOOPBACK",
+        "--job_server_timeout=86400"]
+
+
+def test_presets_refuse_workers_that_cannot_import_our_modules():
+    with pytest.raises(BeamConfigError, match="tfx#4948"):
+        pipeline_args("DataflowRunner", options=["project=p", "region=r", "temp_location=gs://b/t"])
+    with pytest.raises(BeamConfigError, match="tfx#4948"):
+        pipeline_args("FlinkRunner", options=["flink_master=host:8081"])
+    with pytest.raises(BeamConfigError, match="needs --beam-environment-config"):
+        pipeline_args("portable", job_endpoint="h:1", environment="EXTERNAL")
+
+
+def test_bad_settings_are_config_errors_with_the_flag_to_give():
+    with pytest.raises(ValueError, match="--beam-job-endpoint HOST:PORT"):
+        configs.PipelineConfig(beam_runner="portable", beam_environment="LOOPBACK")
+    with pytest.raises(ValueError, match="gs://"):
+        pipeline_args("DataflowRunner", image="img", options=["project=p", "region=r", "temp_location=/tmp"])
+    with pytest.raises(ValueError, match="need --beam-runner portable"):
+        configs.PipelineConfig(beam_job_endpoint="localhost:8099")
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        configs.PipelineConfig(beam_runner="SparkRunner", beam_options=("spark_master_url",))
+    # A given option replaces the preset's value, and the Spark preset takes a worker image.
+    assert pipeline_args("SparkRunner", image="img", options=["spark_master_url=spark://m:7077", "environment_type=PROCESS",
+                                                              'environment_config={"command": "/opt/apache/beam/boot"}']) == [
+        "--runner=SparkRunner", "--environment_type=PROCESS", '--environment_config={"command": "/opt/apache/beam/boot"}',
+        "--job_server_timeout=86400", "--spark_master_url=spark://m:7077"]
