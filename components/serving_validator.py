@@ -7,7 +7,6 @@ examples over gRPC exactly as clients will, and checks the answers (one row per 
 probabilities in [0, 1]). The Pusher requires its blessing, so a model that cannot serve is never
 pushed. (TFX's InfraValidator does this with Docker or Kubernetes, neither of which a local run has.)
 """
-import glob
 import os
 import shutil
 import tempfile
@@ -33,7 +32,7 @@ def check_model(model_dir: str, serialized_examples, model_name: str, load_timeo
     serve_cli.configure_logging()
     with tempfile.TemporaryDirectory(prefix="serving-validator-") as tmp:
         base = os.path.join(tmp, model_name)  # TF Serving's layout: <base path>/<numeric version>/
-        shutil.copytree(model_dir, os.path.join(base, "1"))
+        _copy_dir(model_dir, os.path.join(base, "1"))
         options = ServerOptions(model_config.single_model_config(model_name, base), grpc_port=0, rest_port=None)
         with ModelServer(options) as server, ServingClient(f"127.0.0.1:{server.grpc_port}", timeout_s=30) as client:
             if not client.wait_until_available(model_name, load_timeout_s):
@@ -53,11 +52,23 @@ def check_model(model_dir: str, serialized_examples, model_name: str, load_timeo
     return ""
 
 
+def _copy_dir(source: str, target: str) -> None:
+    """A local copy of `source` (a local path, or gs://, s3:// on Kubeflow) at `target`."""
+    if "://" not in source:
+        shutil.copytree(source, target)
+        return
+    from tfx.utils import io_utils
+
+    io_utils.copy_dir(source, target)
+
+
 def eval_examples(examples_uri: str, count: int):
     """The first `count` serialized examples of the eval split ExampleGen wrote."""
     import tensorflow as tf
 
-    files = sorted(glob.glob(os.path.join(examples_uri, "Split-eval", "*")))
+    from tfx.dsl.io import fileio
+
+    files = sorted(fileio.glob(os.path.join(examples_uri, "Split-eval", "*")))  # local or object store
     records = tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)
     return [r.numpy() for r in records]
 
@@ -78,5 +89,7 @@ def ServingValidator(
     blessing.set_int_custom_property("blessed", 0 if problem else 1)
     blessing.set_string_custom_property("reason", problem or f"served {num_examples} eval examples over gRPC")
     marker = "INFRA_NOT_BLESSED" if problem else "INFRA_BLESSED"
-    with open(os.path.join(blessing.uri, marker), "w") as f:
+    from tfx.dsl.io import fileio
+
+    with fileio.open(os.path.join(blessing.uri, marker), "w") as f:
         f.write(problem)

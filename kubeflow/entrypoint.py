@@ -9,6 +9,7 @@ what TFX cannot do by itself on a self-hosted Kubeflow:
   is turned back to `minio://`: the launcher merges output URIs into its own and must find them
   under its pipeline root (`launcher_v2.go`: mergeRuntimeArtifacts, then bucketConfig.KeyFromURI);
 - S3 settings: boto3's and tensorflow-io's environment variables filled in from each other;
+- an unreachable or refused S3 store fails the step at once, in one line;
 - exit status: the AWS SDK inside tensorflow-io aborts at interpreter shutdown ("pure virtual
   method called", exit 134) once it has been used; the step's real status is kept by leaving
   with `os._exit` after flushing.
@@ -63,6 +64,21 @@ def _restore_minio(path: str) -> None:
         json.dump(_rewrite(document, object_store.S3_SCHEME, object_store.MINIO_SCHEME), f)
 
 
+def _object_store_uri(args: List[str]) -> Optional[str]:
+    """An s3:// output URI of this step (the pipeline root's bucket), from the ExecutorInput argument."""
+    for arg in args:
+        if arg.startswith("{") and '"outputs"' in arg:
+            try:
+                artifacts = json.loads(arg).get("outputs", {}).get("artifacts", {})
+            except ValueError:
+                return None
+            for artifact_list in artifacts.values():
+                for artifact in artifact_list.get("artifacts", []):
+                    if artifact.get("uri", "").startswith(object_store.S3_SCHEME):
+                        return artifact["uri"]
+    return None
+
+
 def main(argv: List[str]) -> int:
     if not argv:
         print("usage: python -m kubeflow.entrypoint MODULE [ARGS...]", file=sys.stderr)
@@ -76,6 +92,9 @@ def main(argv: List[str]) -> int:
     sys.argv = [module] + args
     code = 0
     try:
+        uri = _object_store_uri(args)
+        if uri:  # fail in seconds, in one line, rather than after the AWS SDKs' retries
+            object_store.check_reachable(uri)
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)

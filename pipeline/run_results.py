@@ -128,15 +128,18 @@ def split_row_counts(statistics_uri: str) -> Dict[str, int]:
 
 
 def anomalies(anomalies_uri: str) -> Dict[str, Dict[str, str]]:
-    """Per split: feature -> short description, from ExampleValidator's output (empty: no anomalies)."""
+    """Per split: feature -> short description, from ExampleValidator's output (empty: no anomalies).
+
+    Through TFX's fileio: on Kubeflow the URI is on the object store (gs://, s3://)."""
     from tensorflow_metadata.proto.v0 import anomalies_pb2
+    from tfx.dsl.io import fileio
 
     found = {}
-    for entry in sorted(os.listdir(anomalies_uri)):
+    for entry in sorted(e.rstrip("/") for e in fileio.listdir(anomalies_uri)):
         path = os.path.join(anomalies_uri, entry, "SchemaDiff.pb")
-        if entry.startswith("Split-") and os.path.exists(path):
+        if entry.startswith("Split-") and fileio.exists(path):
             proto = anomalies_pb2.Anomalies()
-            with open(path, "rb") as f:
+            with fileio.open(path, "rb") as f:
                 proto.ParseFromString(f.read())
             found[entry[len("Split-"):]] = {
                 name: info.short_description or info.description for name, info in proto.anomaly_info.items()

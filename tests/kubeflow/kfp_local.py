@@ -244,7 +244,7 @@ class LocalKfp:
         return compiled
 
     def _mounts_and_env(self, label: str, local_root: Path) -> (Dict[str, str], Dict[str, str]):
-        mounts = {str(local_root / scheme.rstrip(':/')): local.rstrip("/") for scheme, local in LOCAL_ROOTS.items()}
+        mounts = {str(local_root / local.strip("/")): local.rstrip("/") for local in LOCAL_ROOTS.values()}
         mounts[str(local_root / "tmp-kfp")] = "/tmp/kfp"
         env = dict(self.env)
         config = self.platform.get(label, {})

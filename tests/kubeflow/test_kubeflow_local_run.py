@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))  # the fake Kubernetes API
+
 from kfp_image import engine, pipeline_image  # noqa: F401  (fixture)
 from kfp_local import Container, LocalKfp, TaskFailed
 from kfp_s3 import ACCESS_KEY, SECRET_KEY, client, free_port, keys, s3_server
@@ -126,3 +129,44 @@ def test_two_trainer_workers_run_as_containers_of_the_image_in_sync(pipeline_ima
                for key in keys(s3_endpoint, bucket, prefix + "/workers/")]
     assert sorted(r["task_index"] for r in reports) == [0, 1]
     assert all(r["num_replicas_in_sync"] == 2 for r in reports), reports
+
+
+def _fails_in_one_line(kfp, task: str, *fragments: str):
+    with pytest.raises(TaskFailed) as failure:
+        kfp.run()
+    message = str(failure.value)
+    assert failure.value.task == task and "\n" not in message and message.startswith(f"task {task} failed: "), message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def _nothing_served(vol: Path):
+    serving = vol / "serving"
+    assert not serving.exists() or not [p for p in serving.rglob("*") if p.is_file()]
+
+
+def test_bad_image_name_ends_the_run_in_one_line_naming_the_step(pipeline_image, s3_endpoint, tmp_path):
+    job = compile_spec("localhost/no-such-taxi-image:0", f"s3://{BUCKET}/bad-image", tmp_path / "spec.json")
+    vol = volume(tmp_path)
+    _fails_in_one_line(local_kfp(job, pipeline_image, s3_endpoint, tmp_path, vol), "CsvExampleGen",
+                       "no-such-taxi-image")
+    _nothing_served(vol)
+
+
+def test_unreachable_s3_endpoint_ends_the_run_in_one_line_naming_the_step(pipeline_image, tmp_path):
+    job = compile_spec(pipeline_image, f"s3://{BUCKET}/unreachable", tmp_path / "spec.json")
+    vol = volume(tmp_path)
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    _fails_in_one_line(local_kfp(job, pipeline_image, closed, tmp_path, vol), "CsvExampleGen",
+                       "cannot reach the S3 endpoint", closed)
+    _nothing_served(vol)
+
+
+def test_failing_step_ends_the_run_in_one_line_and_nothing_is_pushed(pipeline_image, s3_endpoint, tmp_path):
+    job = compile_spec(pipeline_image, f"s3://{BUCKET}/failing", tmp_path / "spec.json")
+    vol = volume(tmp_path)
+    (vol / "data" / "data.csv").unlink()  # CsvExampleGen finds no input
+    message = _fails_in_one_line(local_kfp(job, pipeline_image, s3_endpoint, tmp_path, vol), "CsvExampleGen")
+    assert "exit code" in message
+    _nothing_served(vol)
