@@ -11,7 +11,12 @@ OUT   ?= $(or $(TAXI_PIPELINE_HOME),outputs)
 PYTHON ?= $(shell for p in python3.10 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*/bin/python 2>/dev/null | sort -V | tail -n 1); do \
             $$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: setup run test bench compile report clean
+# The Kubeflow image (podman or docker, whichever runs); BASE_IMAGE: any python:3.10-slim equivalent.
+IMAGE      ?= taxi-pipeline:dev
+BASE_IMAGE ?= python:3.10-slim
+LOCAL_BASE ?= localhost/taxi-python:3.10-slim
+
+.PHONY: setup run test bench compile image base-image container-tools report clean
 
 setup: $(STAMP)
 
@@ -37,6 +42,20 @@ bench: setup
 
 compile: setup
 	$(VENV)/bin/taxi-pipeline compile --home $(OUT) $(ARGS)
+
+# Builds kubeflow/Dockerfile as $(IMAGE). Where nothing can be pulled: `make base-image`, then
+# `make image BASE_IMAGE=localhost/taxi-python:3.10-slim`.
+image:
+	kubeflow/image/build.sh "$(IMAGE)" "$(BASE_IMAGE)"
+
+# A local python:3.10-slim equivalent (debootstrap + this machine's Python 3.10), tagged $(LOCAL_BASE).
+base-image:
+	kubeflow/image/make-base.sh "$(LOCAL_BASE)"
+
+# Debian packages the image tests need (root, apt): podman with runc, debootstrap for the base.
+container-tools:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null; }
 
 report: setup
 	$(VENV)/bin/taxi-pipeline report --home $(OUT) $(ARGS)

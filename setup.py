@@ -12,12 +12,14 @@ setuptools.setup(
     package_data={"trainer_module": ["schema/*.pbtxt"], "kubeflow": ["Dockerfile", "manifests/*.yaml"]},
     install_requires=[
         "tfx[kfp]==1.16.0",
-        "apache-beam[gcp]==2.59.0",
+        "apache-beam[gcp,aws]==2.59.0",  # aws: Beam's s3:// filesystem (boto3)
+        "tensorflow-io==0.37.1",  # tf.io.gfile's s3:// filesystem (TF 2.16)
         "tensorflow-serving-api==2.16.1",
         "tf_keras==2.16.0",
         "matplotlib",
         "psutil",  # progress (child processes) and the scale bench (memory over every process)
     ],
-    extras_require={"test": ["pytest", "kubernetes-validate", "import-linter", "prometheus_client"]},
+    extras_require={"test": ["pytest", "kubernetes-validate", "import-linter", "prometheus_client", "moto[s3]",
+                             "flask", "flask-cors"]},
     entry_points={"console_scripts": ["taxi-pipeline=pipeline.cli:main"]},
 )

@@ -27,6 +27,7 @@ def anomalies_by_split(artifact) -> dict:
     """
     from tensorflow_data_validation.utils.anomalies_util import load_anomalies_binary
     from tfx.components.example_validator.executor import DEFAULT_FILE_NAME  # SchemaDiff.pb
+    from tfx.dsl.io import fileio  # on Kubeflow the artifacts are on the object store (gs://, s3://)
     from tfx.types import artifact_utils, standard_artifacts
 
     if not hasattr(artifact, "split_names"):  # an MLMD proto: wrap it as the TFX artifact it is
@@ -36,7 +37,7 @@ def anomalies_by_split(artifact) -> dict:
     found = {}
     for split in artifact_utils.decode_split_names(artifact.split_names):
         path = os.path.join(artifact_utils.get_split_uri([artifact], split), DEFAULT_FILE_NAME)
-        if not os.path.exists(path):
+        if not fileio.exists(path):
             continue
         proto = load_anomalies_binary(path)
         items = {name: info.short_description or info.description for name, info in proto.anomaly_info.items()}

@@ -16,7 +16,6 @@ stock Pusher, given the infra blessing instead of the Trainer's model, pushes th
 (and our server) replay the records when the version loads, before it takes traffic. The copy,
 warmup included, is what gets loaded and queried here, so the pushed artifact itself is checked.
 """
-import glob
 import os
 import shutil
 import tempfile
@@ -42,7 +41,7 @@ def check_model(model_dir: str, serialized_examples, model_name: str, load_timeo
     serve_cli.configure_logging()
     with tempfile.TemporaryDirectory(prefix="serving-validator-") as tmp:
         base = os.path.join(tmp, model_name)  # TF Serving's layout: <base path>/<numeric version>/
-        shutil.copytree(model_dir, os.path.join(base, "1"))
+        _copy_dir(model_dir, os.path.join(base, "1"))
         options = ServerOptions(model_config.single_model_config(model_name, base), grpc_port=0, rest_port=None,
                                 max_load_retries=0)
         with ModelServer(options) as server, ServingClient(f"127.0.0.1:{server.grpc_port}", timeout_s=30) as client:
@@ -103,7 +102,7 @@ def write_warmup_model(model_dir: str, output_dir: str, logs) -> str:
     import tensorflow as tf
     from tfx.utils import path_utils
 
-    shutil.copytree(model_dir, output_dir)
+    _copy_dir(model_dir, output_dir)
     path = path_utils.warmup_file_path(output_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
@@ -112,11 +111,23 @@ def write_warmup_model(model_dir: str, output_dir: str, logs) -> str:
     return path
 
 
+def _copy_dir(source: str, target: str) -> None:
+    """A local copy of `source` (a local path, or gs://, s3:// on Kubeflow) at `target`."""
+    if "://" not in source:
+        shutil.copytree(source, target)
+        return
+    from tfx.utils import io_utils
+
+    io_utils.copy_dir(source, target)
+
+
 def eval_examples(examples_uri: str, count: int):
     """The first `count` serialized examples of the eval split ExampleGen wrote."""
     import tensorflow as tf
 
-    files = sorted(glob.glob(os.path.join(examples_uri, "Split-eval", "*")))
+    from tfx.dsl.io import fileio
+
+    files = sorted(fileio.glob(os.path.join(examples_uri, "Split-eval", "*")))  # local or object store
     records = tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)
     return [r.numpy() for r in records]
 
@@ -154,5 +165,7 @@ def ServingValidator(
     blessing.set_int_custom_property("warmup_requests", 0 if problem else len(examples_list))
     blessing.set_string_custom_property("reason", problem or f"served {num_examples} eval examples over gRPC")
     marker = "INFRA_NOT_BLESSED" if problem else "INFRA_BLESSED"
-    with open(os.path.join(blessing.uri, marker), "w") as f:
+    from tfx.dsl.io import fileio
+
+    with fileio.open(os.path.join(blessing.uri, marker), "w") as f:
         f.write(problem)

@@ -18,12 +18,13 @@ from typing import Dict, List, Optional, Tuple
 
 import yaml
 
-from kubeflow import storage
+from kubeflow import object_store, storage
 from kubeflow.errors import KubeflowError
 
 # A KFP launcher accepts only these pipeline roots; TFX steps then read and write artifact URIs
-# directly with tf.io.gfile, which has gs:// built in (and s3:// with tensorflow-io installed).
-OBJECT_STORE_SCHEMES = ("gs://", "s3://")
+# directly (tf.io.gfile: gs:// built in, s3:// from tensorflow-io; Beam: gs://, s3:// from boto3);
+# minio:// is handed to them as s3:// by kubeflow.entrypoint (kubeflow/object_store.py).
+OBJECT_STORE_SCHEMES = ("gs://", "s3://", "minio://")
 
 
 DEFAULT_SPEC_NAME = "taxi-pipeline.json"  # <home>/kubeflow/<this>: where compile writes and submit reads
@@ -54,8 +55,7 @@ def check_pipeline_root(uri: Optional[str]) -> Optional[str]:
         return None
     if not uri.startswith(OBJECT_STORE_SCHEMES) or len(uri.split("://", 1)[1].strip("/")) == 0:
         raise KubeflowError(f"--pipeline-root {uri!r} must be an object-store URI ({', '.join(OBJECT_STORE_SCHEMES)}"
-                            "<bucket>/<path>): the KFP launcher accepts no local paths and TFX steps "
-                            "cannot read minio:// URIs")
+                            "<bucket>/<path>): the KFP launcher accepts no local paths")
     return uri.rstrip("/")
 
 
@@ -95,11 +95,28 @@ def container_executors(spec: Dict) -> List[str]:
     return sorted(label for label, executor in executors.items() if "container" in executor)
 
 
-def with_pvc(spec: Dict, pvc_name: Optional[str], mount_path: str = str(storage.MOUNT_PATH)) -> Optional[Dict]:
-    """The platform spec mounting `pvc_name` in every container step (None: no volume)."""
+def with_pvc(spec: Dict, pvc_name: Optional[str], mount_path: str = str(storage.MOUNT_PATH),
+             pipeline_root: Optional[str] = None) -> Optional[Dict]:
+    """The platform spec mounting `pvc_name` in every container step (None: no volume).
+
+    With an s3:// or minio:// pipeline root (given, or the spec's default), every step also gets
+    the credentials of Kubeflow's MinIO secret as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+    """
     if not pvc_name:
         return None
-    return storage.pvc_platform_spec(container_executors(spec), pvc_name, mount_path)
+    platform = storage.pvc_platform_spec(container_executors(spec), pvc_name, mount_path)
+    root = pipeline_root or spec.get("defaultPipelineRoot") or ""
+    if root.startswith((object_store.S3_SCHEME, object_store.MINIO_SCHEME)):
+        secret = object_store_secret_env()
+        for executor in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values():
+            executor["secretAsEnv"] = [secret]
+    return platform
+
+
+def object_store_secret_env() -> Dict:
+    """`secretAsEnv` as kfp-kubernetes' use_secret_as_env compiles it, for the mlpipeline-minio-artifact secret."""
+    return {"secretName": object_store.KFP_MINIO_SECRET,
+            "keyToEnv": [{"secretKey": key, "envVar": env} for env, key in object_store.KFP_MINIO_SECRET_KEYS.items()]}
 
 
 def dump_package(spec: Dict, platform: Optional[Dict]) -> str:

@@ -73,13 +73,15 @@ def compile_job(config: configs.PipelineConfig, pipeline_root: Optional[str] = N
     """
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as v2
 
+    from kubeflow import spec_compat
     from pipeline.pipeline import create_pipeline
 
     tfx_pipeline = create_pipeline(config, metadata_connection_config=None)
     runner = v2.KubeflowV2DagRunner(
         config=v2.KubeflowV2DagRunnerConfig(default_image=config.kubeflow_image,
-                                            display_name=config.pipeline_name))
-    job = runner.run(tfx_pipeline, write_out=False)
+                                            display_name=config.pipeline_name,
+                                            use_pipeline_spec_2_1=True))  # what the KFP 2.x driver reads
+    job = spec_compat.for_open_source_kfp(runner.run(tfx_pipeline, write_out=False))
     runtime = job.setdefault("runtimeConfig", {})
     if pipeline_root:
         runtime["gcsOutputDirectory"] = pipeline_root
@@ -111,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"spec file to write (.json: PipelineJob IR; .yaml: KFP package); "
                              f"default <home>/kubeflow/{package.DEFAULT_SPEC_NAME}")
     parser.add_argument("--pipeline-root", default=None, metavar="URI",
-                        help="object store for TFX artifacts (gs://bucket/path); default: the "
+                        help="object store for TFX artifacts (gs://, s3:// or minio://bucket/path); default: the "
                              "cluster's default pipeline root")
     parser.add_argument("--data", default=None, metavar="DIR",
                         help=f"CSV directory as seen by the pipeline's pods (default {storage.DATA_DIR})")
@@ -150,8 +152,8 @@ def main(args: argparse.Namespace) -> int:
     steps = len(job["pipelineSpec"]["root"]["dag"]["tasks"])
     print(f"wrote {output} ({steps} steps, image {args.image})")
     if not pipeline_root:
-        print("pipeline root: the cluster's default (kfp-launcher ConfigMap); it must be a gs:// "
-              "bucket the steps can write, else pass --pipeline-root")
+        print("pipeline root: the cluster's default (kfp-launcher ConfigMap, usually minio://mlpipeline/v2/artifacts); "
+              "the steps must be able to write it, else pass --pipeline-root")
     if ":" not in args.image.rsplit("/", 1)[-1] or args.image.endswith(":latest"):
         print("note: a mutable tag (none, or :latest) lets cached steps and TFJob workers run "
               "different code; prefer a versioned tag or a digest")

@@ -85,10 +85,13 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
         if not image:
             raise TrainerConfigError("a TFJob needs the pipeline image: set it in the pipeline config "
                                      "(`taxi-pipeline compile --image ...`)")
+        from kubeflow import object_store
+
+        env, secret_env = object_store.worker_environment(spec)  # an s3:// root: same store, same secret
         job = tfjob_manifest.build_tfjob(
             name=tfjob_manifest.job_name("taxi-trainer"), namespace=namespace, image=image,
             num_workers=settings.workers, spec_path=spec, service_account=service_account, pvc_mounts=pvc_mounts,
-            active_deadline_s=int(settings.worker_timeout_s) + 60)
+            env=env, secret_env=secret_env, active_deadline_s=int(settings.worker_timeout_s) + 60)
         launcher = tfjob_launcher.TFJobLauncher(namespace, settings.worker_timeout_s, api=api,
                                                 poll_interval_s=settings.poll_interval_s)
         result = launcher.run(job)

@@ -35,12 +35,14 @@ def job_name(prefix: str = "trainer", suffix: Optional[str] = None) -> str:
 
 
 def build_tfjob(*, name: str, namespace: str, image: str, num_workers: int, spec_path: str,
-                env: Optional[Dict[str, str]] = None, resources: Optional[Dict] = None,
+                env: Optional[Dict[str, str]] = None, secret_env: Optional[Dict[str, tuple]] = None,
+                resources: Optional[Dict] = None,
                 service_account: Optional[str] = None, labels: Optional[Dict[str, str]] = None,
                 pvc_mounts: Optional[Dict[str, str]] = None,
                 active_deadline_s: Optional[int] = None, image_pull_policy: str = "IfNotPresent") -> Dict:
     """The TFJob as a plain dict (what CustomObjectsApi posts and what `kubectl apply` reads).
 
+    `secret_env` (env name -> (secret, key)): object-store credentials, read from the secret in the pod;
     `service_account`: the Trainer step's own, so workers get the same object-store access to the
     pipeline root; `pvc_mounts` (claim name -> mount path): the volumes the pipeline steps mount,
     so paths in the spec (data, logs) mean the same in the workers.
@@ -55,6 +57,8 @@ def build_tfjob(*, name: str, namespace: str, image: str, num_workers: int, spec
                                            {"name": "PYTHONUNBUFFERED", "value": "1"}]
     container_env += [{"name": k, "value": str(v)} for k, v in sorted((env or {}).items())
                       if k not in ("TF_USE_LEGACY_KERAS", "PYTHONUNBUFFERED")]
+    container_env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+                      for k, (secret, key) in sorted((secret_env or {}).items())]
     container = {
         "name": CONTAINER_NAME,
         "image": image,

@@ -7,7 +7,10 @@ behaviour object:
   with the given pod statuses and logs - for success, failure, timeout and cancel paths;
 - `LocalOperator()`: plays the training operator: runs each Worker replica's container command
   as a local process with an operator-style TF_CONFIG (ports on loopback), reports Running /
-  Succeeded / Failed from their exit codes, serves their output as pod logs, kills them on delete.
+  Succeeded / Failed from their exit codes, serves their output as pod logs, kills them on delete;
+- `ContainerOperator(engine, volumes, secrets)`: the same, but each Worker replica is a container of
+  the job's image (host network, so TF_CONFIG's loopback ports reach each other), with the pod
+  template's volumes bind-mounted from host directories and its env, secretKeyRef values included.
 Every request is recorded in `requests` so tests can assert what the launcher did.
 """
 from __future__ import annotations
@@ -99,7 +102,7 @@ class LocalOperator:
         for index in range(replicas):
             env = dict(os.environ)
             env.pop("TF_USE_LEGACY_KERAS", None)  # must come from the manifest, as in the pod
-            env.update({e["name"]: e["value"] for e in container.get("env", [])})
+            env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
             env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
                                            "task": {"type": "worker", "index": index}, "environment": "cloud"})
             env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -150,10 +153,61 @@ class LocalOperator:
                 os.remove(path)
 
 
+class ContainerOperator(LocalOperator):
+    """Runs a TFJob's Worker replicas as containers of the job's image (see the module docstring)."""
+
+    def __init__(self, engine: List[str], volumes: Dict[str, str], secrets: Dict[str, Dict[str, str]]):
+        super().__init__()
+        self.engine, self.volumes, self.secrets = list(engine), volumes, secrets
+        self.containers: Dict[str, List[str]] = {}
+
+    def created(self, job: Dict) -> None:
+        from components.multiworker_trainer.local_launcher import free_ports
+
+        name = job["metadata"]["name"]
+        worker = job["spec"]["tfReplicaSpecs"]["Worker"]
+        template = worker["template"]["spec"]
+        container = template["containers"][0]
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in template.get("volumes", [])}
+        ports = free_ports(worker["replicas"])
+        self.processes[name], self.names[name], self.containers[name] = [], [], []
+        for index in range(worker["replicas"]):
+            pod_name = f"{name}-worker-{index}"
+            argv = self.engine + ["run", "--rm", "--name", pod_name, "--network", "host"]
+            for mount in container.get("volumeMounts", []):
+                argv += ["--volume", f"{self.volumes[claims[mount['name']]]}:{mount['mountPath']}"]
+            env = {}
+            for item in container.get("env", []):
+                if "value" in item:
+                    env[item["name"]] = item["value"]
+                else:
+                    ref = item["valueFrom"]["secretKeyRef"]
+                    env[item["name"]] = self.secrets[ref["name"]][ref["key"]]
+            env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                                           "task": {"type": "worker", "index": index}, "environment": "cloud"})
+            for key, value in sorted(env.items()):
+                argv += ["--env", f"{key}={value}"]
+            argv += ["--entrypoint", container["command"][0], container["image"]]
+            argv += list(container["command"][1:]) + list(container.get("args", []))
+            log_path = os.path.join(tempfile.gettempdir(), f"fake-k8s-{os.getpid()}-{pod_name}.log")
+            self.logs_[pod_name] = log_path
+            with open(log_path, "wb") as out:
+                self.processes[name].append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                                             start_new_session=True))
+            self.names[name].append(pod_name)
+            self.containers[name].append(pod_name)
+
+    def deleted(self, name: str) -> None:
+        for pod_name in self.containers.get(name, []):
+            subprocess.run(self.engine + ["rm", "-f", pod_name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        super().deleted(name)
+
+
 class FakeKubernetes:
     """`with FakeKubernetes(behaviour) as fake:` serves on `fake.url` until the block ends."""
 
-    def __init__(self, behaviour, own_pods: Optional[Dict[str, Dict]] = None, fail_create: Optional[int] = None):
+    def __init__(self, behaviour, own_pods: Optional[Dict[str, Dict]] = None, fail_create: Optional[int] = None,
+                 host: str = "127.0.0.1"):
         self.behaviour = behaviour
         self.own_pods = own_pods or {}
         self.fail_create = fail_create
@@ -162,7 +216,7 @@ class FakeKubernetes:
         self.deleted: List[str] = []
         self.requests: List[tuple] = []
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer((host, 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -1,0 +1,86 @@
+"""S3 settings, the step entry point and the platform spec for object-store roots (no containers)."""
+import json
+import os
+import sys
+
+import pytest
+
+from kubeflow import entrypoint, object_store, package, storage
+
+
+def test_boto3_and_tensorflow_io_settings_are_filled_in_from_each_other():
+    env = {"AWS_ENDPOINT_URL": "http://minio.example:9000"}
+    object_store.configure_environment(env)
+    assert env["S3_ENDPOINT"] == "http://minio.example:9000" and env["S3_USE_HTTPS"] == "0"
+    assert env["S3_VERIFY_SSL"] == "0" and env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
+    env = {"S3_ENDPOINT": "s3.example:443", "AWS_REGION": "eu-west-1"}
+    object_store.configure_environment(env)
+    assert env["AWS_ENDPOINT_URL"] == "https://s3.example:443" and env["AWS_DEFAULT_REGION"] == "eu-west-1"
+    env = {}
+    object_store.configure_environment(env, minio=True)
+    assert env["AWS_ENDPOINT_URL"] == object_store.KFP_MINIO_ENDPOINT
+
+
+def test_workers_get_settings_by_value_and_credentials_only_by_secret_reference():
+    env = {"AWS_ENDPOINT_URL": "http://e:1", "AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret"}
+    plain, secret = object_store.worker_environment("s3://b/run/spec.json", env)
+    assert plain == {"AWS_ENDPOINT_URL": "http://e:1"}
+    assert secret == {"AWS_ACCESS_KEY_ID": (object_store.KFP_MINIO_SECRET, "accesskey"),
+                      "AWS_SECRET_ACCESS_KEY": (object_store.KFP_MINIO_SECRET, "secretkey")}
+    assert object_store.worker_environment("gs://b/x", env) == ({}, {})
+
+
+def test_object_store_roots_mount_the_minio_secret_in_every_step():
+    spec = {"defaultPipelineRoot": "minio://mlpipeline/v2",
+            "deploymentSpec": {"executors": {"a": {"container": {}}, "r": {"resolver": {}}}}}
+    executors = package.with_pvc(spec, storage.PVC_NAME)["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == {"a"}
+    assert executors["a"]["secretAsEnv"] == [{"secretName": "mlpipeline-minio-artifact", "keyToEnv": [
+        {"secretKey": "accesskey", "envVar": "AWS_ACCESS_KEY_ID"},
+        {"secretKey": "secretkey", "envVar": "AWS_SECRET_ACCESS_KEY"}]}]
+    spec["defaultPipelineRoot"] = "gs://bucket/root"
+    assert "secretAsEnv" not in package.with_pvc(spec, storage.PVC_NAME)["platforms"]["kubernetes"][
+        "deploymentSpec"]["executors"]["a"]
+
+
+@pytest.fixture
+def fake_step(tmp_path, monkeypatch):
+    """A module standing in for TFX's entry point: records the argv it got, writes an executor output."""
+    (tmp_path / "fake_tfx_step.py").write_text(
+        "import json, sys\n"
+        "executor_input = json.loads(sys.argv[2])\n"
+        "open(sys.argv[1], 'w').write(json.dumps(sys.argv[1:]))\n"
+        "out = executor_input['outputs']['outputFile']\n"
+        "uri = executor_input['outputs']['artifacts']['examples']['artifacts'][0]['uri']\n"
+        "json.dump({'artifacts': {'examples': {'artifacts': [{'uri': uri}]}}}, open(out, 'w'))\n"
+        "sys.exit(int(executor_input.get('exit', 0)))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(object_store, "check_reachable", lambda uri: None)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    saved = dict(os.environ)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "S3_ENDPOINT"):
+        os.environ.pop(name, None)
+    yield tmp_path
+    os.environ.clear()
+    os.environ.update(saved)  # the entry point sets the S3 variables of this process
+
+
+def _executor_input(tmp_path, root, code=0):
+    return {"exit": code, "outputs": {"outputFile": str(tmp_path / "output_metadata.json"), "artifacts": {
+        "examples": {"artifacts": [{"name": "examples", "uri": f"{root}/CsvExampleGen/1/examples"}]}}}}
+
+
+def test_entry_point_hands_tfx_s3_uris_for_minio_and_the_launcher_minio_back(fake_step, monkeypatch):
+    document = _executor_input(fake_step, "minio://mlpipeline/v2")
+    argv_file = fake_step / "argv.json"
+    assert entrypoint.main(["fake_tfx_step", str(argv_file), json.dumps(document)]) == 0
+    seen = json.loads(argv_file.read_text())
+    assert "minio://" not in seen[1] and "s3://mlpipeline/v2/CsvExampleGen/1/examples" in seen[1]
+    output = json.loads((fake_step / "output_metadata.json").read_text())
+    assert output["artifacts"]["examples"]["artifacts"][0]["uri"] == "minio://mlpipeline/v2/CsvExampleGen/1/examples"
+    assert os.environ["AWS_ENDPOINT_URL"] == object_store.KFP_MINIO_ENDPOINT
+
+
+def test_entry_point_keeps_the_steps_exit_status(fake_step):
+    document = _executor_input(fake_step, "s3://bucket/root", code=3)
+    assert entrypoint.main(["fake_tfx_step", str(fake_step / "argv.json"), json.dumps(document)]) == 3
