@@ -58,7 +58,7 @@ class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer
                     results = await async_batcher.run_batched(servable.batcher, servable, sig, inputs, output_keys,
                                                               self._pool)
                 else:
-                    results = servable.run_direct(sig, inputs, output_keys)
+                    results = servable.run(sig, inputs, output_keys)  # = run_direct here
                 return handlers.predict_response(servable, sig, results, output_keys)
         except ServingError as err:
             error = err
