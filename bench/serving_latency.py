@@ -1,20 +1,23 @@
-"""Serving latency and throughput: the model server vs the in-process signature call (the floor).
+"""Serving latency and throughput: the model server against the transport's limit and the in-process call.
 
-Measures, in one run on one model version:
+Measures, in one run on one model version, every server in its own process, as deployed:
 - floor: the in-process call of the same signature (`tf.saved_model.load(...).signatures
   ["serving_default"]` on one serialized tf.Example), p50/p99 and its sequential rate;
-- 1 client: sequential gRPC Predict calls (one example each) to the server running in its own
-  process, as deployed;
-- 16 clients: 16 concurrent clients (grpc.aio coroutines in this process, one channel each),
-  against the server with batching on, and (for reference) with batching off;
-- the transport ceiling: the same 1- and 16-client loads against a no-op PredictionService on the
-  same Python gRPC stack (canned answer, no model): no server built on grpcio can beat it here;
-- the serving core without transport: 16 threads calling the Predict handler in this process
-  (decode, validate, batch, run, encode), batching on and off.
-Every figure is also given as a ratio to the floor measured in the same run. Goals (issue 3):
-1-client p50 <= 1.5x the floor p50; 16-client throughput >= 2x the floor's sequential rate.
+- the transport ceiling: do-nothing PredictionServices (canned answer, no model) on grpcio's
+  thread-pool server and on grpc.aio: no server built on grpcio can beat the faster of the two;
+- the simplest server a user would write instead: `tf.saved_model.load` + a PredictionService
+  servicer (tf.make_ndarray in, the signature function, tf.make_tensor_proto out);
+- ours: the thread-pool front end with batching (the previous design), and the grpc.aio front end
+  (`--grpc_aio`) unbatched and batched;
+each with 1 client (sequential Predict calls, one example each) and 16 concurrent clients
+(grpc.aio coroutines in this process, one channel each). Phases rotate (and reverse) across
+rounds and each figure is the median over rounds, so a burst of load from other processes cannot
+favour one phase. Goals (issue 8, acceptance 5), computed from this run's figures:
+- one client: our p50 <= 1.15 x (transport ceiling p50 + floor p50);
+- 16 clients, batching on: our rate >= 0.8 x the do-nothing server's rate;
+- ahead of the simple user-written server on both.
 
-    python -m bench.serving_latency [--model-dir DIR] [--requests N] [--seconds S]
+    python -m bench.serving_latency [--model-dir DIR] [--requests N] [--seconds S] [--rounds R]
 
 The model: `--model-dir` (a model base path with numeric versions), else the pipeline's pushed
 model under `--home` (default outputs/), else the taxi-like sample model exported on the spot
@@ -94,25 +97,24 @@ def _measure_floor(version_dir: str, serialized: bytes, n: int) -> Dict[str, flo
     return _summary(latencies, time.perf_counter() - start)
 
 
-def _start_server(base: Path, port: int, batching_file: str = None) -> subprocess.Popen:
-    argv = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))",
-            "serve", "--backend", "standin", f"--port={port}", "--rest_api_port=0", "--model_name=taxi",
+def _start_server(base: Path, port: int, batching_file: str = None, aio: bool = False, processes: int = 1
+                  ) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "serving.model_servers.main",
+            "--backend", "standin", f"--port={port}", "--rest_api_port=0", "--model_name=taxi",
             f"--model_base_path={base}", "--file_system_poll_wait_seconds=30",
             *SESSION_FLAGS]
     if batching_file:
         argv += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
+    if aio:
+        argv += ["--grpc_aio"]
+    if processes > 1:
+        argv += [f"--grpc_processes={processes}"]
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
 
 
-def _noop_server(port: int) -> int:
-    """A PredictionService that answers a canned response: the same gRPC stack as the model server
-    (sync server, 32 worker threads) with no model, decoding or batching. Its figures are the ceiling
-    the Python gRPC transport alone allows on this machine."""
-    from concurrent import futures
-
-    import grpc
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+def _canned_response():
+    from tensorflow_serving.apis import predict_pb2
 
     response = predict_pb2.PredictResponse()
     response.model_spec.name = "taxi"
@@ -123,6 +125,73 @@ def _noop_server(port: int) -> int:
     probabilities.tensor_shape.dim.add().size = 1
     probabilities.tensor_shape.dim.add().size = 1
     probabilities.float_val.append(0.5)
+    return response
+
+
+def _noop_aio_server(port: int) -> int:
+    """The do-nothing PredictionService on grpc.aio (one event loop, no worker threads)."""
+    import asyncio
+
+    from grpc import aio
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    response = _canned_response()
+
+    class NoOp(prediction_service_pb2_grpc.PredictionServiceServicer):
+        async def Predict(self, request, context):
+            return response
+
+    async def serve():
+        server = aio.server()
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(NoOp(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+    return 0
+
+
+def _simple_server(port: int, version_dir: str) -> int:
+    """What a user would write instead of a model server: load the SavedModel with
+    `tf.saved_model.load`, call its signature from a PredictionService servicer (grpcio's
+    thread-pool server), tensors through tf.make_ndarray / tf.make_tensor_proto."""
+    from concurrent import futures
+
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    model = tf.saved_model.load(version_dir)
+
+    class Simple(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            fn = model.signatures[request.model_spec.signature_name or "serving_default"]
+            outputs = fn(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+            response = predict_pb2.PredictResponse()
+            response.model_spec.CopyFrom(request.model_spec)
+            for key, value in outputs.items():
+                response.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Simple(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+    return 0
+
+
+def _noop_server(port: int) -> int:
+    """A PredictionService that answers a canned response: the same gRPC stack as the model server
+    (sync server, 32 worker threads) with no model, decoding or batching. Its figures are the ceiling
+    the Python gRPC transport alone allows on this machine."""
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    response = _canned_response()
 
     class NoOp(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):
@@ -136,9 +205,9 @@ def _noop_server(port: int) -> int:
     return 0
 
 
-def _start_noop_server(port: int) -> subprocess.Popen:
+def _start_helper_server(*flag_args: str) -> subprocess.Popen:
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "bench.serving_latency", "--noop-server", str(port)], env=env,
+    return subprocess.Popen([sys.executable, "-m", "bench.serving_latency", *flag_args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
 
 
@@ -171,6 +240,25 @@ def _request(serialized: bytes):
     request.model_spec.signature_name = "serving_default"
     tensors.from_ndarray(np.array([serialized], dtype=object), request.inputs["examples"])
     return request
+
+
+def _wait_all_processes(target: str, request, channels: int = 24, timeout_s: float = 300) -> None:
+    """Until `channels` fresh connections in a row answer Predict (the kernel spreads connections
+    over the processes of a --grpc_processes server, so each may land on any of them)."""
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    deadline, ok = time.monotonic() + timeout_s, 0
+    while ok < channels:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{target}: not every server process serves the model")
+        with grpc.insecure_channel(target) as channel:
+            try:
+                prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+                ok += 1
+            except grpc.RpcError:
+                ok = 0
+                time.sleep(0.5)
 
 
 def _one_client(target: str, request, n: int) -> Dict[str, float]:
@@ -233,6 +321,19 @@ def _many_clients(target: str, request, clients: int, seconds: float) -> Dict[st
     return result
 
 
+SERVERS = {  # key: (label, kind)
+    "noop": ("do-nothing grpcio server (thread pool)", "noop"),
+    "noop_aio": ("do-nothing grpcio server (grpc.aio)", "noop"),
+    "simple": ("simple user server (tf.saved_model.load + servicer)", "simple"),
+    "threads_batched": ("ours, thread-pool front end, batching", "ours"),
+    "threads_batched_2p": ("ours, thread-pool front end, batching, --grpc_processes=2", "ours"),
+    "aio_unbatched": ("ours, --grpc_aio, no batching", "ours"),
+    "aio_batched": ("ours, --grpc_aio, batching", "ours"),
+    "aio_batched_2p": ("ours, --grpc_aio, batching, --grpc_processes=2", "ours"),
+}
+FLOOR = "floor (in-process signature call)"
+
+
 def main(argv=None) -> int:
     from pipeline import configs
 
@@ -247,11 +348,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each 16-client phase (split over "
                         "the rounds)")
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; figures are medians")
+    parser.add_argument("--rounds", type=int, default=5, help="rotating rounds; figures are medians")
+    parser.add_argument("--in-process-core", action="store_true",
+                        help="also measure the serving core without gRPC (threads calling the Predict handler)")
     parser.add_argument("--noop-server", type=int, default=None, help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--noop-aio-server", type=int, default=None, help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--simple-server", nargs=2, default=None, help=argparse.SUPPRESS)  # internal
     args = parser.parse_args(argv)
     if args.noop_server is not None:
         return _noop_server(args.noop_server)
+    if args.noop_aio_server is not None:
+        return _noop_aio_server(args.noop_aio_server)
+    if args.simple_server is not None:
+        return _simple_server(int(args.simple_server[0]), args.simple_server[1])
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -261,87 +370,118 @@ def main(argv=None) -> int:
         batching_file = workdir / "batching.pbtxt"
         batching_file.write_text(BATCHING)
 
-        results = {"model": {"base_path": str(base), "version": version, "source": source},
+        results = {"command": "python -m bench.serving_latency " + " ".join(argv if argv is not None else sys.argv[1:]),
+                   "model": {"base_path": str(base), "version": version, "source": source},
                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                "load_avg_at_start": os.getloadavg()[0]},
                    "batching_parameters": BATCHING.strip().replace("\n", "; "),
                    "server_flags": SESSION_FLAGS}
-        # Both servers run for the whole measurement; phases alternate in rounds and each figure is
-        # the median over rounds, so a burst of load from other processes cannot favour one phase.
-        ports = {"on": _free_port(), "off": _free_port(), "noop": _free_port()}
-        servers = {"on": _start_server(base, ports["on"], str(batching_file)), "off": _start_server(base, ports["off"]),
-                   "noop": _start_noop_server(ports["noop"])}
+        ports = {key: _free_port() for key in SERVERS}
+        servers = {
+            "noop": _start_helper_server("--noop-server", str(ports["noop"])),
+            "noop_aio": _start_helper_server("--noop-aio-server", str(ports["noop_aio"])),
+            "simple": _start_helper_server("--simple-server", str(ports["simple"]), versions[version]),
+            "threads_batched": _start_server(base, ports["threads_batched"], str(batching_file)),
+            "threads_batched_2p": _start_server(base, ports["threads_batched_2p"], str(batching_file), processes=2),
+            "aio_unbatched": _start_server(base, ports["aio_unbatched"], aio=True),
+            "aio_batched": _start_server(base, ports["aio_batched"], str(batching_file), aio=True),
+            "aio_batched_2p": _start_server(base, ports["aio_batched_2p"], str(batching_file), aio=True, processes=2),
+        }
         rounds = {}
         try:
-            _wait_for_port(ports["noop"])
-            for key in ("on", "off"):
-                port = ports[key]
-                with ServingClient(f"127.0.0.1:{port}") as client:
-                    if not client.wait_until_available("taxi", 180):
-                        print("error: the server did not make the model AVAILABLE within 180s", file=sys.stderr)
+            for key in ("noop", "noop_aio", "simple"):
+                _wait_for_port(ports[key], 300)
+            for key, (_, kind) in SERVERS.items():
+                if kind != "ours":
+                    continue
+                with ServingClient(f"127.0.0.1:{ports[key]}") as client:
+                    if not client.wait_until_available("taxi", 300):
+                        print("error: the server did not make the model AVAILABLE within 300s", file=sys.stderr)
                         return 1
                     defs = client.signature_defs("taxi")
             rows = _taxi_rows()
             raw = raw_input_dtypes(defs)
             serialized = row_to_example(rows[0], raw).SerializeToString()
             request = _request(serialized)
+            for key, (_, kind) in SERVERS.items():
+                if kind == "ours":  # every process of a multi-process server has the model
+                    _wait_all_processes(f"127.0.0.1:{ports[key]}", request)
             n = max(100, args.requests // args.rounds)
-            phases_in_order = [
-                ("floor (in-process signature call)", lambda: _measure_floor(versions[version], serialized, n)),
-                ("1 client, batching on", lambda: _one_client(f"127.0.0.1:{ports['on']}", request, n)),
-                ("1 client, batching off", lambda: _one_client(f"127.0.0.1:{ports['off']}", request, n)),
-                (f"{args.clients} clients, batching on", lambda: _many_clients(
-                    f"127.0.0.1:{ports['on']}", request, args.clients, args.seconds / args.rounds)),
-                (f"{args.clients} clients, batching off", lambda: _many_clients(
-                    f"127.0.0.1:{ports['off']}", request, args.clients, args.seconds / args.rounds)),
-                ("1 client, no-op gRPC server", lambda: _one_client(f"127.0.0.1:{ports['noop']}", request, n)),
-                (f"{args.clients} clients, no-op gRPC server", lambda: _many_clients(
-                    f"127.0.0.1:{ports['noop']}", request, args.clients, args.seconds / args.rounds)),
-            ]
+            seconds = args.seconds / args.rounds
+            phases_in_order = [(FLOOR, lambda: _measure_floor(versions[version], serialized, n))]
+            for key, (label, _) in SERVERS.items():
+                target = f"127.0.0.1:{ports[key]}"
+                phases_in_order.append((f"1 client: {label}", lambda t=target: _one_client(t, request, n)))
+                phases_in_order.append((f"{args.clients} clients: {label}", lambda t=target: _many_clients(
+                    t, request, args.clients, seconds)))
             for r in range(args.rounds):
-                # Rotate the order each round and pause between phases, so no phase always follows
-                # the same one (TensorFlow's threads keep spinning briefly after the floor's calls).
+                # Rotate the order each round, reverse it every other round and pause between phases,
+                # so no phase always follows the same one (TensorFlow's threads keep spinning briefly).
                 shift = r * len(phases_in_order) // args.rounds
-                for name, measure in phases_in_order[shift:] + phases_in_order[:shift]:
+                order = phases_in_order[shift:] + phases_in_order[:shift]
+                if r % 2:
+                    order.reverse()
+                for name, measure in order:
                     time.sleep(0.3)
                     rounds.setdefault(name, []).append(measure())
-            # The serving core without gRPC (in this process, after the servers' phases).
-            for _ in range(args.rounds):
-                for label, text in (("on", BATCHING), ("off", None)):
-                    rounds.setdefault(f"{args.clients} threads in-process, no gRPC, batching {label}", []).append(
-                        _in_process_capacity(base, request, args.clients, args.seconds / args.rounds, text))
+                print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+            if args.in_process_core:
+                for _ in range(args.rounds):
+                    for label, text in (("on", BATCHING), ("off", None)):
+                        rounds.setdefault(f"{args.clients} threads in-process, no gRPC, batching {label}", []).append(
+                            _in_process_capacity(base, request, args.clients, seconds, text))
         finally:
             for server in servers.values():
                 _stop(server)
-    phases = {name: _median(results) for name, results in rounds.items()}
-
-    floor = phases["floor (in-process signature call)"]
+    phases = {name: _median(r) for name, r in rounds.items()}
+    floor = phases[FLOOR]
     for result in phases.values():
         result["p50_vs_floor_p50"] = result["p50_ms"] / floor["p50_ms"]
         result["throughput_vs_floor_rate"] = result["throughput_rps"] / floor["throughput_rps"]
     results["phases"] = phases
-    single = phases["1 client, batching on"]
-    many = phases[f"{args.clients} clients, batching on"]
-    results["goals"] = {
-        "single_client_p50_le_1.5x_floor": {"ratio": single["p50_vs_floor_p50"], "met": single["p50_vs_floor_p50"] <= 1.5},
-        f"{args.clients}_client_throughput_ge_2x_floor_rate": {"ratio": many["throughput_vs_floor_rate"],
-                                                              "met": many["throughput_vs_floor_rate"] >= 2.0},
-    }
+    results["goals"] = _goals(phases, args.clients)
     results["load_avg_at_end"] = os.getloadavg()[0]
 
     print(f"model: {source}, version {version} ({base})")
-    header = f"{'phase':38} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'p50/floor':>10} {'rate/floor':>10}"
+    header = f"{'phase':66} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7}"
     print(header)
     print("-" * len(header))
     for name, r in phases.items():
-        print(f"{name:38} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['throughput_rps']:8.0f} "
-              f"{r['p50_vs_floor_p50']:10.2f} {r['throughput_vs_floor_rate']:10.2f}")
+        print(f"{name:66} {r['p50_ms']:7.3f} {r['p99_ms']:7.3f} {r['throughput_rps']:7.0f}")
     for goal, value in results["goals"].items():
-        print(f"goal {goal}: {value['ratio']:.2f} -> {'met' if value['met'] else 'NOT met'}")
+        print(f"goal {goal}: {value['value']:.3f} (target {value['target']}) -> {'met' if value['met'] else 'NOT met'}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")
     return 0
+
+
+def _goals(phases, clients: int):
+    """Issue 8 acceptance 5, from this run's medians. The transport ceiling is the faster do-nothing
+    server on each measure (lower p50 with 1 client, higher rate with `clients`)."""
+    one = {key: phases[f"1 client: {label}"] for key, (label, _) in SERVERS.items()}
+    many = {key: phases[f"{clients} clients: {label}"] for key, (label, _) in SERVERS.items()}
+    ceiling_p50 = min(one["noop"]["p50_ms"], one["noop_aio"]["p50_ms"])
+    ceiling_rate = max(many["noop"]["throughput_rps"], many["noop_aio"]["throughput_rps"])
+    budget = ceiling_p50 + phases[FLOOR]["p50_ms"]
+    goals = {}
+    for key in ("aio_unbatched", "aio_batched", "threads_batched"):
+        ratio = one[key]["p50_ms"] / budget
+        goals[f"1 client p50 / (ceiling p50 + floor p50), {SERVERS[key][0]}"] = {
+            "value": ratio, "target": "<= 1.15", "met": ratio <= 1.15}
+    for key in ("aio_batched", "aio_batched_2p", "threads_batched", "threads_batched_2p"):
+        ratio = many[key]["throughput_rps"] / ceiling_rate
+        goals[f"{clients} clients rate / do-nothing server's rate, {SERVERS[key][0]}"] = {
+            "value": ratio, "target": ">= 0.8", "met": ratio >= 0.8}
+    for key in ("aio_unbatched", "aio_batched", "threads_batched"):
+        ratio = one["simple"]["p50_ms"] / one[key]["p50_ms"]
+        goals[f"1 client: simple server's p50 / ours, {SERVERS[key][0]}"] = {
+            "value": ratio, "target": "> 1", "met": ratio > 1}
+    for key in ("aio_batched", "aio_batched_2p", "threads_batched", "threads_batched_2p"):
+        ratio = many[key]["throughput_rps"] / many["simple"]["throughput_rps"]
+        goals[f"{clients} clients: our rate / simple server's, {SERVERS[key][0]}"] = {
+            "value": ratio, "target": "> 1", "met": ratio > 1}
+    return goals
 
 
 def _in_process_capacity(base: Path, request, clients: int, seconds: float, batching_text: str = None

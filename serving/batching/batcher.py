@@ -218,7 +218,14 @@ class ServableBatcher:
         self._lock = threading.Lock()
 
     def run(self, servable, sig, inputs: Mapping[str, np.ndarray], output_keys: Sequence[str]):
-        # batching_util.h ComputeTensorBatchSize: TF Serving's checks and words.
+        size = self.task_size(inputs)
+        if size == 0:
+            return servable.run_direct(sig, inputs, output_keys)
+        return self.queue(servable, sig, inputs, output_keys).submit(inputs, size)
+
+    def task_size(self, inputs: Mapping[str, np.ndarray]) -> int:
+        """The task's batch size, checked as batching_util.h ComputeTensorBatchSize checks it
+        (TF Serving's words); 0: nothing to batch, run directly."""
         if any(np.ndim(v) == 0 for v in inputs.values()):
             raise invalid_argument("Batching Run() input tensors must have at least one dimension")
         sizes = {np.shape(v)[0] for v in inputs.values()}
@@ -228,8 +235,10 @@ class ServableBatcher:
         if size > self.options.max_batch_size:
             raise invalid_argument(f"Task size {size} is larger than maximum input batch size "
                                    f"{self.options.max_batch_size}")
-        if size == 0:
-            return servable.run_direct(sig, inputs, output_keys)
+        return size
+
+    def queue(self, servable, sig, inputs: Mapping[str, np.ndarray], output_keys: Sequence[str]) -> "_BatchQueue":
+        """The queue of the tasks that can share a Session run with these (signature, inputs, outputs)."""
         key = (sig.name, tuple(sorted(inputs)), tuple(output_keys))
         queue = self._queues.get(key)
         if queue is None:
@@ -239,7 +248,7 @@ class ServableBatcher:
                     queue = _BatchQueue(self.options,
                                         lambda batched, s=sig, k=tuple(output_keys): servable.run_direct(s, batched, k))
                     self._queues[key] = queue
-        return queue.submit(inputs, size)
+        return queue
 
     def stop(self) -> None:
         self._queues.clear()

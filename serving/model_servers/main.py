@@ -33,6 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         type=flags.parse_bool, metavar="BOOL",
                         help="stand-in only: run each Session call on the request's thread (default: true; "
                              "faster for small models, false lets one request use the inter-op pool)")
+    parser.add_argument("--grpc_aio", "--grpc-aio", nargs="?", const=True, default=False, type=flags.parse_bool,
+                        metavar="BOOL",
+                        help="stand-in only: serve gRPC on grpc.aio, one event loop instead of a thread per request "
+                             "(default: false; faster, see serving/README.md Speed)")
+    parser.add_argument("--grpc_processes", "--grpc-processes", type=int, default=1, metavar="N",
+                        help="stand-in only: N server processes share the gRPC port (SO_REUSEPORT; each loads "
+                             "the models and polls the model directory itself; REST on the first). Default 1")
+    parser.add_argument("--grpc_reuseport", nargs="?", const=True, default=False, type=flags.parse_bool,
+                        help=argparse.SUPPRESS)  # set by --grpc_processes for every process
     flags.add_tf_serving_flags(parser)
 
 
@@ -131,7 +140,9 @@ def server_options(args, config):
         enable_signature_method_name_check=args.enable_signature_method_name_check,
         warmup=WarmupOptions(enabled=args.enable_model_warmup,
                              num_request_iterations=args.num_request_iterations_for_warmup or 1),
-        prometheus_path=prometheus_path)
+        prometheus_path=prometheus_path,
+        grpc_aio=getattr(args, "grpc_aio", False),
+        grpc_reuseport=getattr(args, "grpc_reuseport", False) or getattr(args, "grpc_processes", 1) > 1)
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -174,10 +185,19 @@ def main(args, default_model=None) -> int:
     if binary is not None and args.backend != "standin":
         print(f"running {binary}", flush=True)
         return launcher.run_tf_serving(binary, flag_argv)
-    return run_standin(server_options(args, config))
+    processes = getattr(args, "grpc_processes", 1)
+    if processes < 1:
+        raise UserError(f"--grpc_processes must be >= 1, not {processes}")
+    child_argv = None
+    if processes > 1:
+        child_argv = flags.tfserving_argv(args, dict(overrides, rest_api_port=0)) + [
+            f"--host={args.host}", "--backend=standin", f"--run_in_caller_thread={str(args.run_in_caller_thread).lower()}",
+            f"--grpc_aio={str(args.grpc_aio).lower()}", "--grpc_reuseport=true"]
+    return run_standin(server_options(args, config), extra_processes=processes - 1, child_argv=child_argv)
 
 
-def run_standin(options) -> int:
+def run_standin(options, extra_processes: int = 0, child_argv=None) -> int:
+    from serving.model_servers import processes
     from serving.model_servers.server import ModelServer
 
     configure_logging()
@@ -187,6 +207,7 @@ def run_standin(options) -> int:
     except OSError as err:
         server.stop()
         raise UserError(f"{err}; pick other ports with --port/--rest_api_port") from None
+    children = processes.start_children(extra_processes, child_argv, server.grpc_port) if extra_processes else []
     models = ", ".join(server.manager.model_names())
     rest = f", REST http://{options.host}:{server.rest_port}/v1/models/<name>" if server.rest_port else ""
     if server.rest_port and options.prometheus_path:
@@ -201,6 +222,7 @@ def run_standin(options) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        processes.stop_children(children)
         server.stop()
     print("model server stopped", flush=True)
     return 0

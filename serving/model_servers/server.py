@@ -61,6 +61,8 @@ class ServerOptions:
     warmup: warmup.WarmupOptions = warmup.WarmupOptions()
     # MonitoringConfig.prometheus_config: the REST path of the Prometheus page when enabled, else None.
     prometheus_path: Optional[str] = None
+    grpc_aio: bool = False  # stand-in only: gRPC on grpc.aio (serving.model_servers.aio_service)
+    grpc_reuseport: bool = False  # SO_REUSEPORT: several server processes share the port (processes.py)
 
 
 class ModelServer:
@@ -122,19 +124,27 @@ class ModelServer:
         o = self.options
         grpc_options = [("grpc.max_receive_message_length", o.max_message_bytes),
                         ("grpc.max_send_message_length", o.max_message_bytes),
-                        ("grpc.so_reuseport", 0)] + list(o.grpc_channel_arguments)
-        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=o.grpc_max_threads,
-                                                            thread_name_prefix="grpc"),
-                                 options=grpc_options, maximum_concurrent_rpcs=None)
-        grpc_service.add_services(self._grpc, self.manager, self.metrics)
+                        ("grpc.so_reuseport", int(o.grpc_reuseport))] + list(o.grpc_channel_arguments)
         address = f"{_bracket(o.host)}:{o.grpc_port}"
+        credentials = None
         if o.tls is not None:
             credentials = grpc.ssl_server_credentials(
                 [(o.tls.server_key, o.tls.server_cert)], root_certificates=o.tls.custom_ca,
                 require_client_auth=o.tls.client_verify)
-            self.grpc_port = self._grpc.add_secure_port(address, credentials)
+        if o.grpc_aio:
+            from serving.model_servers.aio_service import AioGrpcServer
+
+            self._grpc = AioGrpcServer(self.manager, grpc_options, max_workers=o.grpc_max_threads)
+            self.grpc_port = self._grpc.start(address, credentials)
         else:
-            self.grpc_port = self._grpc.add_insecure_port(address)
+            self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=o.grpc_max_threads,
+                                                                thread_name_prefix="grpc"),
+                                     options=grpc_options, maximum_concurrent_rpcs=None)
+            grpc_service.add_services(self._grpc, self.manager, self.metrics)
+            if credentials is not None:
+                self.grpc_port = self._grpc.add_secure_port(address, credentials)
+            else:
+                self.grpc_port = self._grpc.add_insecure_port(address)
         if not self.grpc_port:
             raise OSError(f"cannot listen for gRPC on {address} (port in use?)")
         try:
@@ -145,7 +155,8 @@ class ModelServer:
         except OSError as err:
             raise OSError(f"cannot listen for REST on {o.host}:{o.rest_port}: {err.strerror}") from None
         self.manager.start()
-        self._grpc.start()
+        if not o.grpc_aio:
+            self._grpc.start()  # the aio server serves from start(address) on
         if self._rest is not None:
             self._rest.start()
         log.debug("Serving gRPC on %s:%d%s", o.host, self.grpc_port,
@@ -157,7 +168,10 @@ class ModelServer:
             self._rest.stop()
             self._rest = None
         if self._grpc is not None:
-            self._grpc.stop(grace_s).wait()
+            if self.options.grpc_aio:
+                self._grpc.stop(grace_s)
+            else:
+                self._grpc.stop(grace_s).wait()
             self._grpc = None
         self.manager.stop()
 

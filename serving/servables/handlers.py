@@ -55,6 +55,13 @@ def predict_on(servable, request: predict_pb2.PredictRequest, method_check: bool
     """Predict on a servable the caller already holds, in predict_util.cc RunPredict's order:
     signature, method name (only with the check on), input names, input values, output filter,
     then the run (where dtypes are checked)."""
+    sig, inputs, output_keys = predict_prepare(servable, request, method_check)
+    return predict_response(servable, sig, servable.run(sig, inputs, output_keys), output_keys)
+
+
+def predict_prepare(servable, request: predict_pb2.PredictRequest, method_check: bool = False):
+    """Everything Predict checks before the run: (signature, arrays to feed, output keys).
+    Split from `predict_on` so an asynchronous front end can await the run in between."""
     sig = servable.signature(request.model_spec.signature_name)
     if method_check and sig.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
         raise ServingError(grpc.StatusCode.INTERNAL,
@@ -63,7 +70,10 @@ def predict_on(servable, request: predict_pb2.PredictRequest, method_check: bool
     inputs, dtypes = servable.prepare_inputs(sig, request.inputs)
     output_keys = servable.validate_outputs(sig, request.output_filter)
     servable.check_dtypes(sig, dtypes)
-    results = servable.run(sig, inputs, output_keys)
+    return sig, inputs, output_keys
+
+
+def predict_response(servable, sig, results, output_keys) -> predict_pb2.PredictResponse:
     response = predict_pb2.PredictResponse()
     _fill_spec(response.model_spec, servable, sig.name)
     for alias in output_keys:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,6 +22,8 @@ def running_server(config, wait_for=(), **options):
     options.setdefault("grpc_port", 0)
     options.setdefault("rest_port", 0)
     options.setdefault("poll_wait_s", 0.2)
+    # SERVING_TEST_GRPC_AIO=1 runs every serving test against the grpc.aio front end (--grpc_aio).
+    options.setdefault("grpc_aio", os.environ.get("SERVING_TEST_GRPC_AIO") == "1")
     server = ModelServer(ServerOptions(config=config, **options)).start()
     try:
         for name in wait_for:

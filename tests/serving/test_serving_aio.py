@@ -1,0 +1,207 @@
+"""The grpc.aio front end (`--grpc_aio`): the same answers and status codes as the thread-pool
+front end, batched requests merge into shared runs, and the server keeps serving after errors.
+
+The whole serving suite also runs against it with SERVING_TEST_GRPC_AIO=1 (serving_helpers)."""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import grpc
+import numpy as np
+import pytest
+
+from serving.batching.batcher import BatchingOptions
+
+
+def _predict_all(port, inputs):
+    """Every request at once from grpc.aio coroutines: (responses or RpcErrors) in order."""
+    from grpc import aio
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving.util import tensors
+
+    def predict_request(name, values):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = name
+        for alias, value in values.items():
+            tensors.from_ndarray(np.asarray(value), request.inputs[alias])
+        return request
+
+    async def run():
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            return await asyncio.gather(*(stub.Predict(predict_request("taxi", i)) for i in inputs),
+                                        return_exceptions=True)
+
+    return asyncio.run(run())
+
+
+def test_aio_batched_answers_exactly_as_thread_front_end_and_merges_runs(taxi_like_base):
+    from serving.client import ServingClient, raw_input_dtypes, rows_to_inputs
+    from serving.util import tensors
+    from serving_helpers import config_for, running_server, taxi_rows
+
+    config = config_for(taxi=str(taxi_like_base / "taxi"))
+    rows = taxi_rows(48)
+    with running_server(config, wait_for=["taxi"], grpc_aio=False) as plain, \
+            ServingClient(f"127.0.0.1:{plain.grpc_port}") as c:
+        defs = c.signature_defs("taxi")
+        inputs = [rows_to_inputs([r], defs["serving_default"], raw_input_dtypes(defs)) for r in rows]
+        expected = [c.predict("taxi", i)[0]["probabilities"] for i in inputs]
+    options = BatchingOptions(max_batch_size=16, batch_timeout_micros=2000, num_batch_threads=1)
+    with running_server(config, wait_for=["taxi"], batching=options, grpc_aio=True) as server:
+        sizes = []
+        with server.manager.servable(_spec("taxi")) as held:
+            sig = held.signature("serving_default")
+            original = held.run_direct
+
+            def counting(s, batched, keys):
+                sizes.append(len(next(iter(batched.values()))))
+                return original(s, batched, keys)
+
+            held.run_direct = counting
+            try:
+                answers = _predict_all(server.grpc_port, inputs)
+            finally:
+                del held.run_direct
+        assert sig.batchable
+        for want, have in zip(expected, answers):
+            assert not isinstance(have, BaseException), have
+            np.testing.assert_allclose(tensors.to_ndarray(have.outputs["probabilities"]), want, atol=1e-6, rtol=0)
+        assert sum(sizes) == len(rows)
+        assert len(sizes) < len(rows) and max(sizes) <= 16  # shared runs, never above max_batch_size
+
+
+def _spec(name):
+    from tensorflow_serving.apis import model_pb2
+
+    spec = model_pb2.ModelSpec()
+    spec.name = name
+    return spec
+
+
+@pytest.mark.parametrize("batching", [None, BatchingOptions(max_batch_size=4, num_batch_threads=1)])
+def test_aio_errors_are_tf_serving_codes_and_server_keeps_serving(testdata, batching):
+    """predict_util.cc: an unknown signature is FAILED_PRECONDITION, a wrong input name
+    INVALID_ARGUMENT; server_core.cc: an unknown model NOT_FOUND, no name INVALID_ARGUMENT;
+    half_plus_two (tensorflow_model_server_test.py testPredict) answers 3.0 for 2.0 after each."""
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serving.util import tensors
+    from serving_helpers import config_for, running_server
+
+    config = config_for(half=str(testdata / "saved_model_half_plus_two_cpu"))
+    with running_server(config, wait_for=["half"], batching=batching, grpc_aio=True) as server, \
+            grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+        def request(name="half", signature="", alias="x"):
+            r = predict_pb2.PredictRequest()
+            r.model_spec.name = name
+            r.model_spec.signature_name = signature
+            tensors.from_ndarray(np.array([2.0], np.float32), r.inputs[alias])
+            return r
+
+        for bad, code in ((request(signature="nope"), grpc.StatusCode.FAILED_PRECONDITION),
+                          (request(alias="y"), grpc.StatusCode.INVALID_ARGUMENT),
+                          (request(name="other"), grpc.StatusCode.NOT_FOUND),
+                          (request(name=""), grpc.StatusCode.INVALID_ARGUMENT)):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Predict(bad, timeout=30)
+            assert err.value.code() == code, (bad, err.value.details())
+            assert "Traceback" not in err.value.details()
+            answer = stub.Predict(request(), timeout=30)
+            assert tensors.to_ndarray(answer.outputs["y"]).tolist() == [3.0]
+
+
+def test_aio_server_stops_and_frees_its_port(testdata):
+    import socket
+
+    from serving_helpers import config_for, running_server
+
+    config = config_for(half=str(testdata / "saved_model_half_plus_two_cpu"))
+    with running_server(config, wait_for=["half"], grpc_aio=True) as server:
+        port = server.grpc_port
+        assert threading.active_count() > 1
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))  # nothing listens any more
+
+
+def test_grpc_processes_share_the_port_and_stop_together(testdata):
+    """--grpc_processes=2: a second whole server process answers on the same port (SO_REUSEPORT),
+    shown by freezing the first one (SIGSTOP) and still getting half_plus_two's 3.0 for 2.0 on
+    fresh connections; SIGTERM to the first stops both."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serving.util import tensors
+    from serving_helpers import REPO_ROOT
+
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    server = subprocess.Popen([sys.executable, "-m", "serving.model_servers.main", "--backend=standin", "--port=0",
+                               "--rest_api_port=0", "--model_name=half",
+                               f"--model_base_path={testdata / 'saved_model_half_plus_two_cpu'}",
+                               "--grpc_processes=2", "--grpc_aio"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=str(REPO_ROOT))
+    child = None
+    try:
+        port = None
+        for line in server.stdout:
+            match = re.search(r"on gRPC 127\.0\.0\.1:(\d+)", line)
+            if match:
+                port = int(match.group(1))
+                break
+        assert port, "the server did not say its port"
+        children = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 1, children
+        child = int(children[0])
+        with open(f"/proc/{child}/cmdline") as f:
+            assert "--grpc_reuseport=true" in f.read().split("\0")
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "half"
+        tensors.from_ndarray(np.array([2.0], np.float32), request.inputs["x"])
+
+        def answer(timeout):
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                try:
+                    reply = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=timeout)
+                except grpc.RpcError:
+                    return None
+                return tensors.to_ndarray(reply.outputs["y"]).tolist()
+
+        deadline = time.monotonic() + 300  # both processes load the model
+        while answer(30) != [3.0] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            answers = []
+            deadline = time.monotonic() + 300
+            while [3.0] not in answers and time.monotonic() < deadline:
+                answers.append(answer(3))  # connections the kernel gives the frozen process time out
+            assert [3.0] in answers, "no answer while the first process was frozen"
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == 0
+        deadline = time.monotonic() + 60
+        while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().split()[2] == "Z":
+                    break
+            time.sleep(0.2)
+        assert not os.path.exists(f"/proc/{child}") or open(f"/proc/{child}/stat").read().split()[2] == "Z"
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
