@@ -16,6 +16,7 @@ from typing import Optional, Tuple
 import grpc
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
+from serving.core.request_logger import log_request
 from serving.servables import handlers
 from serving.model_servers import rest_codec
 from serving.util.errors import ServingError, http_status, invalid_argument, not_found
@@ -118,6 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
             signature = servable.signature(spec.signature_name)
             request = rest_codec.predict_request(body, spec, signature)
             response = handlers.predict_on(servable, request)
+        log_request(self.manager, "predict", request, response)
         return rest_codec.predict_response(response, row_format="instances" in body)
 
 

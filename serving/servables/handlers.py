@@ -10,6 +10,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      inference_pb2, model_management_pb2, predict_pb2, regression_pb2)
 
+from serving.core.request_logger import log_request
 from serving.util import tensors
 from serving.util.errors import invalid_argument, unimplemented
 from serving.servables.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
@@ -32,7 +33,9 @@ def _fill_spec(target, servable, signature_name: str) -> None:
 def predict(manager, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
     spec = _require_spec(request)
     with manager.servable(spec) as servable:
-        return predict_on(servable, request)
+        response = predict_on(servable, request)
+    log_request(manager, "predict", request, response)
+    return response
 
 
 def predict_on(servable, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
@@ -143,7 +146,8 @@ def _on_examples(manager, request, response, compute):
         sig = servable.signature(spec.signature_name)
         response.result.CopyFrom(compute(servable, sig, examples))
         _fill_spec(response.model_spec, servable, sig.name)
-        return response
+    log_request(manager, "classify" if compute is _classification else "regress", request, response)
+    return response
 
 
 def classify(manager, request: classification_pb2.ClassificationRequest):
@@ -185,6 +189,7 @@ def multi_inference(manager, request: inference_pb2.MultiInferenceRequest):
                 result.classification_result.CopyFrom(_classification(servable, sig, examples))
             else:
                 result.regression_result.CopyFrom(_regression(servable, sig, examples))
+    log_request(manager, "multi_inference", request, response)
     return response
 
 
@@ -215,5 +220,7 @@ def get_model_status(manager, request: get_model_status_pb2.GetModelStatusReques
 
 def reload_config(manager, request: model_management_pb2.ReloadConfigRequest):
     manager.reload_config(request.config)
+    if getattr(manager, "request_logger", None) is not None:
+        manager.request_logger.update(request.config)
     return model_management_pb2.ReloadConfigResponse()
 
