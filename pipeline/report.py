@@ -71,6 +71,11 @@ def render(config: configs.PipelineConfig, result: run_results.RunResult, starte
         sections.blessing(result),
         sections.push(result),
     ]
+    from pipeline import report_edge  # TF Lite, drift, skew: self-contained sections
+
+    parts[5:5] = [report_edge.tflite_section(result)]
+    parts[3:3] = [report_edge.drift_section(result, config.pipeline_root)]
+    parts.append(report_edge.skew_section(config.reports_dir))
     started = datetime.datetime.fromtimestamp(started_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
     meta = [
         f"run {result.run_id}, started {started}",

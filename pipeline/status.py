@@ -49,9 +49,27 @@ def render(config: configs.PipelineConfig, limit: int) -> str:
     lines: List[str] = []
     for context in contexts:
         result = run_results.load_run(config.metadata_path, context.name)
-        lines += render_run(result, context.create_time_since_epoch) + [""]
+        lines += render_run(result, context.create_time_since_epoch) + _edge_lines(config, result) + [""]
     lines += render_serving(config.serving_model_dir)
+    from pipeline import report_edge
+
+    lines += report_edge.skew_lines(report_edge.skew_result(config.reports_dir))
     return "\n".join(lines)
+
+
+def _edge_lines(config: configs.PipelineConfig, result: run_results.RunResult) -> List[str]:
+    """Drift and TF Lite lines (pipeline/report_edge.py)."""
+    from pipeline import report_edge
+
+    lines = report_edge.drift_lines(report_edge.drift_report(result, config.pipeline_root))
+    evaluation = report_edge.tflite_evaluation(result)
+    if evaluation:
+        m = evaluation["models"]
+        q = m.get("dynamic_int8")
+        if q:
+            lines.append(f"tflite: dynamic-range int8 accuracy {q['accuracy']:.4f} (SavedModel {m['saved_model']['accuracy']:.4f}), "
+                         f"{q['bytes'] / 1024:,.0f} KiB ({q['bytes'] / m['float']['bytes']:.2f}x float), {q['latency_ms']:.2f} ms/example")
+    return ["  " + l for l in lines]
 
 
 def render_run(result: run_results.RunResult, started_ms: int) -> List[str]:

@@ -37,6 +37,10 @@ def render(config: configs.PipelineConfig, result: run_results.RunResult) -> str
         problems = [f"{split}: {feature} ({text})" for split, items in found.items() for feature, text in items.items()]
         lines.append("  anomalies: " + ("none" if not problems else "; ".join(problems)))
 
+    from pipeline import report_edge  # drift and TF Lite lines: self-contained
+
+    lines += ["  " + l for l in report_edge.drift_lines(report_edge.drift_report(result, config.pipeline_root))]
+
     evaluator = nodes.get("Evaluator")
     if evaluator and evaluator.output_uri("evaluation"):
         metrics = run_results.overall_metrics(evaluator.output_uri("evaluation"))
@@ -54,6 +58,8 @@ def render(config: configs.PipelineConfig, result: run_results.RunResult) -> str
         else:
             why = run_results.validation_failures(evaluator.output_uri("evaluation")) or ["see the log"]
             lines.append("  blessed: NO: " + "; ".join(why))
+
+    lines += ["  " + l for l in report_edge.tflite_lines(report_edge.tflite_evaluation(result))]
 
     validator = nodes.get("ServingValidator")
     infra = validator.output("blessing") if validator else None
