@@ -25,6 +25,7 @@ COMMANDS = {
     "submit": ("kubeflow.submit", "submit the compiled spec to a Kubeflow Pipelines endpoint"),
     "status": ("pipeline.status", "last runs from ML Metadata: components, metrics, blessing, pushed version"),
     "report": ("pipeline.report", "a self-contained HTML report with plots of the last run"),
+    "skew": ("pipeline.skew", "compare logged serving requests with the training statistics of the model that served them"),
 }
 
 
