@@ -205,7 +205,7 @@ def blessing(view: RunView) -> Section:
     checks = report_data.blessing_checks(uri)
     head = ("Blessed: the model cleared every bar." if verdict.line() == "yes"
             else ("Blessed by the Evaluator, but the serving check failed: " + verdict.serving_check.reason + "."
-                  if verdict.evaluator_blessed else "NOT blessed: " + verdict.line()[len("NO: "):] + "."))
+                  if verdict.evaluator_blessed else "NOT blessed: " + verdict.why_not + "."))
     parts = [f'<p class="{"pass" if verdict.servable else "fail"}">{esc(head)}</p>']
     if checks:
         rows = [(c.metric, c.kind, Cell(c.bound, "num"), Cell(num(c.value), "num"),
@@ -227,5 +227,5 @@ def push(view: RunView) -> Section:
     elif view.push is not None:
         body = paragraph(f"Pushed version {view.push.version} to {view.push.destination}.")
     else:
-        body = paragraph("Not pushed: " + view.push_line()[len("no ("):-1] + ".")
+        body = paragraph("Not pushed: " + view.not_pushed_reason + ".")
     return _section("push", "Push", [body])

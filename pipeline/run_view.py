@@ -42,12 +42,17 @@ class Verdict:
         """Blessed by the Evaluator and, when it ran, by the serving check: what the Pusher requires."""
         return bool(self.evaluator_blessed) and (self.serving_check is None or self.serving_check.passed)
 
+    @property
+    def why_not(self) -> str:
+        """Why the Evaluator did not bless (its missed thresholds), for the renderers' own sentences."""
+        return "; ".join(self.failures) or "see the run's log"
+
     def line(self) -> str:
         """The one wording every renderer uses after "blessed: "."""
         if self.evaluator_blessed is None:
             return "- (the Evaluator did not finish)"
         if not self.evaluator_blessed:
-            return "NO: " + ("; ".join(self.failures) or "see the run's log")
+            return "NO: " + self.why_not
         if self.serving_check is not None and not self.serving_check.passed:
             return f"blessed, but the serving check failed: {self.serving_check.reason}"
         return "yes"
@@ -121,9 +126,14 @@ class RunView:
             return f"version {self.push.version} -> {self.push.destination}"
         if self.state("Pusher") not in ("COMPLETE", "CACHED"):
             return "- (the Pusher did not run)"
+        return f"no ({self.not_pushed_reason})"
+
+    @property
+    def not_pushed_reason(self) -> str:
+        """Why a Pusher that ran pushed nothing."""
         if self.verdict.evaluator_blessed and not self.verdict.servable:
-            return "no (the serving check failed; the serving directory is unchanged)"
-        return "no (not blessed; the serving directory is unchanged)"
+            return "the serving check failed; the serving directory is unchanged"
+        return "not blessed; the serving directory is unchanged"
 
 
 def load(metadata_path, run_id: Optional[str] = None) -> Optional[RunView]:
