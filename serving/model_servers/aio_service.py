@@ -15,8 +15,11 @@ and expected failures leave as their TF Serving code, anything else as INTERNAL 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
+import time
+import weakref
 from concurrent import futures
 from typing import Optional
 
@@ -26,55 +29,176 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 
 from serving.batching import async_batcher
 from serving.servables import handlers
+from serving.servables.servable import DEFAULT_SIGNATURE
+from serving.util import metrics as metrics_lib
+from serving.util import tensors, wire
 from serving.util.errors import ServingError, internal_error
 
 log = logging.getLogger("serving")
 
+MAX_PLANS = 256  # per servable version: (signature, input names, output filter) combinations that passed
 
-def _in_worker(handler):
+
+def _with_api(api, handler, manager, request):
+    """The handler in a worker thread, with the API its Session run is labelled with (runtime_latency)."""
+    token = metrics_lib.current_api.set(api)
+    try:
+        return handler(manager, request)
+    finally:
+        metrics_lib.current_api.reset(token)
+
+
+def _in_worker(handler, api=None):
+    """A method whose handler runs unchanged in a worker thread; with `api`, counted in the request
+    metrics as the thread front end counts it (grpc_service._rpc)."""
+    call = functools.partial(_with_api, api, handler) if api is not None else handler
+
     async def method(self, request, context):
+        metrics = self._metrics if api is not None else None
+        started = time.perf_counter()
         try:
-            return await self._loop.run_in_executor(self._pool, handler, self._manager, request)
+            response = await self._loop.run_in_executor(self._pool, call, self._manager, request)
+            if metrics is not None:
+                _record(metrics, request, api, "OK", started)
+            return response
         except ServingError as err:
             error = err
         except Exception as err:  # noqa: BLE001 - report, do not crash the server
             error = internal_error(err, handler.__name__)
+        if metrics is not None:
+            _record(metrics, request, api, error.code.name, started)
         await context.abort(error.code, error.message)
     method.__name__ = handler.__name__
     return method
 
 
+def _record(metrics, request, api, status, started) -> None:
+    spec = request.model_spec
+    metrics.record_request(spec.name, api, spec.signature_name or DEFAULT_SIGNATURE, "GRPC", status, started)
+
+
+class _PredictPlan:
+    """What one (servable version, signature, input names, output filter) needs per request once a
+    first request has passed every check of predict_prepare: later requests with the same names
+    only decode their tensors (and their dtypes are checked) and get response bytes directly."""
+
+    __slots__ = ("sig", "inputs", "output_keys", "encoder", "batched")
+
+    def __init__(self, servable, sig, output_keys):
+        self.sig = sig
+        self.inputs = tuple((alias, sig.inputs[alias].dtype) for alias in sorted(sig.inputs))
+        self.output_keys = tuple(output_keys)
+        self.encoder = wire.ResponseEncoder(servable.name, servable.version, sig.name, self.output_keys,
+                                            {k: sig.outputs[k].dtype for k in self.output_keys})
+        self.batched = servable.batcher is not None and sig.batchable
+
+    def decode(self, servable, request_inputs):
+        """predict_prepare's input decoding and checks, in its order (values, then dtypes)."""
+        arrays, mismatch = {}, False
+        for alias, dtype in self.inputs:
+            proto = request_inputs[alias]
+            arrays[alias] = tensors.to_ndarray(proto, alias)
+            if proto.dtype != dtype:
+                mismatch = True
+        if mismatch:
+            servable.check_dtypes(self.sig, {alias: request_inputs[alias].dtype for alias, _ in self.inputs})
+        return arrays
+
+
+def _bytes_or_message(response) -> bytes:
+    return response if type(response) is bytes else response.SerializeToString()  # noqa: E721
+
+
 class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager, loop, pool: futures.Executor):
-        self._manager, self._loop, self._pool = manager, loop, pool
+    def __init__(self, manager, loop, pool: futures.Executor, metrics=None):
+        self._manager, self._loop, self._pool, self._metrics = manager, loop, pool, metrics
+        self._plans = weakref.WeakKeyDictionary()  # servable -> {plan key: _PredictPlan}
+
+    def _plan(self, servable, request, method_check: bool):
+        """The cached plan for this request's names, None when there is none yet."""
+        plans = self._plans.get(servable)
+        if plans is None:
+            return None, None
+        key = (request.model_spec.signature_name, tuple(sorted(request.inputs)), tuple(request.output_filter),
+               method_check)
+        return plans.get(key), key
 
     async def Predict(self, request, context):
+        metrics = self._metrics
+        started = time.perf_counter()
         try:
             spec = handlers._require_spec(request)  # pylint: disable=protected-access
             with self._manager.servable(spec) as servable:
-                sig, inputs, output_keys = handlers.predict_prepare(
-                    servable, request, handlers.signature_method_check(self._manager))
-                if servable.batcher is not None and sig.batchable:
+                method_check = handlers.signature_method_check(self._manager)
+                plan, key = self._plan(servable, request, method_check)
+                if plan is not None:
+                    sig, output_keys = plan.sig, plan.output_keys
+                    inputs = plan.decode(servable, request.inputs)
+                else:
+                    sig, inputs, output_keys = handlers.predict_prepare(servable, request, method_check)
+                    if len(request.inputs) == len(sig.inputs):  # every check passed; no defaults used
+                        plan = _PredictPlan(servable, sig, output_keys)
+                        key = key or (request.model_spec.signature_name, tuple(sorted(request.inputs)),
+                                      tuple(request.output_filter), method_check)
+                        plans = self._plans.setdefault(servable, {})
+                        if len(plans) < MAX_PLANS:
+                            plans[key] = plan
+                if plan is not None and plan.batched or plan is None and servable.batcher is not None \
+                        and sig.batchable:
+                    run_started = time.perf_counter()
                     results = await async_batcher.run_batched(servable.batcher, servable, sig, inputs, output_keys,
                                                               self._pool)
+                    if servable.metrics is not None:
+                        servable.metrics.record_runtime(servable.name, run_started)
                 else:
                     results = servable.run(sig, inputs, output_keys)  # = run_direct here
-                return handlers.predict_response(servable, sig, results, output_keys)
+                response = plan.encoder.encode(results) if plan is not None else handlers.predict_response(
+                    servable, sig, results, output_keys)
+            if metrics is not None:
+                _record(metrics, request, "Predict", "OK", started)
+            return response
         except ServingError as err:
             error = err
         except Exception as err:  # noqa: BLE001
             error = internal_error(err, "predict")
+        if metrics is not None:
+            _record(metrics, request, "Predict", error.code.name, started)
         await context.abort(error.code, error.message)
 
-    Classify = _in_worker(handlers.classify)
-    Regress = _in_worker(handlers.regress)
+    Classify = _in_worker(handlers.classify, "Classify")
+    Regress = _in_worker(handlers.regress, "Regress")
     MultiInference = _in_worker(handlers.multi_inference)
     GetModelMetadata = _in_worker(handlers.get_model_metadata)
 
 
+def add_prediction_service(service: AioPredictionService, server) -> None:
+    """prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server, except that Predict may
+    answer the response's bytes (the fast path) as well as a PredictResponse."""
+    from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, inference_pb2, predict_pb2,
+                                         regression_pb2)
+
+    def unary(method, request_class, response_serializer):
+        return grpc.unary_unary_rpc_method_handler(method, request_deserializer=request_class.FromString,
+                                                   response_serializer=response_serializer)
+
+    methods = {
+        "Classify": unary(service.Classify, classification_pb2.ClassificationRequest,
+                          classification_pb2.ClassificationResponse.SerializeToString),
+        "Regress": unary(service.Regress, regression_pb2.RegressionRequest,
+                         regression_pb2.RegressionResponse.SerializeToString),
+        "Predict": unary(service.Predict, predict_pb2.PredictRequest, _bytes_or_message),
+        "MultiInference": unary(service.MultiInference, inference_pb2.MultiInferenceRequest,
+                                inference_pb2.MultiInferenceResponse.SerializeToString),
+        "GetModelMetadata": unary(service.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest,
+                                  get_model_metadata_pb2.GetModelMetadataResponse.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService",
+                                                                          methods),))
+
+
 class AioModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, manager, loop, pool: futures.Executor):
-        self._manager, self._loop, self._pool = manager, loop, pool
+        self._manager, self._loop, self._pool, self._metrics = manager, loop, pool, None
 
     GetModelStatus = _in_worker(handlers.get_model_status)
     HandleReloadConfigRequest = _in_worker(handlers.reload_config)
@@ -83,8 +207,9 @@ class AioModelService(model_service_pb2_grpc.ModelServiceServicer):
 class AioGrpcServer:
     """A grpc.aio server on its own event loop thread, started and stopped from ordinary code."""
 
-    def __init__(self, manager, options, max_workers: int = 8):
+    def __init__(self, manager, options, max_workers: int = 8, metrics=None):
         self._manager = manager
+        self._metrics = metrics
         self._options = list(options)
         self._pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-aio-worker")
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -101,8 +226,7 @@ class AioGrpcServer:
                 loop = asyncio.get_running_loop()
                 self._stopped = asyncio.Event()
                 server = aio.server(options=self._options, maximum_concurrent_rpcs=None)
-                prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-                    AioPredictionService(self._manager, loop, self._pool), server)
+                add_prediction_service(AioPredictionService(self._manager, loop, self._pool, self._metrics), server)
                 model_service_pb2_grpc.add_ModelServiceServicer_to_server(
                     AioModelService(self._manager, loop, self._pool), server)
                 try:

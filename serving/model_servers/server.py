@@ -134,7 +134,8 @@ class ModelServer:
         if o.grpc_aio:
             from serving.model_servers.aio_service import AioGrpcServer
 
-            self._grpc = AioGrpcServer(self.manager, grpc_options, max_workers=o.grpc_max_threads)
+            self._grpc = AioGrpcServer(self.manager, grpc_options, max_workers=o.grpc_max_threads,
+                                       metrics=self.metrics)
             self.grpc_port = self._grpc.start(address, credentials)
         else:
             self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=o.grpc_max_threads,
