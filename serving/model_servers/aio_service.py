@@ -129,31 +129,7 @@ class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer
         try:
             spec = handlers._require_spec(request)  # pylint: disable=protected-access
             with self._manager.servable(spec) as servable:
-                method_check = handlers.signature_method_check(self._manager)
-                plan, key = self._plan(servable, request, method_check)
-                if plan is not None:
-                    sig, output_keys = plan.sig, plan.output_keys
-                    inputs = plan.decode(servable, request.inputs)
-                else:
-                    sig, inputs, output_keys = handlers.predict_prepare(servable, request, method_check)
-                    if len(request.inputs) == len(sig.inputs):  # every check passed; no defaults used
-                        plan = _PredictPlan(servable, sig, output_keys)
-                        key = key or (request.model_spec.signature_name, tuple(sorted(request.inputs)),
-                                      tuple(request.output_filter), method_check)
-                        plans = self._plans.setdefault(servable, {})
-                        if len(plans) < MAX_PLANS:
-                            plans[key] = plan
-                if plan is not None and plan.batched or plan is None and servable.batcher is not None \
-                        and sig.batchable:
-                    run_started = time.perf_counter()
-                    results = await async_batcher.run_batched(servable.batcher, servable, sig, inputs, output_keys,
-                                                              self._pool)
-                    if servable.metrics is not None:
-                        servable.metrics.record_runtime(servable.name, run_started)
-                else:
-                    results = servable.run(sig, inputs, output_keys)  # = run_direct here
-                response = plan.encoder.encode(results) if plan is not None else handlers.predict_response(
-                    servable, sig, results, output_keys)
+                response = await self.predict_on(servable, request)
             if metrics is not None:
                 _record(metrics, request, "Predict", "OK", started)
             return response
@@ -164,6 +140,34 @@ class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer
         if metrics is not None:
             _record(metrics, request, "Predict", error.code.name, started)
         await context.abort(error.code, error.message)
+
+    async def predict_on(self, servable, request):
+        """Predict on a held servable: the response's bytes (a plan's fast path) or a PredictResponse."""
+        method_check = handlers.signature_method_check(self._manager)
+        plan, key = self._plan(servable, request, method_check)
+        if plan is not None:
+            sig, output_keys = plan.sig, plan.output_keys
+            inputs = plan.decode(servable, request.inputs)
+        else:
+            sig, inputs, output_keys = handlers.predict_prepare(servable, request, method_check)
+            if len(request.inputs) == len(sig.inputs):  # every check passed; no defaults used
+                plan = _PredictPlan(servable, sig, output_keys)
+                key = key or (request.model_spec.signature_name, tuple(sorted(request.inputs)),
+                              tuple(request.output_filter), method_check)
+                plans = self._plans.setdefault(servable, {})
+                if len(plans) < MAX_PLANS:
+                    plans[key] = plan
+        if plan is not None and plan.batched or plan is None and servable.batcher is not None and sig.batchable:
+            run_started = time.perf_counter()
+            results = await async_batcher.run_batched(servable.batcher, servable, sig, inputs, output_keys,
+                                                      self._pool)
+            if servable.metrics is not None:
+                servable.metrics.record_runtime(servable.name, run_started)
+        else:
+            results = servable.run(sig, inputs, output_keys)  # = run_direct here
+        if plan is not None:
+            return plan.encoder.encode(results)
+        return handlers.predict_response(servable, sig, results, output_keys)
 
     Classify = _in_worker(handlers.classify, "Classify")
     Regress = _in_worker(handlers.regress, "Regress")
@@ -215,6 +219,7 @@ class AioGrpcServer:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._server = None
+        self._service: Optional[AioPredictionService] = None
         self._stopped = None
 
     def start(self, address: str, credentials=None) -> int:
@@ -226,7 +231,8 @@ class AioGrpcServer:
                 loop = asyncio.get_running_loop()
                 self._stopped = asyncio.Event()
                 server = aio.server(options=self._options, maximum_concurrent_rpcs=None)
-                add_prediction_service(AioPredictionService(self._manager, loop, self._pool, self._metrics), server)
+                self._service = AioPredictionService(self._manager, loop, self._pool, self._metrics)
+                add_prediction_service(self._service, server)
                 model_service_pb2_grpc.add_ModelServiceServicer_to_server(
                     AioModelService(self._manager, loop, self._pool), server)
                 try:
@@ -257,6 +263,22 @@ class AioGrpcServer:
         if not port:
             self._thread.join()
         return port
+
+    def set_metrics(self, metrics) -> None:
+        """Count requests in `metrics` from now on (None: stop counting)."""
+        self._metrics = metrics
+        if self._service is not None:
+            self._service._metrics = metrics  # pylint: disable=protected-access
+
+    def warm_predict(self, servable, request, timeout_s: float = 600.0) -> bytes:
+        """One warmup Predict through this front end's path, from the loading thread: parsed from its
+        bytes, run on the event loop (plan, batch queue, response bytes made there) and serialized as
+        the Predict method's serializer does. Raises what the request raises (a failed warmup)."""
+        from tensorflow_serving.apis import predict_pb2
+
+        parsed = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+        future = asyncio.run_coroutine_threadsafe(self._service.predict_on(servable, parsed), self._loop)
+        return _bytes_or_message(future.result(timeout_s))
 
     def stop(self, grace_s: float = 2.0) -> None:
         loop, server = self._loop, self._server
