@@ -64,7 +64,7 @@ class AsyncBatchQueue:
         o = self._options
         if math.ceil((self._queued_size + size) / o.max_batch_size) > o.max_enqueued_batches:
             raise unavailable("The batch scheduling queue to which this task was submitted is full")
-        task = _Task(inputs, size)
+        task = _Task(inputs, size, wake=False)
         waiter = self._loop.create_future()
         self._pending.append((task, waiter))
         self._queued_size += size

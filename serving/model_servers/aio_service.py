@@ -19,7 +19,6 @@ import functools
 import logging
 import threading
 import time
-import weakref
 from concurrent import futures
 from typing import Optional
 
@@ -112,15 +111,17 @@ def _bytes_or_message(response) -> bytes:
 class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, manager, loop, pool: futures.Executor, metrics=None):
         self._manager, self._loop, self._pool, self._metrics = manager, loop, pool, metrics
-        self._plans = weakref.WeakKeyDictionary()  # servable -> {plan key: _PredictPlan}
 
-    def _plan(self, servable, request, method_check: bool):
-        """The cached plan for this request's names, None when there is none yet."""
-        plans = self._plans.get(servable)
+    @staticmethod
+    def _plan(servable, request, method_check: bool):
+        """The cached plan for this request's names (None when there is none yet) and its key.
+        Plans live on the servable (`aio_plans`), so they go with the version when it unloads."""
+        plans = getattr(servable, "aio_plans", None)
         if plans is None:
-            return None, None
-        key = (request.model_spec.signature_name, tuple(sorted(request.inputs)), tuple(request.output_filter),
-               method_check)
+            plans = servable.aio_plans = {}
+        names = request.inputs
+        key = (request.model_spec.signature_name, tuple(names) if len(names) < 2 else tuple(sorted(names)),
+               tuple(request.output_filter), method_check)
         return plans.get(key), key
 
     async def Predict(self, request, context):
@@ -152,11 +153,8 @@ class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer
             sig, inputs, output_keys = handlers.predict_prepare(servable, request, method_check)
             if len(request.inputs) == len(sig.inputs):  # every check passed; no defaults used
                 plan = _PredictPlan(servable, sig, output_keys)
-                key = key or (request.model_spec.signature_name, tuple(sorted(request.inputs)),
-                              tuple(request.output_filter), method_check)
-                plans = self._plans.setdefault(servable, {})
-                if len(plans) < MAX_PLANS:
-                    plans[key] = plan
+                if len(servable.aio_plans) < MAX_PLANS:
+                    servable.aio_plans[key] = plan
         if plan is not None and plan.batched or plan is None and servable.batcher is not None and sig.batchable:
             run_started = time.perf_counter()
             results = await async_batcher.run_batched(servable.batcher, servable, sig, inputs, output_keys,
