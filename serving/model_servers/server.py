@@ -61,7 +61,7 @@ class ServerOptions:
     warmup: warmup.WarmupOptions = warmup.WarmupOptions()
     # MonitoringConfig.prometheus_config: the REST path of the Prometheus page when enabled, else None.
     prometheus_path: Optional[str] = None
-    grpc_aio: bool = False  # stand-in only: gRPC on grpc.aio (serving.model_servers.aio_service)
+    grpc_aio: bool = True  # stand-in only: gRPC on grpc.aio (serving.model_servers.aio_service); False: thread pool
     grpc_reuseport: bool = False  # SO_REUSEPORT: several server processes share the port (processes.py)
 
 
