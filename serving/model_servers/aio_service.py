@@ -1,12 +1,15 @@
-"""gRPC front end on `grpc.aio` (stand-in option `--grpc_aio`): the same services, one event loop.
+"""The default gRPC front end, on `grpc.aio` (`--grpc_aio=false`: grpc_service): the same services, one event loop.
 
-The default front end (grpc_service) is grpcio's thread-pool server: each request is handed from
+The other front end (grpc_service) is grpcio's thread-pool server: each request is handed from
 grpc's poller thread to a worker thread and back, and with batching each waiting request is a
 parked thread. Here the requests are coroutines on one event loop in a thread of its own:
 - Predict without batching runs on the loop thread (no hand-off at all: the lowest latency for
   one client);
-- Predict on a batched signature queues a future; batches run in worker threads while the loop
-  decodes the next requests (serving.batching.async_batcher);
+- Predict on a batched signature queues a future; the batch runs on the loop once the loop has no
+  other callback due (serving.batching.async_batcher);
+- after a first request of a (version, signature, input names, output filter) has passed every
+  check, the next ones take a plan (_PredictPlan): decode, run, PredictResponse bytes written
+  directly (serving.util.wire);
 - every other method (Classify, Regress, MultiInference, metadata, ModelService) runs its
   handler unchanged in a worker thread, as in the thread-pool front end.
 Status codes and messages are exactly the thread front end's: both call serving.servables.handlers,

@@ -1,7 +1,7 @@
 """The grpc.aio front end (`--grpc_aio`): the same answers and status codes as the thread-pool
 front end, batched requests merge into shared runs, and the server keeps serving after errors.
 
-The whole serving suite also runs against it with SERVING_TEST_GRPC_AIO=1 (serving_helpers)."""
+It is the default front end, so the whole serving suite runs on it (SERVING_TEST_GRPC_AIO=0: thread pool)."""
 from __future__ import annotations
 
 import asyncio
