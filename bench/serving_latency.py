@@ -7,8 +7,9 @@ Measures, in one run on one model version, every server in its own process, as d
   thread-pool server and on grpc.aio: no server built on grpcio can beat the faster of the two;
 - the simplest server a user would write instead: `tf.saved_model.load` + a PredictionService
   servicer (tf.make_ndarray in, the signature function, tf.make_tensor_proto out);
-- ours: the thread-pool front end with batching (the previous design), and the grpc.aio front end
-  (`--grpc_aio`) unbatched and batched;
+- ours: the grpc.aio front end (the default) unbatched and batched, and the thread-pool front end
+  (`--grpc_aio=false`, the previous design) with batching; each batched one also as two
+  processes on one port (`--grpc_processes=2`);
 each with 1 client (sequential Predict calls, one example each) and 16 concurrent clients
 (grpc.aio coroutines in this process, one channel each). Phases rotate (and reverse) across
 rounds and each figure is the median over rounds, so a burst of load from other processes cannot
@@ -105,8 +106,7 @@ def _start_server(base: Path, port: int, batching_file: str = None, aio: bool = 
             *SESSION_FLAGS]
     if batching_file:
         argv += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
-    if aio:
-        argv += ["--grpc_aio"]
+    argv += [f"--grpc_aio={'true' if aio else 'false'}"]  # grpc.aio is the default front end
     if processes > 1:
         argv += [f"--grpc_processes={processes}"]
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
@@ -325,11 +325,11 @@ SERVERS = {  # key: (label, kind)
     "noop": ("do-nothing grpcio server (thread pool)", "noop"),
     "noop_aio": ("do-nothing grpcio server (grpc.aio)", "noop"),
     "simple": ("simple user server (tf.saved_model.load + servicer)", "simple"),
-    "threads_batched": ("ours, thread-pool front end, batching", "ours"),
-    "threads_batched_2p": ("ours, thread-pool front end, batching, --grpc_processes=2", "ours"),
-    "aio_unbatched": ("ours, --grpc_aio, no batching", "ours"),
-    "aio_batched": ("ours, --grpc_aio, batching", "ours"),
-    "aio_batched_2p": ("ours, --grpc_aio, batching, --grpc_processes=2", "ours"),
+    "threads_batched": ("ours, --grpc_aio=false (thread pool), batching", "ours"),
+    "threads_batched_2p": ("ours, --grpc_aio=false (thread pool), batching, --grpc_processes=2", "ours"),
+    "aio_unbatched": ("ours, grpc.aio (default), no batching", "ours"),
+    "aio_batched": ("ours, grpc.aio (default), batching", "ours"),
+    "aio_batched_2p": ("ours, grpc.aio (default), batching, --grpc_processes=2", "ours"),
 }
 FLOOR = "floor (in-process signature call)"
 

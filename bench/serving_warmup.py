@@ -4,10 +4,13 @@ Each round starts a fresh `taxi-pipeline serve --backend standin` process on a m
 carries `assets.extra/tf_serving_warmup_requests` (written as the pipeline's ServingValidator
 writes them: one PredictRequest per example), waits until the version is AVAILABLE, then sends one
 request and times it, then `--requests` more: the figure is first / median of the rest. Before the
-timed requests the client process sends one Predict to a canned in-process PredictionService, and
-one on its channel to the model server for a model name that does not exist (NOT_FOUND: no model
-runs), so the first-call costs of the client and of the gRPC method are not charged to the model
-(`--cold-client` skips both). Every request, the first included, follows the same pause
+timed requests the client process sends one Predict to a canned in-process PredictionService, so
+this client process's own first-call costs (stub, serialization, response parsing) are not charged
+to the server (`--cold-client` skips it). Nothing warms the model server from outside: its first
+real Predict is the first one it serves (the server warms its own gRPC path and, with warmup
+records, the model through that path; `--client-warms-server` restores the earlier extra request
+for a model that does not exist, which warmed the server's gRPC method from the client). Every
+request, the first included, follows the same pause
 (`--gap-ms`, 50): after an idle moment a request costs more than back-to-back, and the first one
 always comes after one. The same
 model is served with `--enable_model_warmup=false` as the reference, so both sides of the ratio
@@ -113,7 +116,8 @@ def _warm_client(inputs) -> None:
         server.stop(0)
 
 
-def _round(base: Path, example: bytes, warmup: bool, requests: int, cold_client: bool, gap_s: float):
+def _round(base: Path, example: bytes, warmup: bool, requests: int, cold_client: bool, gap_s: float,
+           client_warms_server: bool = False, server_args=()):
     import grpc
 
     from serving.client import ServingClient
@@ -122,7 +126,7 @@ def _round(base: Path, example: bytes, warmup: bool, requests: int, cold_client:
     argv = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))",
             "serve", "--backend", "standin", f"--port={port}", "--rest_api_port=0", "--model_name=taxi",
             f"--model_base_path={base}", "--file_system_poll_wait_seconds=30",
-            f"--enable_model_warmup={'true' if warmup else 'false'}"]
+            f"--enable_model_warmup={'true' if warmup else 'false'}", *server_args]
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     started = time.perf_counter()
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
@@ -134,6 +138,7 @@ def _round(base: Path, example: bytes, warmup: bool, requests: int, cold_client:
             inputs = {"examples": np.array([example], dtype=object)}
             if not cold_client:
                 _warm_client(inputs)
+            if client_warms_server:
                 try:  # this channel's first Predict (and the server's gRPC method), on a model that does not exist
                     client.predict("no-such-model", inputs)
                 except grpc.RpcError:
@@ -164,26 +169,35 @@ def main(argv=None) -> int:
     parser.add_argument("--gap-ms", type=float, default=50.0, help="pause before each request")
     parser.add_argument("--cold-client", action="store_true",
                         help="no client-side warm-up request: the first request also pays the client's first call")
+    parser.add_argument("--client-warms-server", action="store_true",
+                        help="before the timed requests, one Predict for a model that does not exist (NOT_FOUND)")
+    parser.add_argument("--server-arg", action="append", default=[],
+                        help="extra flag for the model server, e.g. --server-arg=--grpc_aio=false (repeatable)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-warmup-") as tmp:
         base, example, kind = _model(args, Path(tmp))
         results = {"with_warmup": [], "without_warmup": []}
         for _ in range(args.rounds):  # interleaved, so load on the machine hits both alike
-            results["with_warmup"].append(_round(base, example, True, args.requests, args.cold_client, args.gap_ms / 1e3))
-            results["without_warmup"].append(_round(base, example, False, args.requests, args.cold_client, args.gap_ms / 1e3))
+            for name, warm in (("with_warmup", True), ("without_warmup", False)):
+                results[name].append(_round(base, example, warm, args.requests, args.cold_client, args.gap_ms / 1e3,
+                                            args.client_warms_server, args.server_arg))
     summary = {}
     for name, rounds in results.items():
         summary[name] = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0]}
         summary[name]["ratio_max"] = float(max(r["ratio"] for r in rounds))
-    report = {"model": kind, "rounds": args.rounds, "cold_client": args.cold_client, "gap_ms": args.gap_ms, "requests_after_first": args.requests,
+    report = {"command": "python -m bench.serving_warmup " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "model": kind, "rounds": args.rounds, "cold_client": args.cold_client,
+              "client_warms_server": args.client_warms_server, "server_args": args.server_arg,
+              "gap_ms": args.gap_ms, "requests_after_first": args.requests,
               "warmup_records": args.warmup_records, "summary (medians over rounds)": summary, "rounds_detail": results,
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "load_avg": os.getloadavg()}}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     for name, s in summary.items():
+        ratios = " ".join(f"{r['ratio']:.2f}" for r in results[name])
         print(f"{name:15s} first {s['first_ms']:7.2f} ms  median of the rest {s['median_rest_ms']:6.2f} ms  "
-              f"ratio {s['ratio']:5.2f} (worst round {s['ratio_max']:.2f})  AVAILABLE after {s['available_s']:.1f} s")
+              f"ratio {s['ratio']:5.2f} (rounds: {ratios})  AVAILABLE after {s['available_s']:.1f} s")
     print(f"model: {kind}; wrote {RESULTS}")
     return 0
 

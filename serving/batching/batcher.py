@@ -74,7 +74,7 @@ def parse_batching_parameters(text: str) -> BatchingOptions:
 class _Task:
     __slots__ = ("inputs", "size", "enqueued", "outputs", "error", "done", "lead", "wake")
 
-    def __init__(self, inputs, size):
+    def __init__(self, inputs, size, wake: bool = True):
         self.inputs = inputs
         self.size = size
         self.enqueued = time.monotonic()
@@ -82,7 +82,7 @@ class _Task:
         self.error = None
         self.done = False
         self.lead = False  # woken to execute the next batch rather than with a result
-        self.wake = threading.Event()
+        self.wake = threading.Event() if wake else None  # the asyncio front end waits on a future instead
 
 
 class _BatchQueue:

@@ -1,12 +1,15 @@
-"""gRPC front end on `grpc.aio` (stand-in option `--grpc_aio`): the same services, one event loop.
+"""The default gRPC front end, on `grpc.aio` (`--grpc_aio=false`: grpc_service): the same services, one event loop.
 
-The default front end (grpc_service) is grpcio's thread-pool server: each request is handed from
+The other front end (grpc_service) is grpcio's thread-pool server: each request is handed from
 grpc's poller thread to a worker thread and back, and with batching each waiting request is a
 parked thread. Here the requests are coroutines on one event loop in a thread of its own:
 - Predict without batching runs on the loop thread (no hand-off at all: the lowest latency for
   one client);
-- Predict on a batched signature queues a future; batches run in worker threads while the loop
-  decodes the next requests (serving.batching.async_batcher);
+- Predict on a batched signature queues a future; the batch runs on the loop once the loop has no
+  other callback due (serving.batching.async_batcher);
+- after a first request of a (version, signature, input names, output filter) has passed every
+  check, the next ones take a plan (_PredictPlan): decode, run, PredictResponse bytes written
+  directly (serving.util.wire);
 - every other method (Classify, Regress, MultiInference, metadata, ModelService) runs its
   handler unchanged in a worker thread, as in the thread-pool front end.
 Status codes and messages are exactly the thread front end's: both call serving.servables.handlers,
@@ -15,8 +18,10 @@ and expected failures leave as their TF Serving code, anything else as INTERNAL 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
+import time
 from concurrent import futures
 from typing import Optional
 
@@ -26,55 +31,179 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 
 from serving.batching import async_batcher
 from serving.servables import handlers
+from serving.servables.servable import DEFAULT_SIGNATURE
+from serving.util import metrics as metrics_lib
+from serving.util import tensors, wire
 from serving.util.errors import ServingError, internal_error
 
 log = logging.getLogger("serving")
 
+MAX_PLANS = 256  # per servable version: (signature, input names, output filter) combinations that passed
 
-def _in_worker(handler):
+
+def _with_api(api, handler, manager, request):
+    """The handler in a worker thread, with the API its Session run is labelled with (runtime_latency)."""
+    token = metrics_lib.current_api.set(api)
+    try:
+        return handler(manager, request)
+    finally:
+        metrics_lib.current_api.reset(token)
+
+
+def _in_worker(handler, api=None):
+    """A method whose handler runs unchanged in a worker thread; with `api`, counted in the request
+    metrics as the thread front end counts it (grpc_service._rpc)."""
+    call = functools.partial(_with_api, api, handler) if api is not None else handler
+
     async def method(self, request, context):
+        metrics = self._metrics if api is not None else None
+        started = time.perf_counter()
         try:
-            return await self._loop.run_in_executor(self._pool, handler, self._manager, request)
+            response = await self._loop.run_in_executor(self._pool, call, self._manager, request)
+            if metrics is not None:
+                _record(metrics, request, api, "OK", started)
+            return response
         except ServingError as err:
             error = err
         except Exception as err:  # noqa: BLE001 - report, do not crash the server
             error = internal_error(err, handler.__name__)
+        if metrics is not None:
+            _record(metrics, request, api, error.code.name, started)
         await context.abort(error.code, error.message)
     method.__name__ = handler.__name__
     return method
 
 
+def _record(metrics, request, api, status, started) -> None:
+    spec = request.model_spec
+    metrics.record_request(spec.name, api, spec.signature_name or DEFAULT_SIGNATURE, "GRPC", status, started)
+
+
+class _PredictPlan:
+    """What one (servable version, signature, input names, output filter) needs per request once a
+    first request has passed every check of predict_prepare: later requests with the same names
+    only decode their tensors (and their dtypes are checked) and get response bytes directly."""
+
+    __slots__ = ("sig", "inputs", "output_keys", "encoder", "batched")
+
+    def __init__(self, servable, sig, output_keys):
+        self.sig = sig
+        self.inputs = tuple((alias, sig.inputs[alias].dtype) for alias in sorted(sig.inputs))
+        self.output_keys = tuple(output_keys)
+        self.encoder = wire.ResponseEncoder(servable.name, servable.version, sig.name, self.output_keys,
+                                            {k: sig.outputs[k].dtype for k in self.output_keys})
+        self.batched = servable.batcher is not None and sig.batchable
+
+    def decode(self, servable, request_inputs):
+        """predict_prepare's input decoding and checks, in its order (values, then dtypes)."""
+        arrays, mismatch = {}, False
+        for alias, dtype in self.inputs:
+            proto = request_inputs[alias]
+            arrays[alias] = tensors.to_ndarray(proto, alias)
+            if proto.dtype != dtype:
+                mismatch = True
+        if mismatch:
+            servable.check_dtypes(self.sig, {alias: request_inputs[alias].dtype for alias, _ in self.inputs})
+        return arrays
+
+
+def _bytes_or_message(response) -> bytes:
+    return response if type(response) is bytes else response.SerializeToString()  # noqa: E721
+
+
 class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager, loop, pool: futures.Executor):
-        self._manager, self._loop, self._pool = manager, loop, pool
+    def __init__(self, manager, loop, pool: futures.Executor, metrics=None):
+        self._manager, self._loop, self._pool, self._metrics = manager, loop, pool, metrics
+
+    @staticmethod
+    def _plan(servable, request, method_check: bool):
+        """The cached plan for this request's names (None when there is none yet) and its key.
+        Plans live on the servable (`aio_plans`), so they go with the version when it unloads."""
+        plans = getattr(servable, "aio_plans", None)
+        if plans is None:
+            plans = servable.aio_plans = {}
+        names = request.inputs
+        key = (request.model_spec.signature_name, tuple(names) if len(names) < 2 else tuple(sorted(names)),
+               tuple(request.output_filter), method_check)
+        return plans.get(key), key
 
     async def Predict(self, request, context):
+        metrics = self._metrics
+        started = time.perf_counter()
         try:
             spec = handlers._require_spec(request)  # pylint: disable=protected-access
             with self._manager.servable(spec) as servable:
-                sig, inputs, output_keys = handlers.predict_prepare(
-                    servable, request, handlers.signature_method_check(self._manager))
-                if servable.batcher is not None and sig.batchable:
-                    results = await async_batcher.run_batched(servable.batcher, servable, sig, inputs, output_keys,
-                                                              self._pool)
-                else:
-                    results = servable.run(sig, inputs, output_keys)  # = run_direct here
-                return handlers.predict_response(servable, sig, results, output_keys)
+                response = await self.predict_on(servable, request)
+            if metrics is not None:
+                _record(metrics, request, "Predict", "OK", started)
+            return response
         except ServingError as err:
             error = err
         except Exception as err:  # noqa: BLE001
             error = internal_error(err, "predict")
+        if metrics is not None:
+            _record(metrics, request, "Predict", error.code.name, started)
         await context.abort(error.code, error.message)
 
-    Classify = _in_worker(handlers.classify)
-    Regress = _in_worker(handlers.regress)
+    async def predict_on(self, servable, request):
+        """Predict on a held servable: the response's bytes (a plan's fast path) or a PredictResponse."""
+        method_check = handlers.signature_method_check(self._manager)
+        plan, key = self._plan(servable, request, method_check)
+        if plan is not None:
+            sig, output_keys = plan.sig, plan.output_keys
+            inputs = plan.decode(servable, request.inputs)
+        else:
+            sig, inputs, output_keys = handlers.predict_prepare(servable, request, method_check)
+            if len(request.inputs) == len(sig.inputs):  # every check passed; no defaults used
+                plan = _PredictPlan(servable, sig, output_keys)
+                if len(servable.aio_plans) < MAX_PLANS:
+                    servable.aio_plans[key] = plan
+        if plan is not None and plan.batched or plan is None and servable.batcher is not None and sig.batchable:
+            run_started = time.perf_counter()
+            results = await async_batcher.run_batched(servable.batcher, servable, sig, inputs, output_keys,
+                                                      self._pool)
+            if servable.metrics is not None:
+                servable.metrics.record_runtime(servable.name, run_started)
+        else:
+            results = servable.run(sig, inputs, output_keys)  # = run_direct here
+        if plan is not None:
+            return plan.encoder.encode(results)
+        return handlers.predict_response(servable, sig, results, output_keys)
+
+    Classify = _in_worker(handlers.classify, "Classify")
+    Regress = _in_worker(handlers.regress, "Regress")
     MultiInference = _in_worker(handlers.multi_inference)
     GetModelMetadata = _in_worker(handlers.get_model_metadata)
 
 
+def add_prediction_service(service: AioPredictionService, server) -> None:
+    """prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server, except that Predict may
+    answer the response's bytes (the fast path) as well as a PredictResponse."""
+    from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, inference_pb2, predict_pb2,
+                                         regression_pb2)
+
+    def unary(method, request_class, response_serializer):
+        return grpc.unary_unary_rpc_method_handler(method, request_deserializer=request_class.FromString,
+                                                   response_serializer=response_serializer)
+
+    methods = {
+        "Classify": unary(service.Classify, classification_pb2.ClassificationRequest,
+                          classification_pb2.ClassificationResponse.SerializeToString),
+        "Regress": unary(service.Regress, regression_pb2.RegressionRequest,
+                         regression_pb2.RegressionResponse.SerializeToString),
+        "Predict": unary(service.Predict, predict_pb2.PredictRequest, _bytes_or_message),
+        "MultiInference": unary(service.MultiInference, inference_pb2.MultiInferenceRequest,
+                                inference_pb2.MultiInferenceResponse.SerializeToString),
+        "GetModelMetadata": unary(service.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest,
+                                  get_model_metadata_pb2.GetModelMetadataResponse.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService",
+                                                                          methods),))
+
+
 class AioModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, manager, loop, pool: futures.Executor):
-        self._manager, self._loop, self._pool = manager, loop, pool
+        self._manager, self._loop, self._pool, self._metrics = manager, loop, pool, None
 
     GetModelStatus = _in_worker(handlers.get_model_status)
     HandleReloadConfigRequest = _in_worker(handlers.reload_config)
@@ -83,13 +212,15 @@ class AioModelService(model_service_pb2_grpc.ModelServiceServicer):
 class AioGrpcServer:
     """A grpc.aio server on its own event loop thread, started and stopped from ordinary code."""
 
-    def __init__(self, manager, options, max_workers: int = 8):
+    def __init__(self, manager, options, max_workers: int = 8, metrics=None):
         self._manager = manager
+        self._metrics = metrics
         self._options = list(options)
         self._pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-aio-worker")
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._server = None
+        self._service: Optional[AioPredictionService] = None
         self._stopped = None
 
     def start(self, address: str, credentials=None) -> int:
@@ -101,8 +232,8 @@ class AioGrpcServer:
                 loop = asyncio.get_running_loop()
                 self._stopped = asyncio.Event()
                 server = aio.server(options=self._options, maximum_concurrent_rpcs=None)
-                prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-                    AioPredictionService(self._manager, loop, self._pool), server)
+                self._service = AioPredictionService(self._manager, loop, self._pool, self._metrics)
+                add_prediction_service(self._service, server)
                 model_service_pb2_grpc.add_ModelServiceServicer_to_server(
                     AioModelService(self._manager, loop, self._pool), server)
                 try:
@@ -133,6 +264,22 @@ class AioGrpcServer:
         if not port:
             self._thread.join()
         return port
+
+    def set_metrics(self, metrics) -> None:
+        """Count requests in `metrics` from now on (None: stop counting)."""
+        self._metrics = metrics
+        if self._service is not None:
+            self._service._metrics = metrics  # pylint: disable=protected-access
+
+    def warm_predict(self, servable, request, timeout_s: float = 600.0) -> bytes:
+        """One warmup Predict through this front end's path, from the loading thread: parsed from its
+        bytes, run on the event loop (plan, batch queue, response bytes made there) and serialized as
+        the Predict method's serializer does. Raises what the request raises (a failed warmup)."""
+        from tensorflow_serving.apis import predict_pb2
+
+        parsed = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+        future = asyncio.run_coroutine_threadsafe(self._service.predict_on(servable, parsed), self._loop)
+        return _bytes_or_message(future.result(timeout_s))
 
     def stop(self, grace_s: float = 2.0) -> None:
         loop, server = self._loop, self._server

@@ -58,6 +58,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._manager = manager
         self._metrics = metrics
 
+    def set_metrics(self, metrics) -> None:
+        self._metrics = metrics
+
     Predict = _rpc(handlers.predict, "Predict")
     Classify = _rpc(handlers.classify, "Classify")
     Regress = _rpc(handlers.regress, "Regress")
@@ -74,6 +77,17 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     HandleReloadConfigRequest = _rpc(handlers.reload_config)
 
 
-def add_services(server: grpc.Server, manager, metrics=None) -> None:
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, metrics), server)
+def warm_predict(manager, servable, request) -> bytes:
+    """One warmup Predict as this front end runs one: parsed from its bytes, the handler on the
+    version being loaded, the response serialized (the codec's first calls paid before AVAILABLE)."""
+    from tensorflow_serving.apis import predict_pb2
+
+    parsed = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+    return handlers.predict_on(servable, parsed, handlers.signature_method_check(manager)).SerializeToString()
+
+
+def add_services(server: grpc.Server, manager, metrics=None) -> PredictionService:
+    service = PredictionService(manager, metrics)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(service, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
+    return service

@@ -33,10 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         type=flags.parse_bool, metavar="BOOL",
                         help="stand-in only: run each Session call on the request's thread (default: true; "
                              "faster for small models, false lets one request use the inter-op pool)")
-    parser.add_argument("--grpc_aio", "--grpc-aio", nargs="?", const=True, default=False, type=flags.parse_bool,
+    parser.add_argument("--grpc_aio", "--grpc-aio", nargs="?", const=True, default=True, type=flags.parse_bool,
                         metavar="BOOL",
                         help="stand-in only: serve gRPC on grpc.aio, one event loop instead of a thread per request "
-                             "(default: false; faster, see serving/README.md Speed)")
+                             "(default: true; false: grpcio's thread-pool server; see serving/README.md Speed)")
     parser.add_argument("--grpc_processes", "--grpc-processes", type=int, default=1, metavar="N",
                         help="stand-in only: N server processes share the gRPC port (SO_REUSEPORT; each loads "
                              "the models and polls the model directory itself; REST on the first). Default 1")
@@ -141,7 +141,7 @@ def server_options(args, config):
         warmup=WarmupOptions(enabled=args.enable_model_warmup,
                              num_request_iterations=args.num_request_iterations_for_warmup or 1),
         prometheus_path=prometheus_path,
-        grpc_aio=getattr(args, "grpc_aio", False),
+        grpc_aio=getattr(args, "grpc_aio", True),
         grpc_reuseport=getattr(args, "grpc_reuseport", False) or getattr(args, "grpc_processes", 1) > 1)
 
 

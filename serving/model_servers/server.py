@@ -61,7 +61,7 @@ class ServerOptions:
     warmup: warmup.WarmupOptions = warmup.WarmupOptions()
     # MonitoringConfig.prometheus_config: the REST path of the Prometheus page when enabled, else None.
     prometheus_path: Optional[str] = None
-    grpc_aio: bool = False  # stand-in only: gRPC on grpc.aio (serving.model_servers.aio_service)
+    grpc_aio: bool = True  # stand-in only: gRPC on grpc.aio (serving.model_servers.aio_service); False: thread pool
     grpc_reuseport: bool = False  # SO_REUSEPORT: several server processes share the port (processes.py)
 
 
@@ -80,6 +80,7 @@ class ModelServer:
             self.metrics = ServingMetrics()
             self.metrics.watch_versions(self._version_states)
         self._grpc: Optional[grpc.Server] = None
+        self._prediction_service = None
         self._rest: Optional[RestServer] = None
         self.grpc_port: Optional[int] = None
         self.rest_port: Optional[int] = None
@@ -100,11 +101,37 @@ class ModelServer:
         if self.options.batching is not None:
             servable.batcher = ServableBatcher(self.options.batching)
         try:  # before the manager marks the version AVAILABLE; a failed warmup fails the load
-            warmup.run_warmup(servable, path, self.options.warmup, self.metrics)
+            warmup.run_warmup(servable, path, self.options.warmup, self.metrics, predict=self._warm_predict)
         except Exception:
             servable.close()
             raise
         return servable
+
+    def _warm_transport(self) -> None:
+        """One Predict through this server's own gRPC port before any model loads (it fails: no
+        ModelSpec), so the first call of the method's server path (dispatch, request parsing,
+        handler, status) is paid here rather than by the first client; SavedModel warmup then
+        warms the success path and the model (_warm_predict). Best effort; skipped with TLS."""
+        o = self.options
+        if o.tls is not None or o.grpc_reuseport:  # with SO_REUSEPORT the call could reach a sibling process
+            return
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        host = "127.0.0.1" if o.host in ("", "0.0.0.0") else ("::1" if o.host in ("::", "[::]") else o.host)
+        try:
+            with grpc.insecure_channel(f"{_bracket(host)}:{self.grpc_port}") as channel:
+                prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(predict_pb2.PredictRequest(),
+                                                                                  timeout=10)
+        except grpc.RpcError:
+            pass  # INVALID_ARGUMENT "Missing ModelSpec", as expected (or unreachable: nothing warmed)
+
+    def _warm_predict(self, servable, request) -> None:
+        """A warmup Predict record through the gRPC front end's own Predict path (see run_warmup)."""
+        front = self._grpc
+        if self.options.grpc_aio and front is not None:
+            front.warm_predict(servable, request)
+        else:
+            grpc_service.warm_predict(self.manager, servable, request)
 
     def _version_states(self):
         from tensorflow_serving.apis import get_model_status_pb2, model_pb2
@@ -140,7 +167,7 @@ class ModelServer:
             self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=o.grpc_max_threads,
                                                                 thread_name_prefix="grpc"),
                                      options=grpc_options, maximum_concurrent_rpcs=None)
-            grpc_service.add_services(self._grpc, self.manager, self.metrics)
+            self._prediction_service = grpc_service.add_services(self._grpc, self.manager)
             if credentials is not None:
                 self.grpc_port = self._grpc.add_secure_port(address, credentials)
             else:
@@ -154,9 +181,15 @@ class ModelServer:
                 self.rest_port = self._rest.port
         except OSError as err:
             raise OSError(f"cannot listen for REST on {o.host}:{o.rest_port}: {err.strerror}") from None
-        self.manager.start()
         if not o.grpc_aio:
             self._grpc.start()  # the aio server serves from start(address) on
+        self._warm_transport()
+        # Counted from here on (the transport's own warm call above is not a client's request).
+        if o.grpc_aio:
+            self._grpc.set_metrics(self.metrics)
+        else:
+            self._prediction_service.set_metrics(self.metrics)
+        self.manager.start()
         if self._rest is not None:
             self._rest.start()
         log.debug("Serving gRPC on %s:%d%s", o.host, self.grpc_port,

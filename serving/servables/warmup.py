@@ -26,7 +26,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import grpc
 from tensorflow_serving.apis import prediction_log_pb2
@@ -82,7 +82,7 @@ def _with_spec(request, servable):
     return copy
 
 
-def replay(servable, prediction_log: prediction_log_pb2.PredictionLog) -> bool:
+def replay(servable, prediction_log: prediction_log_pb2.PredictionLog, predict: Optional[Callable] = None) -> bool:
     """Run one warmup record on `servable`; False when the record has no log type (skipped)."""
     from serving.servables import handlers
 
@@ -96,7 +96,9 @@ def replay(servable, prediction_log: prediction_log_pb2.PredictionLog) -> bool:
     manager = _ThisVersion(servable)
     token = metrics_lib.current_api.set(_API[kind])
     try:
-        if kind == "predict_log":
+        if kind == "predict_log" and predict is not None:
+            predict(servable, _with_spec(request, servable))
+        elif kind == "predict_log":
             handlers.predict(manager, _with_spec(request, servable))
         elif kind == "classify_log":
             handlers.classify(manager, _with_spec(request, servable))
@@ -123,8 +125,14 @@ def _records(path: str):
 
 
 def run_warmup(servable, export_dir: str, options: WarmupOptions = WarmupOptions(),
-               metrics: Optional["metrics_lib.ServingMetrics"] = None) -> Optional[WarmupResult]:
-    """Replay the version's warmup records; None when it has no warmup file. Raises ServingError."""
+               metrics: Optional["metrics_lib.ServingMetrics"] = None,
+               predict: Optional[Callable] = None) -> Optional[WarmupResult]:
+    """Replay the version's warmup records; None when it has no warmup file. Raises ServingError.
+
+    `predict(servable, request)`, when given, runs each Predict record instead of the transport-
+    independent handler: the gRPC front end passes its own Predict path (request parsed from its
+    bytes, the front end's handler code, batching, the response serialized), so the first real
+    request finds that path warm too, not only the Session."""
     import tensorflow as tf
     from google.protobuf.message import DecodeError
 
@@ -149,7 +157,7 @@ def run_warmup(servable, export_dir: str, options: WarmupOptions = WarmupOptions
                 except DecodeError:
                     raise invalid_argument(f"Failed to parse warmup record: {record[:64]!r} from {path}") from None
                 for _ in range(iterations):
-                    if replay(servable, prediction_log):
+                    if replay(servable, prediction_log, predict):
                         requests += 1
                 records += 1
                 if records > MAX_RECORDS:

@@ -22,8 +22,9 @@ def running_server(config, wait_for=(), **options):
     options.setdefault("grpc_port", 0)
     options.setdefault("rest_port", 0)
     options.setdefault("poll_wait_s", 0.2)
-    # SERVING_TEST_GRPC_AIO=1 runs every serving test against the grpc.aio front end (--grpc_aio).
-    options.setdefault("grpc_aio", os.environ.get("SERVING_TEST_GRPC_AIO") == "1")
+    # The default front end is grpc.aio; SERVING_TEST_GRPC_AIO=0 runs every serving test against the
+    # thread-pool front end (--grpc_aio=false) instead.
+    options.setdefault("grpc_aio", os.environ.get("SERVING_TEST_GRPC_AIO", "1") == "1")
     server = ModelServer(ServerOptions(config=config, **options)).start()
     try:
         for name in wait_for:

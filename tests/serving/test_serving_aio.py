@@ -1,7 +1,7 @@
 """The grpc.aio front end (`--grpc_aio`): the same answers and status codes as the thread-pool
 front end, batched requests merge into shared runs, and the server keeps serving after errors.
 
-The whole serving suite also runs against it with SERVING_TEST_GRPC_AIO=1 (serving_helpers)."""
+It is the default front end, so the whole serving suite runs on it (SERVING_TEST_GRPC_AIO=0: thread pool)."""
 from __future__ import annotations
 
 import asyncio
@@ -205,3 +205,44 @@ def test_grpc_processes_share_the_port_and_stop_together(testdata):
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_a_batch_waits_for_the_callbacks_due_on_the_loop_then_runs_them_together():
+    """async_batcher: with batch_timeout_micros 0 a batch still takes the requests whose handlers
+    are due in the loop's next iterations (under load each request reaches its handler in its own
+    iteration), and a lone request on an idle loop runs at once."""
+    from serving.batching import async_batcher
+    from serving.batching.batcher import _BatchQueue
+
+    runs = []
+
+    def run_fn(batched):
+        runs.append(len(batched["x"]))
+        return {"y": batched["x"] * 2}
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        front = async_batcher.AsyncBatchQueue(_BatchQueue(BatchingOptions(max_batch_size=8, num_batch_threads=1),
+                                                          run_fn), loop, None)
+        lone = await front.submit({"x": np.array([1.0])}, 1)  # nothing else due: runs alone, at once
+        first = asyncio.ensure_future(front.submit({"x": np.array([2.0])}, 1))
+        later = []
+
+        def arrive(hops):  # a request reaching its handler a few loop iterations later
+            if hops:
+                loop.call_soon(arrive, hops - 1)
+            else:
+                later.append(asyncio.ensure_future(front.submit({"x": np.array([3.0])}, 1)))
+
+        loop.call_soon(arrive, 3)
+        loop.call_soon(arrive, 5)
+        answers = [await first]
+        while len(later) < 2:
+            await asyncio.sleep(0)
+        answers += [await f for f in later]
+        return lone, answers
+
+    lone, answers = asyncio.run(scenario())
+    assert runs == [1, 3]  # the lone one, then the three that were due together
+    assert lone["y"].tolist() == [2.0]
+    assert [a["y"].tolist() for a in answers] == [[4.0], [6.0], [6.0]]

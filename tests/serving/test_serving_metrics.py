@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import classification_pb2
 
+from serving.batching.batcher import BatchingOptions
 from serving.client import ServingClient
 from serving.model_servers import main as serve_cli
 from serving_helpers import config_for, http, running_server
@@ -42,11 +43,16 @@ def value(samples, name, **labels):
     return samples.get((name, tuple(sorted(labels.items()))), 0)
 
 
-def test_the_page_counts_the_requests_just_sent_by_model_api_and_status(tmp_path, counting_version):
+@pytest.mark.parametrize("front_end", [
+    {"grpc_aio": False},
+    {"grpc_aio": True},  # --grpc_aio: Predict on the event loop (plan fast path after the first), the rest in workers
+    {"grpc_aio": True, "batching": BatchingOptions(max_batch_size=8, num_batch_threads=1)},  # batched on the loop
+], ids=["threads", "aio", "aio-batching"])
+def test_the_page_counts_the_requests_just_sent_by_model_api_and_status(tmp_path, counting_version, front_end):
     base = _model(tmp_path, counting_version, [predict_log()] * 3)
     path = str(base / "1")
     with running_server(config_for(counting=str(base)), wait_for=["counting"],
-                        prometheus_path="/monitoring/prometheus/metrics") as server:
+                        prometheus_path="/monitoring/prometheus/metrics", **front_end) as server:
         with ServingClient(f"127.0.0.1:{server.grpc_port}") as client:
             for _ in range(5):
                 client.predict("counting", {"x": np.ones([2, 1], np.float32)})
