@@ -14,6 +14,7 @@ from tfx.dsl.components.base import executor_spec
 from components.anomalies_gate import AnomaliesGate
 from components.arrow_csv_example_gen import ArrowCsvExampleGen
 from components.atomic_pusher import AtomicPusherExecutor
+from components.multiworker_trainer.component import Trainer
 from components.multiworker_trainer.executor import MultiWorkerExecutor
 from components.reusing_evaluator import ReusingEvaluator
 from components.serving_validator import ServingValidator
@@ -101,11 +102,13 @@ def create_components(config: configs.PipelineConfig) -> List:
         force_tf_compat_v1=preprocessing.FORCE_TF_COMPAT_V1,  # TF1 graph tracing: a quarter faster here
     )
     transform.add_upstream_node(anomalies_gate)  # no Transform (nor anything after it) on bad data
-    trainer = tfx.components.Trainer(
+    trainer = Trainer(  # TFX's Trainer, also given the raw examples (TF Lite evaluation) and their statistics
         run_fn=configs.RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
+        raw_examples=example_gen.outputs["examples"],
+        statistics=statistics_gen.outputs["statistics"],
         # No num_steps (0): the executor derives the steps from the training rows and config.epochs.
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps or 0),
         eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),

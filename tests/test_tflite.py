@@ -1,0 +1,109 @@
+"""TF Lite: the Trainer writes float and quantized models beside the SavedModel, and they agree with it.
+
+Tolerances (stated once, checked on real raw rows of the sample through the raw-feature signature):
+- float TF Lite vs the SavedModel's serving_raw: |p_tflite - p_savedmodel| <= 1e-4 for every row
+  (same float32 arithmetic; the fine buckets are taken on raw values so boundary values compare alike);
+- dynamic-range int8: |diff| <= 0.03 for every row and the same class (p > 0.5) for >= 99% of rows;
+- eval accuracy of the dynamic-range model within 0.005 of the SavedModel's (recorded by the Trainer).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import run_results
+
+FLOAT_TOLERANCE = 1e-4
+QUANTIZED_TOLERANCE = 0.03
+
+
+@pytest.fixture(scope="module")
+def model_dir(taxi_pipeline_result) -> Path:
+    _, result = taxi_pipeline_result
+    return Path(result.nodes["Trainer"].output_uri("model"))
+
+
+@pytest.fixture(scope="module")
+def raw_rows(taxi_sample_dir):
+    with open(taxi_sample_dir / "data.csv", newline="") as f:
+        return list(csv.DictReader(f))[:300]
+
+
+def test_trainer_writes_float_and_quantized_models_with_metadata(model_dir):
+    from trainer_module import tflite_export
+
+    folder = model_dir / "tflite"
+    for name in (tflite_export.FLOAT_FILE, tflite_export.DYNAMIC_FILE, tflite_export.METADATA_FILE):
+        assert (folder / name).stat().st_size > 0, name
+    meta = json.loads((folder / tflite_export.METADATA_FILE).read_text())
+    served = tflite_export.raw_input_specs(str(model_dir / "Format-Serving"))
+    assert [(i["name"], i["dtype"]) for i in meta["inputs"]] == [(n, d.name) for n, d in served.items()]
+    assert {i["name"]: i["missing_value"] for i in meta["inputs"]}["payment_type"] == ""
+    assert "big_tipper" in meta["outputs"][0]["meaning"] and meta["label"]["definition"] == "tips > 0.2 * fare"
+    assert meta["full_integer"].startswith("not possible")
+    # The interpreter sees the same raw-feature signature as the SavedModel's serving_raw.
+    model = tflite_export.TFLiteModel(str(folder / tflite_export.FLOAT_FILE))
+    assert sorted(model.input_dtypes) == sorted(served)
+
+
+def test_tflite_predictions_agree_with_the_saved_model_on_raw_rows(model_dir, raw_rows):
+    from trainer_module import tflite_export
+
+    saved_model = str(model_dir / "Format-Serving")
+    columns = tflite_export.rows_to_columns(raw_rows, tflite_export.raw_input_specs(saved_model))
+    expected = tflite_export.saved_model_predict(saved_model, columns)
+    assert 0.05 < expected.mean() < 0.6 and expected.std() > 0.1  # real, varied predictions
+    floats = tflite_export.TFLiteModel(str(model_dir / "tflite" / tflite_export.FLOAT_FILE)).predict(columns)
+    np.testing.assert_allclose(floats, expected, atol=FLOAT_TOLERANCE, rtol=0)
+    quantized = tflite_export.TFLiteModel(str(model_dir / "tflite" / tflite_export.DYNAMIC_FILE)).predict(columns)
+    assert np.max(np.abs(quantized - expected)) <= QUANTIZED_TOLERANCE
+    assert np.mean((quantized > 0.5) == (expected > 0.5)) >= 0.99
+
+
+def test_the_trainer_records_the_comparison_on_the_eval_split(taxi_pipeline_result, model_dir):
+    _, result = taxi_pipeline_result
+    from trainer_module import tflite_export
+
+    evaluation = tflite_export.load_evaluation(str(model_dir))
+    models = evaluation["models"]
+    counts = run_results.split_row_counts(result.nodes["StatisticsGen"].output_uri("statistics"))
+    assert evaluation["rows"] == counts["eval"]
+    # The SavedModel row is computed on the same raw eval rows the Evaluator scored: same accuracy.
+    tfma = run_results.overall_metrics(result.nodes["Evaluator"].output_uri("evaluation"))
+    assert models["saved_model"]["accuracy"] == pytest.approx(tfma["binary_accuracy"], abs=1e-6)
+    assert models["saved_model"]["auc"] == pytest.approx(tfma["auc"], abs=2e-3)
+    assert models["float"]["accuracy"] == pytest.approx(models["saved_model"]["accuracy"], abs=1e-9)
+    assert abs(models["dynamic_int8"]["accuracy"] - models["saved_model"]["accuracy"]) <= 0.005
+    # Quantization shrinks the weights at least 3x; the graph around them (hundreds of preprocessing
+    # ops and tensors) it cannot shrink, so the file shrinks less (see the report for the figures).
+    assert models["dynamic_int8"]["weight_bytes"] * 3 <= models["float"]["weight_bytes"]
+    assert models["dynamic_int8"]["bytes"] < models["float"]["bytes"]
+    for kind in ("saved_model", "float", "dynamic_int8"):
+        assert models[kind]["latency_ms"] > 0
+
+
+def test_predict_cli_runs_the_tflite_model_locally(model_dir, raw_rows, tmp_path):
+    from trainer_module import tflite_export
+
+    rows_file = tmp_path / "rows.csv"
+    with open(rows_file, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(raw_rows[0]))
+        writer.writeheader()
+        writer.writerows(raw_rows[:4])
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "predict", "--tflite", str(model_dir / "tflite"),
+                           str(rows_file)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert tflite_export.DYNAMIC_FILE in lines[0] and lines[1].split() == ["row", "label", "probabilities"]
+    expected = tflite_export.TFLiteModel(str(model_dir / "tflite" / tflite_export.DYNAMIC_FILE)).predict(
+        tflite_export.rows_to_columns(raw_rows[:4], tflite_export.raw_input_specs(str(model_dir / "Format-Serving"))))
+    assert [float(l.split()[-1]) for l in lines[2:]] == pytest.approx(expected.tolist(), abs=6e-5)
+    missing = subprocess.run([sys.executable, "-m", "pipeline.cli", "predict", "--tflite", str(tmp_path / "nope"),
+                              str(rows_file)], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -1,0 +1,422 @@
+"""TF Lite versions of the exported model, for phones and boards, and how they compare with the SavedModel.
+
+`export_tflite(saved_model_dir, out_dir, raw_eval_pattern)` converts the SavedModel's `serving_raw`
+signature (one `[batch]` tensor per raw feature, TF-Transform's preprocessing inside) into:
+
+- `model_float.tflite`: float32 weights and activations;
+- `model_dynamic_int8.tflite`: dynamic-range quantization (weights stored as int8, dequantized or run
+  with int8 kernels at inference; no calibration data needed);
+- `model_int8.tflite`: integer quantization calibrated on raw eval rows: weights *and* activations of
+  the model's own layers in int8. Strict full-integer (int8 only, int8 input/output) is impossible for
+  this graph: its inputs are strings and raw numbers, and the preprocessing runs string ops
+  (vocabulary lookup, `AsString`, `StringStrip`, hash buckets) that have no integer kernels. Those stay
+  float/string (TF ops where TF Lite has no builtin), which `metadata.json` records with the reason.
+
+Ops TF Lite lacks as builtins run as select TF ops (`SELECT_TF_OPS`); TensorFlow's Python interpreter
+(`tf.lite.Interpreter`) links the Flex delegate, so the files run here as they would on a device built
+with it. `metadata.json` (tflite_support's metadata writer has no release for this TensorFlow) tells a
+mobile developer the input names, dtypes, how to mark a missing value, and what the output means.
+`evaluation.json` holds accuracy, AUC, size and single-example latency of each model and of the
+SavedModel on the same raw eval rows.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from typing import Dict, Iterable, List, Mapping, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from trainer_module import features
+
+SIGNATURE = "serving_raw"
+OUTPUT_KEY = "probabilities"
+FLOAT_FILE = "model_float.tflite"
+DYNAMIC_FILE = "model_dynamic_int8.tflite"
+INT8_FILE = "model_int8.tflite"
+METADATA_FILE = "metadata.json"
+EVALUATION_FILE = "evaluation.json"
+MODEL_FILES = {"float": FLOAT_FILE, "dynamic_int8": DYNAMIC_FILE, "int8": INT8_FILE}
+CALIBRATION_ROWS = 200
+LATENCY_RUNS = 200
+# A TF Lite model is fit for use when its eval accuracy is this close to the SavedModel's.
+ACCURACY_TOLERANCE = 0.005
+# Raw columns a model never takes (only needed to make the label).
+LABEL_ONLY = ("tips",)
+
+
+class TFLiteExportError(RuntimeError):
+    """A TF Lite model could not be converted or run; the message says which and why."""
+
+
+# ---- raw rows as the serving_raw signature takes them ----------------------------------------------
+
+def missing_value(dtype) -> object:
+    """How serving_raw marks a missing value: "" for strings, NaN for floats, -1 for integers."""
+    dtype = tf.as_dtype(dtype)
+    if dtype == tf.string:
+        return b""
+    return float("nan") if dtype.is_floating else -1
+
+
+def raw_input_specs(saved_model_dir: str) -> Dict[str, tf.dtypes.DType]:
+    """Input name -> dtype of the SavedModel's serving_raw signature."""
+    loaded = tf.saved_model.load(saved_model_dir)
+    _, kwargs = loaded.signatures[SIGNATURE].structured_input_signature
+    return {name: spec.dtype for name, spec in sorted(kwargs.items())}
+
+
+def read_raw_examples(file_pattern: str, dtypes: Mapping[str, tf.dtypes.DType], limit: Optional[int] = None):
+    """(columns, labels) from ExampleGen's gzipped tf.Examples: one numpy column per input, missing
+    values marked as serving_raw expects; labels made as `preprocessing.make_label` makes them."""
+    files = sorted(glob.glob(file_pattern))
+    if not files:
+        raise TFLiteExportError(f"no raw examples match {file_pattern}")
+    spec = {name: tf.io.VarLenFeature(dtype) for name, dtype in dtypes.items()}
+    for key in features.LABEL_SOURCE_KEYS:
+        spec.setdefault(key, tf.io.VarLenFeature(tf.float32))
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    if limit:
+        dataset = dataset.take(limit)
+    columns: Dict[str, List[np.ndarray]] = {name: [] for name in spec}
+    for batch in dataset.batch(1024):
+        parsed = tf.io.parse_example(batch, spec)
+        for name, sparse in parsed.items():
+            default = missing_value(sparse.dtype)
+            dense = tf.sparse.to_dense(sparse, default_value=default)
+            dense = tf.concat([dense, tf.fill([tf.shape(dense)[0], 1], tf.constant(default, sparse.dtype))], axis=1)
+            columns[name].append(dense[:, 0].numpy())
+    merged = {name: np.concatenate(parts) for name, parts in columns.items()}
+    labels = labels_from_columns(merged)
+    return {name: merged[name] for name in dtypes}, labels
+
+
+def labels_from_columns(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """big_tipper from raw tips and fare columns (NaN tips: no tip recorded, not a big tipper), in
+    float32 as `preprocessing.make_label` computes it (float64 decides ~0.4% of rows, tips of exactly
+    20%, the other way)."""
+    tips = np.asarray(columns["tips"], np.float32)
+    fare = np.nan_to_num(np.asarray(columns["fare"], np.float32))
+    with np.errstate(invalid="ignore"):
+        return ((~np.isnan(tips)) & (tips > np.float32(features.BIG_TIP_FRACTION) * fare)).astype(np.int64)
+
+
+def rows_to_columns(rows: Iterable[Mapping[str, object]], dtypes: Mapping[str, tf.dtypes.DType]) -> Dict[str, np.ndarray]:
+    """CSV/JSON rows (strings or numbers; "" or absent = missing) -> serving_raw's columns."""
+    rows = list(rows)
+    columns = {}
+    for name, dtype in dtypes.items():
+        dtype = tf.as_dtype(dtype)
+        values = []
+        for i, row in enumerate(rows):
+            value = row.get(name)
+            if value is None or (isinstance(value, str) and value.strip() == ""):
+                values.append(missing_value(dtype))
+            elif dtype == tf.string:
+                values.append(value if isinstance(value, bytes) else str(value).encode("utf-8"))
+            else:
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    raise ValueError(f"row {i + 1}, column {name!r}: {value!r} is not a number") from None
+                values.append(number if dtype.is_floating else int(number))
+        columns[name] = np.array(values, dtype=object if dtype == tf.string else dtype.as_numpy_dtype)
+    return columns
+
+
+# ---- conversion -----------------------------------------------------------------------------------
+
+def lite_function(model, tf_transform_output):
+    """serving_raw for TF Lite: the same computation, with the vocabulary tables filled in the graph.
+
+    TF Lite keeps no SavedModel initializer, so tables that TF Serving fills from the vocabulary
+    files when it loads the model would stay empty. Here the transform graph's own initializer runs
+    at the start of the function; the converter turns it into HASHTABLE_IMPORT ops holding the
+    vocabularies (the TF Lite kernel imports once and ignores later calls).
+    """
+    from trainer_module.run import LABEL_ONLY_KEYS, _as_parsed
+
+    layer = tf_transform_output.transform_features_layer()
+    imported = getattr(getattr(layer, "_saved_model_loader", None), "_imported", None)
+    initializer = getattr(imported, "initializer", None)
+    raw_spec = tf_transform_output.raw_feature_spec()
+    serving_spec = {k: v for k, v in sorted(raw_spec.items()) if k not in LABEL_ONLY_KEYS}
+    inputs = [tf.TensorSpec([None], spec.dtype, name=name) for name, spec in serving_spec.items()]
+
+    @tf.function(input_signature=inputs, autograph=False)
+    def serve_raw(*columns):
+        if initializer is not None:
+            initializer._initialize()  # noqa: SLF001  (load_v1_in_v2's table initializer)
+        parsed = {name: _as_parsed(column, spec) for (name, spec), column in zip(serving_spec.items(), columns)}
+        return {OUTPUT_KEY: model(layer(parsed))}
+
+    module = tf.Module()
+    module.model, module.layer, module.imported = model, layer, imported
+    return module, serve_raw.get_concrete_function()
+
+
+def save_lite_saved_model(model, tf_transform_output, path: str) -> str:
+    """A SavedModel holding only the TF Lite flavour of serving_raw (the converter's input)."""
+    module, function = lite_function(model, tf_transform_output)
+    tf.saved_model.save(module, path, signatures={SIGNATURE: function})
+    return path
+
+
+def _converter(saved_model_dir: str) -> tf.lite.TFLiteConverter:
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    return converter
+
+
+def _representative(columns: Mapping[str, np.ndarray], rows: int):
+    """Calibration data for integer quantization: one raw eval row at a time."""
+    count = min(rows, len(next(iter(columns.values()))))
+
+    def generate():
+        for i in range(count):
+            yield {name: values[i:i + 1] for name, values in columns.items()}
+
+    return generate
+
+
+def convert(lite_saved_model: str, calibration: Optional[Mapping[str, np.ndarray]] = None) -> Dict[str, object]:
+    """{"float": bytes, "dynamic_int8": bytes, "int8": bytes (with calibration rows), "full_integer": why not}."""
+    results: Dict[str, object] = {"float": _converter(lite_saved_model).convert()}
+    dynamic = _converter(lite_saved_model)
+    dynamic.optimizations = [tf.lite.Optimize.DEFAULT]
+    results["dynamic_int8"] = dynamic.convert()
+    if calibration is not None:
+        integer = _converter(lite_saved_model)
+        integer.optimizations = [tf.lite.Optimize.DEFAULT]
+        integer.representative_dataset = _representative(calibration, CALIBRATION_ROWS)
+        try:
+            results["int8"] = integer.convert()
+        except Exception as err:  # noqa: BLE001  (recorded; the other two models stand)
+            results["int8_error"] = f"{type(err).__name__}: {_first_line(err)}"
+        strict = _converter(lite_saved_model)
+        strict.optimizations = [tf.lite.Optimize.DEFAULT]
+        strict.representative_dataset = _representative(calibration, 20)
+        strict.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        try:
+            strict.convert()
+            results["full_integer"] = "possible"
+        except Exception:  # noqa: BLE001
+            results["full_integer"] = ("not possible: the inputs are strings and raw numbers, and the TF-Transform "
+                                       "preprocessing runs string ops (vocabulary lookup, AsString, StringStrip, "
+                                       "hash buckets) that have no int8 kernels; the converter refuses "
+                                       "TFLITE_BUILTINS_INT8 alone. model_int8.tflite quantizes what can be "
+                                       "(the model's layers, weights and activations) and keeps the rest float")
+    return results
+
+
+def _first_line(err: Exception) -> str:
+    lines = [l for l in str(err).strip().splitlines() if l.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+# ---- running -------------------------------------------------------------------------------------
+
+class TFLiteModel:
+    """One .tflite file run with TensorFlow's own interpreter, through its serving_raw signature."""
+
+    def __init__(self, path: str, num_threads: int = 1):
+        self.path = path
+        try:
+            self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
+            self.runner = self.interpreter.get_signature_runner(SIGNATURE)
+        except (ValueError, RuntimeError) as err:
+            raise TFLiteExportError(f"cannot load {path} as a TF Lite model with a {SIGNATURE!r} signature: "
+                                    f"{_first_line(err)}") from None
+        self.input_dtypes = {name: detail["dtype"] for name, detail in self.runner.get_input_details().items()}
+
+    def predict(self, columns: Mapping[str, np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """Probabilities, shape [rows]."""
+        missing = sorted(set(self.input_dtypes) - set(columns))
+        if missing:
+            raise ValueError(f"the TF Lite model needs inputs {', '.join(missing)}")
+        rows = len(next(iter(columns.values())))
+        out = []
+        for start in range(0, rows, batch_size):
+            feed = {}
+            for name, dtype in self.input_dtypes.items():
+                values = columns[name][start:start + batch_size]
+                feed[name] = np.asarray(values, dtype=np.bytes_ if dtype == np.bytes_ else dtype)
+            out.append(np.asarray(self.runner(**feed)[OUTPUT_KEY]).reshape(-1))
+        return np.concatenate(out) if out else np.zeros([0], np.float32)
+
+
+def saved_model_predict(saved_model_dir: str, columns: Mapping[str, np.ndarray], batch_size: int = 1024) -> np.ndarray:
+    """The SavedModel's own serving_raw probabilities, for comparison."""
+    fn = tf.saved_model.load(saved_model_dir).signatures[SIGNATURE]
+    return _batched(lambda feed: fn(**feed)[OUTPUT_KEY].numpy(), fn, columns, batch_size)
+
+
+def _batched(call, fn, columns, batch_size):
+    _, kwargs = fn.structured_input_signature
+    rows = len(next(iter(columns.values())))
+    out = []
+    for start in range(0, rows, batch_size):
+        feed = {name: tf.constant(np.asarray(columns[name][start:start + batch_size]), spec.dtype)
+                for name, spec in kwargs.items()}
+        out.append(np.asarray(call(feed)).reshape(-1))
+    return np.concatenate(out)
+
+
+def accuracy_and_auc(probabilities: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
+    """Accuracy at 0.5, and ROC AUC (ties counted half), as the Evaluator's BinaryAccuracy and AUC."""
+    probabilities = np.asarray(probabilities, np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1)
+    accuracy = float(np.mean((probabilities > 0.5).astype(np.int64) == labels))
+    positives, negatives = int(labels.sum()), int(len(labels) - labels.sum())
+    if positives == 0 or negatives == 0:
+        return {"accuracy": accuracy, "auc": float("nan")}
+    order = np.argsort(probabilities, kind="mergesort")
+    ranks = np.empty(len(order), np.float64)
+    sorted_p = probabilities[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_p, return_index=True, return_counts=True)
+    for start, count in zip(first, counts):
+        ranks[order[start:start + count]] = start + (count + 1) / 2.0
+    auc = (ranks[labels == 1].sum() - positives * (positives + 1) / 2.0) / (positives * negatives)
+    return {"accuracy": accuracy, "auc": float(auc)}
+
+
+def single_example_latency_ms(predict_one, columns: Mapping[str, np.ndarray], runs: int = LATENCY_RUNS) -> float:
+    """Median milliseconds of one call on one row (after a warm-up call), cycling through rows."""
+    rows = len(next(iter(columns.values())))
+    one = lambda i: {name: values[i % rows:i % rows + 1] for name, values in columns.items()}  # noqa: E731
+    predict_one(one(0))
+    times = []
+    for i in range(runs):
+        row = one(i)
+        started = time.perf_counter()
+        predict_one(row)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1000.0)
+
+
+# ---- metadata, evaluation, and the one call run_fn makes --------------------------------------------
+
+def metadata(dtypes: Mapping[str, tf.dtypes.DType], conversion: Mapping[str, object]) -> Dict[str, object]:
+    inputs = []
+    for name, dtype in dtypes.items():
+        dtype = tf.as_dtype(dtype)
+        marker = missing_value(dtype)
+        inputs.append({
+            "name": name, "dtype": dtype.name, "shape": [-1],
+            "missing_value": marker.decode() if isinstance(marker, bytes) else ("NaN" if marker != marker else marker),
+        })
+    return {
+        "signature": SIGNATURE,
+        "inputs": inputs,
+        "input_notes": ("one [batch] tensor per raw feature, as in the CSV; TF-Transform's preprocessing "
+                        "(vocabularies, z-scores, quantile buckets) runs inside the model"),
+        "outputs": [{"name": OUTPUT_KEY, "dtype": "float32", "shape": [-1, 1],
+                     "meaning": (f"probability that {features.LABEL_KEY} = 1: the rider tips more than "
+                                 f"{features.BIG_TIP_FRACTION:.0%} of the fare")}],
+        "label": {"name": features.LABEL_KEY, "positive": 1,
+                  "definition": f"tips > {features.BIG_TIP_FRACTION} * fare", "threshold": 0.5},
+        "select_tf_ops": True,
+        "runtime": "a TF Lite interpreter with the Flex delegate (select TF ops), e.g. tf.lite.Interpreter",
+        "models": {kind: {"file": MODEL_FILES[kind],
+                          "quantization": {"float": "none (float32)",
+                                           "dynamic_int8": "dynamic range: int8 weights, float activations",
+                                           "int8": "int8 weights and activations of the model's layers "
+                                                   "(calibrated on raw eval rows); preprocessing in float/string"
+                                           }[kind]}
+                   for kind in MODEL_FILES if kind in conversion},
+        "full_integer": conversion.get("full_integer", "not attempted (no calibration rows)"),
+        **({"int8_error": conversion["int8_error"]} if "int8_error" in conversion else {}),
+    }
+
+
+def evaluate(out_dir: str, saved_model_dir: str, columns: Mapping[str, np.ndarray], labels: np.ndarray,
+             latency_runs: int = LATENCY_RUNS) -> Dict[str, object]:
+    """Accuracy, AUC, size and single-example latency of the SavedModel and each TF Lite model."""
+    loaded = tf.saved_model.load(saved_model_dir)
+    fn = loaded.signatures[SIGNATURE]
+    sm_probs = _batched(lambda feed: fn(**feed)[OUTPUT_KEY].numpy(), fn, columns, 1024)
+    models: Dict[str, Dict[str, object]] = {
+        "saved_model": {**accuracy_and_auc(sm_probs, labels), "bytes": _dir_bytes(saved_model_dir),
+                        "latency_ms": single_example_latency_ms(
+                            lambda feed: _batched(lambda f: fn(**f)[OUTPUT_KEY].numpy(), fn, feed, 1), columns,
+                            latency_runs)}
+    }
+    for kind, filename in MODEL_FILES.items():
+        path = os.path.join(out_dir, filename)
+        if not os.path.exists(path):
+            continue
+        model = TFLiteModel(path)
+        probs = model.predict(columns)
+        models[kind] = {**accuracy_and_auc(probs, labels), "bytes": os.path.getsize(path),
+                        "weight_bytes": weight_bytes(path),
+                        "latency_ms": single_example_latency_ms(lambda feed: model.predict(feed, 1), columns,
+                                                                latency_runs),
+                        "max_abs_diff_vs_saved_model": float(np.max(np.abs(probs - sm_probs))),
+                        "agreement_vs_saved_model": float(np.mean((probs > 0.5) == (sm_probs > 0.5)))}
+        models[kind]["accuracy_within_tolerance"] = bool(
+            abs(models[kind]["accuracy"] - models["saved_model"]["accuracy"]) <= ACCURACY_TOLERANCE)
+    return {"rows": int(len(labels)), "signature": SIGNATURE, "accuracy_tolerance": ACCURACY_TOLERANCE,
+            "models": models}
+
+
+def weight_bytes(path: str) -> int:
+    """Bytes of constant data (weights, vocabularies, boundaries) in a .tflite file; the rest is graph."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    with open(path, "rb") as f:
+        buf = f.read()
+    model = schema.Model.GetRootAsModel(buf, 0)
+    return int(sum(model.Buffers(i).DataLength() or model.Buffers(i).Size() for i in range(model.BuffersLength())))
+
+
+def _dir_bytes(folder: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(folder) for f in files)
+
+
+def export_tflite(model, tf_transform_output, saved_model_dir: str, out_dir: str,
+                  raw_eval_pattern: Optional[str] = None, eval_limit: Optional[int] = None) -> Dict[str, object]:
+    """Write the TF Lite models and metadata.json into `out_dir`; with raw eval rows, also the int8
+    model (calibrated on them) and evaluation.json (each TF Lite model beside the SavedModel)."""
+    import shutil
+    import tempfile
+
+    tf.io.gfile.makedirs(out_dir)
+    dtypes = raw_input_specs(saved_model_dir)
+    columns = labels = None
+    if raw_eval_pattern:
+        columns, labels = read_raw_examples(raw_eval_pattern, dtypes, eval_limit)
+    staging = tempfile.mkdtemp(prefix="tflite-src-")
+    try:
+        conversion = convert(save_lite_saved_model(model, tf_transform_output, staging), columns)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for kind, filename in MODEL_FILES.items():
+        if isinstance(conversion.get(kind), bytes):
+            with open(os.path.join(out_dir, filename), "wb") as f:
+                f.write(conversion[kind])
+    meta = metadata(dtypes, conversion)
+    _write_json(os.path.join(out_dir, METADATA_FILE), meta)
+    if columns is None:
+        return {"metadata": meta}
+    evaluation = evaluate(out_dir, saved_model_dir, columns, labels)
+    evaluation["full_integer"] = meta["full_integer"]
+    _write_json(os.path.join(out_dir, EVALUATION_FILE), evaluation)
+    return {"metadata": meta, "evaluation": evaluation}
+
+
+def _write_json(path: str, payload) -> None:
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1, default=float)
+
+
+def load_evaluation(model_dir: str) -> Optional[Dict[str, object]]:
+    """evaluation.json of a Trainer model artifact (`<model>/tflite/`), None when absent."""
+    path = os.path.join(model_dir, "tflite", EVALUATION_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
