@@ -25,6 +25,7 @@ from grpc import aio
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.batching import async_batcher
+from serving.core.request_logger import log_request
 from serving.servables import handlers
 from serving.util.errors import ServingError, internal_error
 
@@ -59,7 +60,9 @@ class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer
                                                               self._pool)
                 else:
                     results = servable.run(sig, inputs, output_keys)  # = run_direct here
-                return handlers.predict_response(servable, sig, results, output_keys)
+                response = handlers.predict_response(servable, sig, results, output_keys)
+            log_request(self._manager, "predict", request, response)
+            return response
         except ServingError as err:
             error = err
         except Exception as err:  # noqa: BLE001
