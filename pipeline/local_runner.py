@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     beam_runners.add_arguments(parser)
     parser.add_argument("--no-cache", action="store_true", help="re-run every component even if its inputs are unchanged")
     parser.add_argument("--allow-anomalies", action="store_true", help="train even when the data does not match the schema")
+    parser.add_argument("--allow-drift", action="store_true",
+                        help="train even when the data drifted from the served model's training data (the drift is still reported)")
 
 
 def config_from_args(args) -> configs.PipelineConfig:
@@ -53,6 +55,7 @@ def config_from_args(args) -> configs.PipelineConfig:
         enable_cache=not args.no_cache,
         fail_on_anomalies=not args.allow_anomalies,
         **beam_runners.fields_from_args(args),
+        fail_on_drift=not getattr(args, "allow_drift", False),
     )
     if args.home:
         overrides["home"] = args.home.resolve()
