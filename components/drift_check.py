@@ -25,14 +25,15 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types.standard_artifacts import ExampleAnomalies, ExampleStatistics, Model, Schema
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from components.errors import BadDataError
 
 DRIFT_FILE = "drift.json"
 TRAINING_STATISTICS = os.path.join("Format-Serving", "assets.extra", "training_statistics.pb")
 COMPARATORS = {"linf": "L-infinity", "jsd": "Jensen-Shannon"}
 
 
-class DataDriftError(RuntimeError):
-    """The data drifted beyond a threshold from the data the served model was trained on."""
+class DataDriftError(BadDataError):
+    """The data drifted beyond a threshold from the data the served model was trained on (bad input: exit 2)."""
 
 
 def parse_thresholds(text: str) -> Dict[str, Tuple[str, float]]:

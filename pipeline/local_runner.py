@@ -176,7 +176,7 @@ def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path =
             if bad_data is not None:  # the data's fault: bad input (exit 2), the component says how to go on
                 raise UserError(f"{where}{_first_line(bad_data)} (full trace: {log_file})") from err
             raise ComponentFailed(f"{where}{type(err).__name__}: {_first_line(err)} (full trace: {log_file})") from err
-        return run_view.load(config.metadata_path)
+        return run_view.load(config.metadata_path, pipeline_root=config.pipeline_root)
 
 
 def _bad_data(err: BaseException):

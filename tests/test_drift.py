@@ -14,7 +14,7 @@ import shutil
 
 import pytest
 
-from pipeline import run_results
+from pipeline import run_results, run_view
 from pipeline.errors import UserError
 from pipeline.local_runner import run_pipeline
 
@@ -67,6 +67,10 @@ def test_shifted_data_stops_before_transform_naming_the_drifted_features(shifted
     result = run_results.load_run(shifted_home.metadata_path)
     assert result.nodes["DriftCheck"].state == "FAILED"
     assert "Transform" not in result.nodes and "Trainer" not in result.nodes
+    # The view finds the report the failed check wrote (ML Metadata records no outputs of a failed execution).
+    view = run_view.load(shifted_home.metadata_path, pipeline_root=shifted_home.pipeline_root)
+    assert view.drift is not None and view.drift.stopped
+    assert sorted(f.feature for f in view.drift.drifted) == ["fare", "payment_type"]
     assert sorted(p.name for p in shifted_home.serving_model_dir.iterdir()) == versions_before
 
 
@@ -81,8 +85,8 @@ def test_the_same_data_with_the_check_relaxed_trains_and_pushes(shifted_home):
     # Untouched features barely move (only through the hash split, which hashes whole rows).
     assert distances["company"] < 0.02
     assert result.nodes["Transform"].state == "COMPLETE" and result.nodes["Trainer"].state == "COMPLETE"
-    push = run_results.pushed(result)
-    assert push is not None and push.destination.startswith(str(relaxed.serving_model_dir))
+    assert result.push is not None and result.push.destination.startswith(str(relaxed.serving_model_dir))
+    assert result.drift is not None and not result.drift.stopped and len(result.drift.drifted) == 2
 
 
 def test_status_and_report_show_the_drift_table_and_the_tflite_comparison(shifted_home):

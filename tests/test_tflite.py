@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import run_results
 
 FLOAT_TOLERANCE = 1e-4
 QUANTIZED_TOLERANCE = 0.03
@@ -67,15 +66,16 @@ def test_tflite_predictions_agree_with_the_saved_model_on_raw_rows(model_dir, ra
 
 
 def test_the_trainer_records_the_comparison_on_the_eval_split(taxi_pipeline_result, model_dir):
-    _, result = taxi_pipeline_result
+    _, view = taxi_pipeline_result
     from trainer_module import tflite_export
 
     evaluation = tflite_export.load_evaluation(str(model_dir))
     models = evaluation["models"]
-    counts = run_results.split_row_counts(result.nodes["StatisticsGen"].output_uri("statistics"))
-    assert evaluation["rows"] == counts["eval"]
+    assert evaluation["rows"] == view.rows["eval"]
     # The SavedModel row is computed on the same raw eval rows the Evaluator scored: same accuracy.
-    tfma = run_results.overall_metrics(result.nodes["Evaluator"].output_uri("evaluation"))
+    tfma = view.overall
+    # The view reads the same comparison back for the summary, status and the report.
+    assert view.tflite is not None and view.tflite.model("dynamic_int8").bytes == models["dynamic_int8"]["bytes"]
     assert models["saved_model"]["accuracy"] == pytest.approx(tfma["binary_accuracy"], abs=1e-6)
     assert models["saved_model"]["auc"] == pytest.approx(tfma["auc"], abs=2e-3)
     assert models["float"]["accuracy"] == pytest.approx(models["saved_model"]["accuracy"], abs=1e-9)
