@@ -129,9 +129,23 @@ def DriftCheck(
     drift.set_string_custom_property("drifted", ",".join(report["drifted"]))
     drift.set_string_custom_property("baseline_model", report["baseline_model"] or "")
     if report["drifted"] and fail_on_drift:
+        # TFX removes a failed execution's output folder: keep the report where the run's read-back finds it.
+        kept = stopped_report_path(drift.uri)
+        os.makedirs(os.path.dirname(kept), exist_ok=True)
+        with open(kept, "w") as f:
+            json.dump(report, f, indent=1)
         raise DataDriftError(
             f"the data drifted from the data the served model was trained on: {describe(report['features'])}. "
             "If the change is expected, run again with --allow-drift (the new model then becomes the baseline)")
+
+
+STOPPED_DIR = "stopped"  # <pipeline_root>/DriftCheck/stopped/<output id>.json: reports of checks that stopped a run
+
+
+def stopped_report_path(drift_uri: str) -> str:
+    """Where a check that stops the run keeps its report: beside its output folders, which TFX removes."""
+    node_dir = os.path.dirname(os.path.dirname(drift_uri.rstrip("/")))
+    return os.path.join(node_dir, STOPPED_DIR, os.path.basename(drift_uri.rstrip("/")) + ".json")
 
 
 def load_report(drift_uri: str) -> Optional[Dict[str, object]]:

@@ -43,8 +43,10 @@ DRIFT_THRESHOLDS: Tuple[Tuple[str, str, float, str], ...] = (
      "so only a gross change is flagged"),
     ("trip_seconds", "jsd", 0.4, "heavy tail as trip_miles: samples differ by up to 0.26"),
 )
-# Equal-width histogram buckets per numeric feature in StatisticsGen (TFDV's default 10 puts nearly every
-# fare in the first bucket, and the Jensen-Shannon divergence of two samples of the same data reached 0.3).
+# Equal-width histogram buckets per numeric feature in StatisticsGen, which the drift check's Jensen-Shannon
+# divergence compares. TFDV's default 10 puts nearly every trip in the first bucket of a heavy tail: two
+# disjoint 4,000-row samples of the taxi data (rows 0-3,999 vs 4,000-7,999) then differ by 0.70 on
+# trip_miles (a false alarm at any useful threshold); with 200 buckets by 0.24 (fare 0.037 -> 0.022).
 HISTOGRAM_BUCKETS = 200
 
 BEAM_MODES = ("in_memory", "multi_processing")

@@ -419,7 +419,6 @@ def _push(result: RunResult) -> Optional[Push]:
 
 
 DRIFT_NODE = "DriftCheck"
-DRIFT_FILE = "drift.json"  # components.drift_check.DRIFT_FILE
 TFLITE_EVALUATION = os.path.join("tflite", "evaluation.json")  # trainer_module.tflite_export, beside Format-Serving
 SKEW_FILE = "skew-latest.json"  # pipeline.skew.LATEST_JSON, in <home>/reports/
 
@@ -434,8 +433,10 @@ def _read_json(path: Optional[str]):
 
 
 def _drift(result: RunResult, pipeline_root=None) -> Optional[Drift]:
-    """The DriftCheck's drift.json: its output artifact, or for a check that stopped the run, the
-    report its execution wrote (`<pipeline_root>/DriftCheck/drift/<id>/`, written while it ran)."""
+    """The DriftCheck's drift.json: its output artifact, or for a check that stopped the run, the copy
+    it kept (`<pipeline_root>/DriftCheck/stopped/<id>.json`), found by the time its execution ran."""
+    from components.drift_check import DRIFT_FILE, STOPPED_DIR  # the check's own names
+
     node = result.nodes.get(DRIFT_NODE)
     if node is None:
         return None
@@ -443,7 +444,7 @@ def _drift(result: RunResult, pipeline_root=None) -> Optional[Drift]:
     stopped = False
     path = os.path.join(artifact.uri, DRIFT_FILE) if artifact is not None else None
     if path is None and node.state == "FAILED" and pipeline_root is not None and node.started_ms and node.finished_ms:
-        path = _written_during(os.path.join(str(pipeline_root), DRIFT_NODE, "drift", "*", DRIFT_FILE),
+        path = _written_during(os.path.join(str(pipeline_root), DRIFT_NODE, STOPPED_DIR, "*.json"),
                                node.started_ms, node.finished_ms)
         stopped = True
     report = _read_json(path)
