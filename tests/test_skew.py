@@ -113,3 +113,19 @@ def test_raw_feature_requests_become_the_rows_they_carried():
     assert first.features.feature["fare"].float_list.value == [7.25]
     assert first.features.feature["trip_start_hour"].int64_list.value == [13]
     assert dict(second.features.feature) == {}  # "", NaN and -1 mark missing values, as in serving_raw
+
+
+def test_status_and_the_report_show_the_last_skew_check_with_its_plot(logged, taxi_pipeline_run):
+    from pipeline import report, run_view, status
+
+    _skew(logged / "logs" / "shifted", taxi_pipeline_run.home)
+    check = run_view.load_skew(taxi_pipeline_run.reports_dir)
+    assert sorted(f.feature for m in check.models for f in m.skewed) == ["fare", "payment_type"]
+    text = status.render(taxi_pipeline_run, 1)
+    line = next(l for l in text.splitlines() if l.startswith("skew (last `taxi-pipeline skew`"))
+    assert "fare Jensen-Shannon" in line and "payment_type L-infinity" in line, text
+    html = report.build(taxi_pipeline_run).read_text()
+    section = html[html.index('id="skew"'):]
+    section = section[:section.index("</table>")]
+    assert "data:image/png;base64," in section  # the skew result comes as a plot, beside its table
+    assert section.count("SKEW<") == 2 and section.count(">ok<") == 3, section[-3000:]
