@@ -25,7 +25,6 @@ SavedModel on the same raw eval rows.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import time
@@ -79,7 +78,7 @@ def raw_input_specs(saved_model_dir: str) -> Dict[str, tf.dtypes.DType]:
 def read_raw_examples(file_pattern: str, dtypes: Mapping[str, tf.dtypes.DType], limit: Optional[int] = None):
     """(columns, labels) from ExampleGen's gzipped tf.Examples: one numpy column per input, missing
     values marked as serving_raw expects; labels made as `preprocessing.make_label` makes them."""
-    files = sorted(glob.glob(file_pattern))
+    files = sorted(tf.io.gfile.glob(file_pattern))  # TF's filesystems: local, gs://, s3:// pipeline roots
     if not files:
         raise TFLiteExportError(f"no raw examples match {file_pattern}")
     spec = {name: tf.io.VarLenFeature(dtype) for name, dtype in dtypes.items()}
@@ -622,11 +621,29 @@ def _dir_bytes(folder: str) -> int:
 def export_tflite(model, tf_transform_output, saved_model_dir: str, out_dir: str,
                   raw_eval_pattern: Optional[str] = None, eval_limit: Optional[int] = None) -> Dict[str, object]:
     """Write the TF Lite models and metadata.json into `out_dir`; with raw eval rows, also the int8
-    model (calibrated on them) and evaluation.json (each TF Lite model beside the SavedModel)."""
+    model (calibrated on them) and evaluation.json (each TF Lite model beside the SavedModel).
+
+    Everything is written and evaluated in a local folder first (the interpreter reads local files),
+    then copied to `out_dir` with TF's filesystems, so an object-store pipeline root works too."""
     import shutil
     import tempfile
 
-    tf.io.gfile.makedirs(out_dir)
+    local = tempfile.mkdtemp(prefix="tflite-")
+    try:
+        result = _export_into(local, model, tf_transform_output, saved_model_dir, raw_eval_pattern, eval_limit)
+        tf.io.gfile.makedirs(out_dir)
+        for name in sorted(os.listdir(local)):
+            tf.io.gfile.copy(os.path.join(local, name), os.path.join(out_dir, name), overwrite=True)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+    return result
+
+
+def _export_into(out_dir: str, model, tf_transform_output, saved_model_dir: str, raw_eval_pattern: Optional[str],
+                 eval_limit: Optional[int]) -> Dict[str, object]:
+    import shutil
+    import tempfile
+
     dtypes = raw_input_specs(saved_model_dir)
     columns = labels = None
     if raw_eval_pattern:
