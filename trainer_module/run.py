@@ -258,7 +258,8 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     if task["is_chief"] and settings.tflite:
         # The raw eval split (raw_eval_files, set by the trainer executor) calibrates the int8 model and
         # evaluates every TF Lite model beside the SavedModel.
-        tflite_export.export_tflite(model, tf_transform_output, save_dir, tflite_dir(fn_args.serving_model_dir),
+        tflite_export.export_tflite(tflite_export.undistributed_copy(model, tf_transform_output), tf_transform_output,
+                                    save_dir, tflite_dir(fn_args.serving_model_dir),
                                     settings.raw_eval_files)
 
     record = {

@@ -367,6 +367,21 @@ def _value(keys: np.ndarray) -> np.ndarray:
     return bits.view(np.float32)
 
 
+def undistributed_copy(model, tf_transform_output):
+    """The trained model's weights in a model of the default strategy, for the chief to convert alone.
+
+    Saving variables of MultiWorkerMirroredStrategy runs collective ops that every worker must join
+    (run.export saves on every worker for that reason); the TF Lite export runs on the chief only,
+    after the other workers may have exited, so it works on a plain copy. Call outside any strategy scope."""
+    from trainer_module.model import build_model, cardinalities_from
+
+    copy = build_model(cardinalities_from(tf_transform_output), 0.0)
+    spec = tf_transform_output.transformed_feature_spec()
+    copy({name: tf.zeros([1], f.dtype) for name, f in spec.items() if name != features.LABEL_KEY})
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def lite_function(model, tf_transform_output, preprocessing: Optional["LitePreprocessing"] = None):
     """serving_raw for TF Lite: the same inputs and output, the preprocessing in TF Lite's own ops."""
     from trainer_module.run import LABEL_ONLY_KEYS
