@@ -27,6 +27,7 @@ COMMANDS = {
     "submit": ("pipeline.submit_cli", "submit the compiled spec to a Kubeflow Pipelines endpoint"),
     "status": ("pipeline.status", "last runs from ML Metadata: components, metrics, blessing, pushed version"),
     "report": ("pipeline.report", "a self-contained HTML report with plots of the last run"),
+    "skew": ("pipeline.skew", "compare logged serving requests with the training statistics of the model that served them"),
 }
 
 

@@ -7,6 +7,7 @@ pipeline from the same object instead of reading constants scattered through the
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -24,6 +25,29 @@ SCHEMA_PATH = features.SCHEMA_PATH  # the dataset's curated schema lives beside 
 # Module paths, not file paths: the same code runs in the Kubeflow image.
 PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
 RUN_FN = "trainer_module.run.run_fn"
+
+# Drift check: (feature, comparator, threshold, why this threshold). Distances are between this run's
+# training split and the training data of the latest blessed model, as TFDV computes them: "linf" =
+# L-infinity (the largest change of any value's share), "jsd" = Jensen-Shannon divergence of the
+# histograms (StatisticsGen's, HISTOGRAM_BUCKETS equal-width buckets). The natural figures were measured
+# between disjoint 4,000-row samples of the taxi data (tests/tests_support.write_sample, skip 0/4000/8000).
+DRIFT_THRESHOLDS: Tuple[Tuple[str, str, float, str], ...] = (
+    ("payment_type", "linf", 0.05,
+     "the model's strongest signal (credit card => big tipper); samples differ by 0.006-0.013, so a "
+     "5-point shift of any payment type's share is a real change of the mix"),
+    ("company", "linf", 0.05, "samples differ by 0.011-0.018; 5 points of one company's share is a new market"),
+    ("fare", "jsd", 0.1,
+     "samples differ by 0.02-0.05; fares x1.5 give 0.18. Fares also make the label (tip > 20% of the fare)"),
+    ("trip_miles", "jsd", 0.4,
+     "heavy tail (a few 1,000-mile trips reshape equal-width histograms): samples differ by up to 0.29, "
+     "so only a gross change is flagged"),
+    ("trip_seconds", "jsd", 0.4, "heavy tail as trip_miles: samples differ by up to 0.26"),
+)
+# Equal-width histogram buckets per numeric feature in StatisticsGen, which the drift check's Jensen-Shannon
+# divergence compares. TFDV's default 10 puts nearly every trip in the first bucket of a heavy tail: two
+# disjoint 4,000-row samples of the taxi data (rows 0-3,999 vs 4,000-7,999) then differ by 0.70 on
+# trip_miles (a false alarm at any useful threshold); with 200 buckets by 0.24 (fare 0.037 -> 0.022).
+HISTOGRAM_BUCKETS = 200
 
 BEAM_MODES = ("in_memory", "multi_processing")
 
@@ -72,6 +96,10 @@ class PipelineConfig:
 
     # AnomaliesGate: stop before Transform when the data does not match the curated schema.
     fail_on_anomalies: bool = True
+
+    # DriftCheck: stop before Transform when the data drifted from the served model's training data.
+    fail_on_drift: bool = True
+    drift_thresholds: Tuple[Tuple[str, str, float, str], ...] = DRIFT_THRESHOLDS
 
     # Evaluator: a model is blessed only above these bounds and not worse than the baseline.
     min_auc: float = 0.90
@@ -158,6 +186,11 @@ class PipelineConfig:
             "image": self.kubeflow_image,  # set only in compiled Kubeflow pipelines: selects the TFJob launcher
             "namespace": self.kubeflow_namespace,
         }
+
+    def drift_thresholds_json(self) -> str:
+        """The DriftCheck's `thresholds` parameter: {"feature": [comparator, threshold], ...}."""
+        return json.dumps({feature: [comparator, threshold] for feature, comparator, threshold, *_ in self.drift_thresholds},
+                          sort_keys=True)
 
     def replace(self, **changes) -> "PipelineConfig":
         return dataclasses.replace(self, **changes)

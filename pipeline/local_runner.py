@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     beam_runners.add_arguments(parser)
     parser.add_argument("--no-cache", action="store_true", help="re-run every component even if its inputs are unchanged")
     parser.add_argument("--allow-anomalies", action="store_true", help="train even when the data does not match the schema")
+    parser.add_argument("--allow-drift", action="store_true",
+                        help="train even when the data drifted from the served model's training data (the drift is still reported)")
 
 
 def config_from_args(args) -> configs.PipelineConfig:
@@ -53,6 +55,7 @@ def config_from_args(args) -> configs.PipelineConfig:
         enable_cache=not args.no_cache,
         fail_on_anomalies=not args.allow_anomalies,
         **beam_runners.fields_from_args(args),
+        fail_on_drift=not getattr(args, "allow_drift", False),
     )
     if args.home:
         overrides["home"] = args.home.resolve()
@@ -173,7 +176,7 @@ def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path =
             if bad_data is not None:  # the data's fault: bad input (exit 2), the component says how to go on
                 raise UserError(f"{where}{_first_line(bad_data)} (full trace: {log_file})") from err
             raise ComponentFailed(f"{where}{type(err).__name__}: {_first_line(err)} (full trace: {log_file})") from err
-        return run_view.load(config.metadata_path)
+        return run_view.load(config.metadata_path, pipeline_root=config.pipeline_root)
 
 
 def _bad_data(err: BaseException):

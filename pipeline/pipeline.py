@@ -1,12 +1,14 @@
 """`create_pipeline(config)`: the only place the components are wired.
 
-CsvExampleGen -> StatisticsGen -> ExampleValidator (against the curated schema) -> AnomaliesGate -> Transform ->
+CsvExampleGen -> StatisticsGen -> ExampleValidator (against the curated schema) -> AnomaliesGate, and DriftCheck
+(against the data of the latest blessed model) -> Transform ->
 Trainer (one or several workers) -> Evaluator (against the latest blessed model) and ServingValidator
 (loads it in a model server, writes the model with warmup requests) -> Pusher (pushes that model).
 The local runner and the Kubeflow runner both build their pipeline here.
 """
 from typing import List, Optional
 
+import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
@@ -14,6 +16,8 @@ from tfx.dsl.components.base import executor_spec
 from components.anomalies_gate import AnomaliesGate
 from components.arrow_csv_example_gen import ArrowCsvExampleGen
 from components.atomic_pusher import AtomicPusherExecutor
+from components.drift_check import DriftCheck
+from components.multiworker_trainer.component import Trainer
 from components.multiworker_trainer.executor import MultiWorkerExecutor
 from components.reusing_evaluator import ReusingEvaluator
 from components.serving_validator import ServingValidator
@@ -85,13 +89,28 @@ def create_components(config: configs.PipelineConfig) -> List:
             )
         ),
     ).with_id("CsvExampleGen")
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"],
+        stats_options=tfdv.StatsOptions(num_histogram_buckets=configs.HISTOGRAM_BUCKETS),
+    )
     schema_gen = tfx.components.ImportSchemaGen(schema_file=str(config.schema_path))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
     anomalies_gate = AnomaliesGate(
         anomalies=example_validator.outputs["anomalies"], fail_on_anomalies=int(config.fail_on_anomalies)
+    )
+    baseline = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    drift_check = DriftCheck(  # this run's data against the data the latest blessed model was trained on
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"],
+        baseline_model=baseline.outputs["model"],
+        thresholds=config.drift_thresholds_json(),
+        fail_on_drift=int(config.fail_on_drift),
     )
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
@@ -101,22 +120,20 @@ def create_components(config: configs.PipelineConfig) -> List:
         force_tf_compat_v1=preprocessing.FORCE_TF_COMPAT_V1,  # TF1 graph tracing: a quarter faster here
     )
     transform.add_upstream_node(anomalies_gate)  # no Transform (nor anything after it) on bad data
-    trainer = tfx.components.Trainer(
+    transform.add_upstream_node(drift_check)  # ... nor on data that drifted, unless told to go on
+    trainer = Trainer(  # TFX's Trainer, also given the raw examples (TF Lite evaluation) and their statistics
         run_fn=configs.RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
+        raw_examples=example_gen.outputs["examples"],
+        statistics=statistics_gen.outputs["statistics"],
         # No num_steps (0): the executor derives the steps from the training rows and config.epochs.
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps or 0),
         eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
         custom_config=config.trainer_custom_config(),
         custom_executor_spec=executor_spec.ExecutorClassSpec(MultiWorkerExecutor),
     )
-    baseline = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
     # TFX's Evaluator; a candidate that is its own baseline (a re-run on unchanged input) reuses its evaluation.
     evaluator = ReusingEvaluator(
         examples=example_gen.outputs["examples"],
@@ -138,7 +155,7 @@ def create_components(config: configs.PipelineConfig) -> List:
         custom_executor_spec=executor_spec.ExecutorClassSpec(AtomicPusherExecutor),
     )
     return [
-        example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
+        example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, drift_check,
         transform, trainer, baseline, evaluator, serving_validator, pusher,
     ]
 

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", type=int, default=None, help="model version (default: the latest)")
     parser.add_argument("--limit", type=int, default=10, help="send at most this many rows (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per RPC (default: %(default)s)")
+    parser.add_argument("--tflite", type=Path, default=None, metavar="MODEL",
+                        help="run a TF Lite model locally instead of asking a server (a .tflite file, or the "
+                             "Trainer's tflite/ folder: its quantized model)")
 
 
 def read_rows(path: Path) -> List[Mapping[str, object]]:
@@ -93,12 +96,54 @@ def predict_rows(client, model, signature, rows, version=None):
     return client.predict(model, inputs, signature=key, version=version)
 
 
-def main(args) -> int:
-    import grpc
+def tflite_path(path: Path) -> Path:
+    """The .tflite file `--tflite` names: a file, or the quantized model in a Trainer's tflite/ folder."""
+    from trainer_module import tflite_export
 
+    if path.is_dir():
+        for name in (tflite_export.DYNAMIC_FILE, tflite_export.FLOAT_FILE):
+            if (path / name).exists():
+                return path / name
+        raise FileNotFoundError(f"{path} holds no {tflite_export.DYNAMIC_FILE} or {tflite_export.FLOAT_FILE}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    return path
+
+
+def predict_tflite(path: Path, rows) -> np.ndarray:
+    """Probabilities of the rows from a TF Lite model run with TensorFlow's interpreter."""
+    from trainer_module import tflite_export
+
+    model = tflite_export.TFLiteModel(str(path))
+    return model.predict(tflite_export.rows_to_columns(rows, model.input_dtypes))
+
+
+def _labels(rows):
+    label_fn = _label_fn()
+    labels = [label_fn(r) for r in rows] if label_fn else None
+    if labels is not None and all(l is None for l in labels):
+        labels = None
+    return labels
+
+
+def main_tflite(args, rows) -> int:
     from pipeline.errors import UserError
+    from trainer_module.tflite_export import OUTPUT_KEY, TFLiteExportError
 
-    from serving.client import ServingClient
+    try:
+        path = tflite_path(args.tflite)
+        probabilities = predict_tflite(path, rows)
+    except FileNotFoundError as err:
+        raise UserError(f"--tflite: {err}") from None
+    except (TFLiteExportError, ValueError) as err:
+        raise UserError(str(err)) from None
+    print(f"TF Lite model {path} (TensorFlow's interpreter), signature serving_raw, {len(rows)} rows")
+    print(format_table(rows, {OUTPUT_KEY: probabilities.reshape(-1, 1)}, _labels(rows)))
+    return 0
+
+
+def main(args) -> int:
+    from pipeline.errors import UserError
 
     if args.limit < 1:
         raise UserError(f"--limit must be at least 1, not {args.limit}")
@@ -108,6 +153,12 @@ def main(args) -> int:
         raise UserError(f"cannot read {args.rows}: {err.strerror}") from None
     except ValueError as err:
         raise UserError(str(err)) from None
+    if args.tflite is not None:
+        return main_tflite(args, rows)
+
+    import grpc
+
+    from serving.client import ServingClient
     with ServingClient(args.server, timeout_s=args.timeout) as client:
         try:
             outputs, response = predict_rows(client, args.model, args.signature, rows, args.version)
@@ -118,10 +169,7 @@ def main(args) -> int:
             raise UserError(f"server refused the request ({err.code().name}): {err.details()}") from None
         except (KeyError, ValueError) as err:
             raise UserError(str(err).strip('"')) from None
-    label_fn = _label_fn()
-    labels = [label_fn(r) for r in rows] if label_fn else None
-    if labels is not None and all(l is None for l in labels):
-        labels = None
+    labels = _labels(rows)
     spec = response.model_spec
     print(f"model {spec.name} version {spec.version.value}, signature {spec.signature_name}, {len(rows)} rows")
     print(format_table(rows, outputs, labels))

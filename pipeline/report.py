@@ -1,7 +1,8 @@
 """`taxi-pipeline report`: one self-contained HTML file describing a run, from its components' own outputs.
 
-Data statistics per split, anomalies, training curves, evaluation by slice, calibration, the
-blessing (bars against measured values) and the push, for the newest run or `--run RUN_ID`.
+Data statistics per split, anomalies, drift against the served model's training data, training
+curves, evaluation by slice, calibration, TF Lite against the SavedModel, the blessing (bars against
+measured values), the push, and the last `taxi-pipeline skew`, for the newest run or `--run RUN_ID`.
 The file embeds its figures, so it can be archived or mailed as is; the path is printed last.
 Section builders live in `report_sections`; this module picks the run and writes the file.
 """
@@ -46,7 +47,7 @@ def build(config: configs.PipelineConfig, run_id: Optional[str] = None, output: 
         raise UserError(f"--output {path} is a folder; give a file name such as {path / 'report.html'}")
     started = time.time()
     with report_quiet.quiet(config.home, "report"):
-        view = run_view.load(config.metadata_path, context.name)
+        view = run_view.load(config.metadata_path, context.name, config.pipeline_root)
         text = render(config, view, started)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,8 +62,10 @@ def build(config: configs.PipelineConfig, run_id: Optional[str] = None, output: 
 def render(config: configs.PipelineConfig, view: run_view.RunView, build_started: float) -> str:
     from pipeline import report_sections as sections
 
-    parts = [section(view) for section in (sections.components, sections.data, sections.anomalies, sections.training,
-                                           sections.evaluation, sections.calibration, sections.blessing, sections.push)]
+    parts = [section(view) for section in (sections.components, sections.data, sections.anomalies, sections.drift,
+                                           sections.training, sections.evaluation, sections.calibration,
+                                           sections.tflite, sections.blessing, sections.push)]
+    parts.append(sections.skew(run_view.load_skew(config.reports_dir)))
     started = datetime.datetime.fromtimestamp(view.started_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
     meta = [
         f"run {view.run_id}, started {started}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -145,4 +145,48 @@ def calibration(bins: Sequence[report_data.CalibrationBin]) -> bytes:
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
+    return _png(fig)
+
+
+def tflite_comparison(comparison) -> bytes:
+    """Does the TF Lite model score as the SavedModel does, and what does it weigh? (a run_view.TFLiteComparison)"""
+    short = {"saved_model": "SavedModel", "float": "TFLite\nfloat", "dynamic_int8": "TFLite\ndyn. int8",
+             "int8": "TFLite\nint8"}
+    models = comparison.models
+    labels = [short.get(m.kind, m.kind) for m in models]
+    colors = ["#7f8c8d" if m.kind == "saved_model" else "#2980b9" for m in models]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    for ax, (name, ys) in zip(axes[:2], (("accuracy", [m.accuracy for m in models]), ("AUC", [m.auc for m in models]))):
+        ax.bar(labels, ys, color=colors)
+        ax.set_ylim(max(0.0, min(ys) - 0.02), min(1.0, max(ys) + 0.01))
+        ax.set_title(f"{name} on the eval split")
+        for i, y in enumerate(ys):
+            ax.text(i, y, f"{y:.4f}", ha="center", va="bottom", fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+    ax = axes[2]
+    ax.bar(labels, [m.bytes / 1024 for m in models], color="#bdc3c7", label="file")
+    ax.bar(labels, [(m.weight_bytes or 0) / 1024 for m in models], color="#2980b9", label="of which constant buffers")
+    for i, m in enumerate(models):
+        ratio = comparison.size_ratio(m.kind) if m.kind in ("dynamic_int8", "int8") else None
+        if ratio is not None:
+            ax.text(i, m.bytes / 1024, f"{ratio:.2f}x", ha="center", va="bottom", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_title("size (KiB, log scale)")
+    ax.legend(fontsize=7)
+    ax.tick_params(axis="x", labelsize=7)
+    return _png(fig)
+
+
+def distances(rows: Sequence, title: str) -> bytes:
+    """Distance over threshold per feature (1.0 = the threshold, dashed); red bars crossed it.
+    `rows`: run_view.FeatureDistance (drift or skew)."""
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1))
+    ratios = [(r.distance or 0.0) / r.threshold for r in rows]
+    ax.barh([r.feature for r in rows], ratios, color=["#c0392b" if r.crossed else "#7f8c8d" for r in rows])
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
+    for i, r in enumerate(rows):
+        ax.text(ratios[i], i, f" {r.measure} {r.distance or 0:.3f} / {r.threshold:.3f}", va="center", fontsize=7)
+    ax.set_xlabel("distance / threshold")
+    ax.set_title(title)
+    ax.set_xlim(0, max(ratios + [1.0]) * 1.6)
     return _png(fig)

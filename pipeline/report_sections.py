@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from pipeline import report_data, report_plots
-from pipeline.run_view import RunView
+from pipeline.run_view import RunView, SkewCheck
 from pipeline.report_html import Cell, count, esc, figure, num, paragraph, percent, section, table
 
 Section = Tuple[str, str, str]  # (html id, title, html)
@@ -229,3 +229,67 @@ def push(view: RunView) -> Section:
     else:
         body = paragraph("Not pushed: " + view.not_pushed_reason + ".")
     return _section("push", "Push", [body])
+
+
+# ---- drift, TF Lite and skew ----------------------------------------------------------------------------
+
+def _distance_rows(rows, word: str):
+    return [(r.feature, r.measure, Cell("-" if r.distance is None else f"{r.distance:.4f}", "num"),
+             Cell(f"{r.threshold:.4f}", "num"), Cell(word if r.crossed else "ok", "fail" if r.crossed else ""))
+            for r in rows]
+
+
+def drift(view: RunView) -> Section:
+    report = view.drift
+    if report is None:
+        return _section("drift", "Drift", [_absent(view, "DriftCheck", "drift check")])
+    if not report.features:
+        return _section("drift", "Drift", [paragraph(f"Not checked: {report.line()}.", "note")])
+    note = (f"This run's {report.split} split against the training data of the latest blessed model "
+            f"({report.baseline_model}). Verdict: {report.line()}.")
+    return _section("drift", "Drift", [
+        paragraph(note, "note"),
+        figure(report_plots.distances(report.features, "drift by feature"), "drift"),
+        table(("feature", "measure", "distance", "threshold", "verdict"), _distance_rows(report.features, "DRIFT"),
+              "drift-table"),
+    ])
+
+
+def tflite(view: RunView) -> Section:
+    comparison = view.tflite
+    if comparison is None:
+        return _section("tflite", "TF Lite", [_absent(view, "Trainer", "TF Lite evaluation")])
+    rows = []
+    for m in comparison.models:
+        ratio = comparison.size_ratio(m.kind) if m.kind in ("dynamic_int8", "int8") else None
+        rows.append((m.label, Cell(f"{m.accuracy:.4f}", "num"), Cell(f"{m.auc:.4f}", "num"),
+                     Cell(f"{m.bytes / 1024:,.1f}", "num"), Cell("-" if ratio is None else f"{ratio:.2f}", "num"),
+                     Cell("-" if m.weight_bytes is None else f"{m.weight_bytes / 1024:,.1f}", "num"),
+                     Cell(f"{m.latency_ms:.2f}", "num"),
+                     Cell("-" if m.max_abs_diff is None else f"{m.max_abs_diff:.4f}", "num")))
+    note = (f"Every model scored on the same {comparison.rows:,} raw eval rows through the raw-feature signature "
+            "(the preprocessing inside). Latency: one example, median of 200 calls, one thread. "
+            f"Full-integer: {comparison.full_integer or '-'}")
+    return _section("tflite", "TF Lite", [
+        paragraph(note, "note"),
+        figure(report_plots.tflite_comparison(comparison), "TF Lite vs SavedModel"),
+        table(("model", "accuracy", "AUC", "KiB", "x float", "constants KiB", "ms/example", "max |p - p_SavedModel|"),
+              rows, "tflite-table"),
+    ])
+
+
+def skew(check: Optional[SkewCheck]) -> Section:
+    title = "Training-serving skew"
+    if check is None:
+        return _section("skew", title, [paragraph(
+            "No skew check yet: serve with a logging_config, then run `taxi-pipeline skew --logs DIR`.", "note")])
+    parts = [paragraph(f"Last `taxi-pipeline skew` ({check.created}) on {check.logs}.", "note")]
+    for m in check.models:
+        if not m.features:
+            parts.append(paragraph(f"model {m.model} v{m.version}: {m.note or '-'}", "note"))
+            continue
+        parts += [figure(report_plots.distances(m.features, f"{m.model} v{m.version}: {m.rows:,} logged rows vs "
+                                                           "its training data"), "skew"),
+                  table(("feature", "measure", "distance", "threshold", "verdict"), _distance_rows(m.features, "SKEW"),
+                        f"skew-table-{m.version}")]
+    return _section("skew", title, parts)

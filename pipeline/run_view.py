@@ -82,6 +82,133 @@ class Training:
         return text + (", steps set by --train-steps)" if self.steps_from == "train_steps" else ")")
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureDistance:
+    """One feature's distance between two sets of statistics (TFDV's drift or skew comparator)."""
+
+    feature: str
+    measure: str  # "L-infinity" or "Jensen-Shannon"
+    distance: Optional[float]  # None: TFDV measured nothing (the feature is absent on one side)
+    threshold: float
+    crossed: bool
+
+    def text(self) -> str:
+        """'fare Jensen-Shannon 0.183 > 0.100' (or <=)."""
+        if self.distance is None:
+            return f"{self.feature} {self.measure} -"
+        return f"{self.feature} {self.measure} {self.distance:.3f} {'>' if self.crossed else '<='} {self.threshold:.3f}"
+
+
+def _distances(rows, flag: str) -> Tuple[FeatureDistance, ...]:
+    return tuple(FeatureDistance(r["feature"], r["measure"], r.get("distance"), float(r["threshold"]), bool(r[flag]))
+                 for r in rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class Drift:
+    """The DriftCheck's verdict: this run's training split against the latest blessed model's training data."""
+
+    split: str
+    baseline_model: Optional[str]
+    features: Tuple[FeatureDistance, ...]
+    note: str = ""  # why nothing was compared (cold start, a baseline without statistics)
+    stopped: bool = False  # the check failed the run (the report was read from its output folder)
+
+    @property
+    def drifted(self) -> List[FeatureDistance]:
+        return [f for f in self.features if f.crossed]
+
+    def line(self) -> str:
+        """The one wording every renderer uses after "drift: "."""
+        if not self.features:
+            return f"not checked ({self.note or 'no features compared'})"
+        if not self.drifted:
+            return "none (vs the training data of the latest blessed model)"
+        verdict = "the run stopped before Transform" if self.stopped else "the run went on (--allow-drift)"
+        return (", ".join(f.text() for f in self.drifted)
+                + f" (vs the training data of the latest blessed model; {verdict})")
+
+
+@dataclasses.dataclass(frozen=True)
+class LiteScore:
+    """One model of the TF Lite comparison (the SavedModel's serving_raw, or a .tflite file) on the raw eval rows."""
+
+    kind: str  # "saved_model", "float", "dynamic_int8", "int8"
+    accuracy: float
+    auc: float
+    bytes: int
+    latency_ms: float  # one example, median
+    weight_bytes: Optional[int] = None  # constant buffers of a .tflite file
+    max_abs_diff: Optional[float] = None  # against the SavedModel's probabilities, same rows
+
+    LABELS = {"saved_model": "SavedModel", "float": "TF Lite float", "dynamic_int8": "TF Lite dynamic-range int8",
+              "int8": "TF Lite int8 (float fallback)"}
+
+    @property
+    def label(self) -> str:
+        return self.LABELS.get(self.kind, self.kind)
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLiteComparison:
+    """The Trainer's `<model>/tflite/evaluation.json`: each TF Lite model beside the SavedModel."""
+
+    rows: int
+    models: Tuple[LiteScore, ...]
+    full_integer: str = ""
+
+    def model(self, kind: str) -> Optional[LiteScore]:
+        return next((m for m in self.models if m.kind == kind), None)
+
+    def size_ratio(self, kind: str) -> Optional[float]:
+        """A quantized model's bytes over the float TF Lite model's."""
+        model, base = self.model(kind), self.model("float")
+        return model.bytes / base.bytes if model and base and base.bytes else None
+
+    def line(self) -> str:
+        """The one wording every renderer uses after "tflite: "."""
+        q, sm = self.model("dynamic_int8"), self.model("saved_model")
+        if q is None or sm is None:
+            return "no quantized model"
+        return (f"dynamic-range int8 accuracy {q.accuracy:.4f} (SavedModel {sm.accuracy:.4f}), "
+                f"{q.bytes / 1024:,.0f} KiB ({self.size_ratio('dynamic_int8'):.2f}x float), "
+                f"{q.latency_ms:.2f} ms/example")
+
+
+@dataclasses.dataclass(frozen=True)
+class SkewModel:
+    """One model version's logged requests against its own training statistics."""
+
+    model: str
+    version: int
+    rows: int
+    features: Tuple[FeatureDistance, ...]
+    note: str = ""
+    training_rows: Optional[int] = None
+    histograms: Optional[Dict[str, dict]] = None  # skewed feature -> training/serving distributions (the plot's)
+
+    @property
+    def skewed(self) -> List[FeatureDistance]:
+        return [f for f in self.features if f.crossed]
+
+
+@dataclasses.dataclass(frozen=True)
+class SkewCheck:
+    """The last `taxi-pipeline skew` (`<home>/reports/skew-latest.json`); not part of a run."""
+
+    created: str
+    logs: str
+    models: Tuple[SkewModel, ...]
+
+    def lines(self) -> List[str]:
+        out = []
+        for m in self.models:
+            what = (", ".join(f.text() for f in m.skewed) if m.skewed else "none") if m.features else (m.note or "-")
+            out.append(f"skew (last `taxi-pipeline skew`, {self.created}): model {m.model} v{m.version}, "
+                       f"{m.rows:,} logged rows: {what}")
+        return out
+
+
 @dataclasses.dataclass
 class RunView:
     run_id: str
@@ -97,6 +224,8 @@ class RunView:
     evaluation_uri: Optional[str] = None
     model_run_uri: Optional[str] = None
     training: Optional[Training] = None
+    drift: Optional[Drift] = None  # None: no DriftCheck in the run, or its report is gone
+    tflite: Optional[TFLiteComparison] = None  # None: the Trainer wrote no TF Lite evaluation
 
     @property
     def overall(self) -> Dict[str, float]:
@@ -136,13 +265,17 @@ class RunView:
         return "not blessed; the serving directory is unchanged"
 
 
-def load(metadata_path, run_id: Optional[str] = None) -> Optional[RunView]:
-    """The view of `run_id` (default: the newest run), None when the home has no run."""
+def load(metadata_path, run_id: Optional[str] = None, pipeline_root=None) -> Optional[RunView]:
+    """The view of `run_id` (default: the newest run), None when the home has no run.
+
+    `pipeline_root` lets the view find what a failed component wrote (ML Metadata records no outputs
+    of a failed execution): the DriftCheck's report when the check stopped the run, found in the
+    check's output folders by the time its execution ran."""
     result = load_run(metadata_path, run_id)
-    return of(result) if result is not None else None
+    return of(result, pipeline_root) if result is not None else None
 
 
-def of(result: RunResult) -> RunView:
+def of(result: RunResult, pipeline_root=None) -> RunView:
     """The view of a run read back from ML Metadata."""
     statistics = _output(result, "StatisticsGen", "statistics")
     anomalies = _output(result, "ExampleValidator", "anomalies")
@@ -162,6 +295,8 @@ def of(result: RunResult) -> RunView:
         evaluation_uri=evaluation_uri,
         model_run_uri=model_run.uri if model_run is not None else None,
         training=training_length(model_run.uri) if model_run is not None else None,
+        drift=_drift(result, pipeline_root),
+        tflite=_tflite(result),
     )
 
 
@@ -281,3 +416,72 @@ def _push(result: RunResult) -> Optional[Push]:
         return None
     props = artifact.custom_properties
     return Push(props["pushed_version"].string_value, props["pushed_destination"].string_value)
+
+
+DRIFT_NODE = "DriftCheck"
+TFLITE_EVALUATION = os.path.join("tflite", "evaluation.json")  # trainer_module.tflite_export, beside Format-Serving
+SKEW_FILE = "skew-latest.json"  # pipeline.skew.LATEST_JSON, in <home>/reports/
+
+
+def _read_json(path: Optional[str]):
+    import json
+
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _drift(result: RunResult, pipeline_root=None) -> Optional[Drift]:
+    """The DriftCheck's drift.json: its output artifact, or for a check that stopped the run, the copy
+    it kept (`<pipeline_root>/DriftCheck/stopped/<id>.json`), found by the time its execution ran."""
+    from components.drift_check import DRIFT_FILE, STOPPED_DIR  # the check's own names
+
+    node = result.nodes.get(DRIFT_NODE)
+    if node is None:
+        return None
+    artifact = _output(result, DRIFT_NODE, "drift")
+    stopped = False
+    path = os.path.join(artifact.uri, DRIFT_FILE) if artifact is not None else None
+    if path is None and node.state == "FAILED" and pipeline_root is not None and node.started_ms and node.finished_ms:
+        path = _written_during(os.path.join(str(pipeline_root), DRIFT_NODE, STOPPED_DIR, "*.json"),
+                               node.started_ms, node.finished_ms)
+        stopped = True
+    report = _read_json(path)
+    if report is None:
+        return None
+    return Drift(report.get("split", "train"), report.get("baseline_model"), _distances(report.get("features", []), "drifted"),
+                 report.get("note", ""), stopped and bool(report.get("drifted")))
+
+
+def _written_during(pattern: str, started_ms: int, finished_ms: int, slack_ms: int = 2000) -> Optional[str]:
+    """The file matching `pattern` last modified while an execution ran (None when there is none)."""
+    import glob
+
+    during = [p for p in glob.glob(pattern)
+              if started_ms - slack_ms <= os.path.getmtime(p) * 1000 <= finished_ms + slack_ms]
+    return max(during, key=os.path.getmtime) if during else None
+
+
+def _tflite(result: RunResult) -> Optional[TFLiteComparison]:
+    model = _output(result, "Trainer", "model")
+    report = _read_json(os.path.join(model.uri, TFLITE_EVALUATION) if model is not None else None)
+    if report is None:
+        return None
+    scores = tuple(
+        LiteScore(kind, float(m["accuracy"]), float(m["auc"]), int(m["bytes"]), float(m["latency_ms"]),
+                  m.get("weight_bytes"), m.get("max_abs_diff_vs_saved_model"))
+        for kind, m in report["models"].items())
+    return TFLiteComparison(int(report["rows"]), scores, str(report.get("full_integer", "")))
+
+
+def load_skew(reports_dir) -> Optional[SkewCheck]:
+    """The last `taxi-pipeline skew` result, None when it never ran for this home."""
+    report = _read_json(os.path.join(str(reports_dir), SKEW_FILE))
+    if report is None:
+        return None
+    models = tuple(
+        SkewModel(m["model"], int(m["version"]), int(m["rows"]), _distances(m.get("features", []), "skewed"),
+                  m.get("note", ""), m.get("training_rows"), m.get("histograms"))
+        for m in report.get("models", []))
+    return SkewCheck(str(report.get("created", "")), str(report.get("logs", "")), models)

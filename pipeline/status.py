@@ -48,8 +48,11 @@ def render(config: configs.PipelineConfig, limit: int) -> str:
         return NO_RUNS
     lines: List[str] = []
     for context in contexts:
-        lines += render_run(run_view.load(config.metadata_path, context.name)) + [""]
+        lines += render_run(run_view.load(config.metadata_path, context.name, config.pipeline_root)) + [""]
     lines += render_serving(config.serving_model_dir)
+    skew = run_view.load_skew(config.reports_dir)
+    if skew is not None:
+        lines += skew.lines()
     return "\n".join(lines)
 
 
@@ -62,7 +65,11 @@ def render_run(view: run_view.RunView) -> List[str]:
     for node in view.nodes.values():
         seconds = f"{node.seconds:8.1f}" if node.seconds is not None else f"{'-':>8}"
         lines.append(f"  {node.node_id:<32} {node.state:<9} {seconds}")
+    if view.drift is not None:
+        lines.append("  drift: " + view.drift.line())
     lines.append("  " + _metrics_line(view))
+    if view.tflite is not None:
+        lines.append("  tflite: " + view.tflite.line())
     lines.append("  blessed: " + view.verdict.line())
     lines.append("  pushed: " + view.push_line())
     return lines

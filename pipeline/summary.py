@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import List
 
 from pipeline import configs
-from pipeline.run_view import RunView
+from pipeline.run_view import RunView, TFLiteComparison
 
 # TFMA metric name -> (label in the summary, config attribute holding its bound, if any)
 SHOWN_METRICS = (
@@ -30,6 +30,8 @@ def render(config: configs.PipelineConfig, view: RunView) -> str:
         problems = [f"{split}: {feature} ({text})" for split, items in view.anomalies.items() for feature, text in items.items()]
         lines.append("  anomalies: " + ("none" if not problems else "; ".join(problems)))
 
+    if view.drift is not None:
+        lines.append(f"  drift: {view.drift.line()}")
     if view.training is not None:
         lines.append(f"  trained on: {view.training.line()}")
     if view.evaluation_uri:
@@ -42,6 +44,8 @@ def render(config: configs.PipelineConfig, view: RunView) -> str:
                     limit = getattr(config, bound)
                     text += f"   (bar {limit:.2f}: {'pass' if value >= limit else 'FAIL'})"
                 lines.append(f"    {label:<14} {text}")
+    if view.tflite is not None:
+        lines += ["  " + line for line in tflite_lines(view.tflite)]
     if view.verdict.evaluator_blessed is not None:
         lines.append(f"  blessed: {view.verdict.line()}")
     check = view.verdict.serving_check
@@ -51,3 +55,16 @@ def render(config: configs.PipelineConfig, view: RunView) -> str:
     if view.push is not None:
         lines.append(f"  serve it: taxi-pipeline serve --home {config.home}")
     return "\n".join(lines)
+
+
+def tflite_lines(comparison: TFLiteComparison) -> List[str]:
+    """The TF Lite table: each model on the same raw eval rows, its size (quantized: against float) and latency."""
+    base = comparison.model("saved_model")
+    lines = [f"TF Lite (eval split, {comparison.rows:,} rows, raw features in):"]
+    for m in comparison.models:
+        ratio = comparison.size_ratio(m.kind) if m.kind in ("dynamic_int8", "int8") else None
+        size = f"{m.bytes / 1024:,.0f} KiB" + (f" ({ratio:.2f}x float)" if ratio is not None else "")
+        delta = f"  (accuracy {m.accuracy - base.accuracy:+.4f})" if base is not None and m.kind != "saved_model" else ""
+        lines.append(f"  {m.label:<30} accuracy {m.accuracy:.4f}  AUC {m.auc:.4f}  {size}  "
+                     f"{m.latency_ms:.2f} ms/example{delta}")
+    return lines

@@ -9,7 +9,7 @@ from pipeline import run_view, summary
 from pipeline.local_runner import run_pipeline
 
 COMPONENTS = [
-    "CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "AnomaliesGate", "Transform",
+    "CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "AnomaliesGate", "DriftCheck", "Transform",
     "Trainer", "latest_blessed_model_resolver", "Evaluator", "ServingValidator", "Pusher",
 ]
 

@@ -71,13 +71,19 @@ def preprocessing_fn(inputs):
     outputs = {}
     for name in features.LOG_NUMERIC_FEATURES + features.NUMERIC_FEATURES:
         values, present = _dense(inputs[name], 0.0)
-        values = tf.cast(values, tf.float32)
-        if name in features.LOG_NUMERIC_FEATURES:
-            values = tf.math.log1p(tf.maximum(values, 0.0))
+        raw = tf.cast(values, tf.float32)
+        values = tf.math.log1p(tf.maximum(raw, 0.0)) if name in features.LOG_NUMERIC_FEATURES else raw
         outputs[xf(name)] = _z_score(values, present)
         outputs[xf(name + features.MISSING_SUFFIX)] = 1.0 - tf.cast(present, tf.float32)
         if name in features.FINE_BUCKET_FEATURES:
-            outputs[xf(name + features.BUCKET_SUFFIX)] = _bucketize(values, present, features.NUM_FINE_BUCKETS)
+            # Buckets of the raw value (the same buckets as of its log: log1p is monotonic). Quantile
+            # boundaries are data values, so a value at a boundary must compare exactly: on the raw
+            # input it does in every runtime, on log1p it can land one ulp either side (TF Lite
+            # computes log1p as log(1 + x); measured: with buckets of log1p, TF Lite's bucket of
+            # trip_miles differed by one from TF-Transform's on an eval row) and change bucket.
+            outputs[xf(name + features.BUCKET_SUFFIX)] = _bucketize(
+                tf.maximum(raw, 0.0) if name in features.LOG_NUMERIC_FEATURES else raw, present,
+                features.NUM_FINE_BUCKETS)
 
     for name in features.CATEGORICAL_FEATURES:
         values, present = _dense(inputs[name], "" if name in features.STRING_FEATURES else 0)

@@ -16,13 +16,14 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
-from trainer_module import features
+from trainer_module import features, tflite_export
 from trainer_module.model import build_model, cardinalities_from
 from trainer_module.settings import TRAINING_LOOPS, TrainingSettings  # noqa: F401  (re-exported)
 
 # Raw features only needed to make the label; absent when serving.
 LABEL_ONLY_KEYS = ("tips",)
 OUTPUT_KEY = "probabilities"
+TFLITE_DIR = "tflite"  # <model>/tflite/ beside <model>/Format-Serving/
 
 
 def make_strategy() -> tf.distribute.Strategy:
@@ -208,6 +209,11 @@ def export(model, tf_transform_output, serving_dir: str) -> None:
     model.save(serving_dir, save_format="tf", signatures=_serving_signatures(model, tf_transform_output), save_traces=False)
 
 
+def tflite_dir(serving_model_dir: str) -> str:
+    """`<model>/tflite/` for the Trainer's `<model>/Format-Serving/`."""
+    return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), TFLITE_DIR)
+
+
 def _write_json(path: str, payload: dict) -> None:
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "w") as f:
@@ -249,6 +255,12 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     finally:
         if not task["is_chief"]:
             shutil.rmtree(save_dir, ignore_errors=True)
+    if task["is_chief"] and settings.tflite:
+        # The raw eval split (raw_eval_files, set by the trainer executor) calibrates the int8 model and
+        # evaluates every TF Lite model beside the SavedModel.
+        tflite_export.export_tflite(tflite_export.undistributed_copy(model, tf_transform_output), tf_transform_output,
+                                    save_dir, tflite_dir(fn_args.serving_model_dir),
+                                    settings.raw_eval_files)
 
     record = {
         **{k: task[k] for k in ("task_type", "task_index")},

@@ -6,6 +6,7 @@ module, so a run_fn called on its own (the replay bench, a test) and the pipelin
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 TRAINING_LOOPS = ("fit", "custom")
 
@@ -22,6 +23,10 @@ class TrainingSettings:
     learning_rate: float = 0.003
     seed: int = 42  # weights and shuffling: a re-run on the same data gives (nearly) the same model
     training_loop: str = "fit"  # "fit" (model.fit) or "custom" (GradientTape under strategy.run)
+    tflite: bool = True  # also write <model>/tflite/ (float and quantized TF Lite models, their evaluation)
+    # Set by the trainer executor from its raw_examples input: the raw eval split's files (a glob), which
+    # calibrate the int8 TF Lite model and evaluate the TF Lite models beside the SavedModel.
+    raw_eval_files: Optional[str] = None
 
     @classmethod
     def from_custom_config(cls, custom_config) -> "TrainingSettings":

@@ -39,13 +39,14 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
            exec_properties: Dict[str, Any]) -> None:
         custom_config = json_utils.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null")
         settings = TrainerSettings.from_custom_config(custom_config)
-        exec_properties = dict(exec_properties)
+        exec_properties = dict(with_raw_eval_files(input_dict, exec_properties, custom_config))
         # No num_steps: the steps follow the training split's rows (custom_config["epochs"]).
         plan = training_length.resolve(input_dict, exec_properties, custom_config, settings.workers)
         model_run_dir = artifact_utils.get_single_uri(output_dict[standard_component_specs.MODEL_RUN_KEY])
         if settings.workers == 1:
             super().Do(input_dict, output_dict, exec_properties)
             training_length.write_record(model_run_dir, plan)
+            store_training_statistics(input_dict, output_dict)
             return
         self._log_startup(input_dict, output_dict, exec_properties)
 
@@ -67,6 +68,7 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
                                "fn_args.serving_model_dir")
         check_worker_reports(model_run_dir, settings.workers)
         training_length.write_record(model_run_dir, plan)
+        store_training_statistics(input_dict, output_dict)
         log.info("multi-worker training complete; model in %s", serving_model_dir)
 
     def _run_tfjob(self, settings: TrainerSettings, spec: str) -> None:
@@ -96,6 +98,34 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
                                                 poll_interval_s=settings.poll_interval_s)
         result = launcher.run(job)
         log.info("TFJob %s/%s succeeded in %.1f s", result.namespace, result.name, result.seconds)
+
+
+TRAINING_STATISTICS = "assets.extra/training_statistics.pb"  # inside the SavedModel; servers ignore it
+
+
+def with_raw_eval_files(input_dict, exec_properties, custom_config):
+    """exec_properties whose custom_config names the raw eval split (`raw_examples` input), for run_fn."""
+    raw = input_dict.get("raw_examples") or []
+    if not raw:
+        return exec_properties
+    pattern = os.path.join(artifact_utils.get_split_uri(raw, "eval"), "*")
+    updated = dict(exec_properties)
+    updated[standard_component_specs.CUSTOM_CONFIG_KEY] = json_utils.dumps(
+        {**(custom_config or {}), "raw_eval_files": pattern})
+    return updated
+
+
+def store_training_statistics(input_dict, output_dict) -> Optional[str]:
+    """Copy the train split's statistics (`statistics` input) into the exported SavedModel."""
+    statistics = input_dict.get("statistics") or []
+    if not statistics:
+        return None
+    source = os.path.join(artifact_utils.get_split_uri(statistics, "train"), "FeatureStats.pb")
+    model_uri = artifact_utils.get_single_uri(output_dict[standard_component_specs.MODEL_KEY])
+    target = os.path.join(path_utils.serving_model_dir(model_uri), TRAINING_STATISTICS)
+    fileio.makedirs(os.path.dirname(target))
+    fileio.copy(source, target, overwrite=True)
+    return target
 
 
 def _pipeline_volumes() -> Optional[Dict[str, str]]:

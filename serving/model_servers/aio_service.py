@@ -30,6 +30,7 @@ from grpc import aio
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.batching import async_batcher
+from serving.core.request_logger import log_request
 from serving.servables import handlers
 from serving.servables.servable import DEFAULT_SIGNATURE
 from serving.util import metrics as metrics_lib
@@ -134,6 +135,7 @@ class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer
             spec = handlers._require_spec(request)  # pylint: disable=protected-access
             with self._manager.servable(spec) as servable:
                 response = await self.predict_on(servable, request)
+            log_request(self._manager, "predict", request, response)  # bytes (fast path) are parsed only if sampled
             if metrics is not None:
                 _record(metrics, request, "Predict", "OK", started)
             return response

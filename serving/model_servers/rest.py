@@ -18,6 +18,7 @@ from typing import Optional, Tuple
 import grpc
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
+from serving.core.request_logger import log_request
 from serving.servables import handlers
 from serving.model_servers import rest_codec
 from serving.servables.servable import DEFAULT_SIGNATURE
@@ -263,6 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
             request, row_format = rest_codec.predict_request(body, spec, signature)
             response = handlers.predict_on(servable, request, handlers.signature_method_check(self.manager))
+        log_request(self.manager, "predict", request, response)
         return rest_codec.predict_response(response, row_format)
 
 

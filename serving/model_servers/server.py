@@ -18,6 +18,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving.model_servers import grpc_service
 from serving.batching.batcher import BatchingOptions, ServableBatcher
 from serving.core.manager import ModelManager
+from serving.core.request_logger import ServerRequestLogger
 from serving.model_servers.rest import RestServer
 from serving.servables import warmup
 from serving.servables.servable import SavedModelServable, session_config
@@ -74,6 +75,9 @@ class ModelServer:
             allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models)
         # Read by the request handlers (serving.servables.handlers.signature_method_check).
         self.manager.enable_signature_method_name_check = options.enable_signature_method_name_check
+        # Per-model logging_config (TF Serving's ServerRequestLogger); the handlers log through the manager.
+        self.manager.request_logger = ServerRequestLogger(options.saved_model_tags)
+        self.manager.request_logger.update(options.config)
         self._session_config = session_config(options.intra_op_threads, options.inter_op_threads)
         self.metrics: Optional[ServingMetrics] = None
         if options.prometheus_path is not None:
@@ -207,6 +211,7 @@ class ModelServer:
                 self._grpc.stop(grace_s).wait()
             self._grpc = None
         self.manager.stop()
+        self.manager.request_logger.close()
 
     def wait_until_available(self, name: str, timeout_s: float = 60.0, version: Optional[int] = None) -> bool:
         return self.manager.wait_until_available(name, timeout_s, version)

@@ -11,6 +11,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      inference_pb2, model_management_pb2, model_pb2, predict_pb2, regression_pb2)
 
+from serving.core.request_logger import RequestLoggingError, log_request
 from serving.util import tensors
 from serving.util.errors import ServingError, invalid_argument, unimplemented
 from serving.servables.servable import (CLASSIFY_METHOD, DEFAULT_SIGNATURE, PREDICT_METHOD, REGRESS_METHOD)
@@ -47,7 +48,9 @@ def _fill_spec(target, servable, signature_name: str) -> None:
 def predict(manager, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
     spec = _require_spec(request)
     with manager.servable(spec) as servable:
-        return predict_on(servable, request, signature_method_check(manager))
+        response = predict_on(servable, request, signature_method_check(manager))
+    log_request(manager, "predict", request, response)
+    return response
 
 
 def predict_on(servable, request: predict_pb2.PredictRequest, method_check: bool = False
@@ -221,7 +224,8 @@ def _on_examples(manager, request, response, preprocess, postprocess):
         out = _run_on_examples(servable, sig, input_alias, output_keys, examples)
         response.result.CopyFrom(postprocess(out, len(examples)))
         _fill_spec(response.model_spec, servable, spec.signature_name)
-        return response
+    log_request(manager, "classify" if postprocess is _classification_result else "regress", request, response)
+    return response
 
 
 def classify(manager, request: classification_pb2.ClassificationRequest):
@@ -276,6 +280,7 @@ def multi_inference(manager, request: inference_pb2.MultiInferenceRequest):
             else:
                 result.regression_result.CopyFrom(postprocess(out, len(examples)))
             _fill_spec(result.model_spec, servable, task.model_spec.signature_name)
+    log_request(manager, "multi_inference", request, response)
     return response
 
 
@@ -306,5 +311,10 @@ def get_model_status(manager, request: get_model_status_pb2.GetModelStatusReques
 
 def reload_config(manager, request: model_management_pb2.ReloadConfigRequest):
     manager.reload_config(request.config)
+    if getattr(manager, "request_logger", None) is not None:  # ServerCore::ReloadConfig updates the loggers too
+        try:
+            manager.request_logger.update(request.config)
+        except RequestLoggingError as err:
+            raise invalid_argument(str(err)) from None
     return model_management_pb2.ReloadConfigResponse()
 

@@ -1,0 +1,157 @@
+"""DriftCheck: stops the pipeline before Transform when the data drifted from what the served model saw.
+
+The curated schema (ExampleValidator + AnomaliesGate) catches broken data, not a slow shift: fares
+50% higher or another payment-type mix are all valid values. This gate compares the statistics of
+this run's training split with the statistics of the data the latest blessed (pushed) model was
+trained on, which that model carries inside itself (`assets.extra/training_statistics.pb`, written by
+the Trainer), using TFDV's drift comparators: L-infinity distance for categorical features (the
+largest change of any value's share), Jensen-Shannon divergence for numeric ones (between their
+histograms). Thresholds come from the pipeline config, one per feature.
+
+TFX's own DistributionValidator runs the same TFDV comparators but needs the baseline as an
+ExampleStatistics artifact; here the baseline travels with the model, so the cold start (no served
+model yet: nothing to compare, the check passes) and the lineage come for free.
+
+Output: an ExampleAnomalies artifact holding `drift.json` (every compared feature, its distance and
+threshold, and whether it drifted) and custom properties `drifted` and `baseline_model`.
+"""
+
+import json
+import os
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types.standard_artifacts import ExampleAnomalies, ExampleStatistics, Model, Schema
+
+import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from components.errors import BadDataError
+
+DRIFT_FILE = "drift.json"
+TRAINING_STATISTICS = os.path.join("Format-Serving", "assets.extra", "training_statistics.pb")
+COMPARATORS = {"linf": "L-infinity", "jsd": "Jensen-Shannon"}
+
+
+class DataDriftError(BadDataError):
+    """The data drifted beyond a threshold from the data the served model was trained on (bad input: exit 2)."""
+
+
+def parse_thresholds(text: str) -> Dict[str, Tuple[str, float]]:
+    """'{"fare": ["jsd", 0.1], ...}' -> {"fare": ("jsd", 0.1)}; ValueError on anything else."""
+    raw = json.loads(text or "{}")
+    thresholds = {}
+    for feature, spec in raw.items():
+        comparator, threshold = spec[0], float(spec[1])
+        if comparator not in COMPARATORS:
+            raise ValueError(f"drift threshold for {feature!r}: comparator must be one of {sorted(COMPARATORS)}, "
+                             f"not {comparator!r}")
+        thresholds[feature] = (comparator, threshold)
+    return thresholds
+
+
+def compare(current, baseline, schema, thresholds: Mapping[str, Tuple[str, float]]) -> List[Dict[str, object]]:
+    """One entry per feature with a threshold: its distance between the two statistics and the verdict.
+
+    `current`, `baseline`: DatasetFeatureStatisticsList; `schema`: the curated Schema (copied, not changed).
+    """
+    import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    with_comparators = schema_pb2.Schema()
+    with_comparators.CopyFrom(schema)
+    for feature, (comparator, threshold) in thresholds.items():
+        drift = tfdv.get_feature(with_comparators, feature).drift_comparator
+        if comparator == "linf":
+            drift.infinity_norm.threshold = threshold
+        else:
+            drift.jensen_shannon_divergence.threshold = threshold
+    anomalies = tfdv.validate_statistics(current, with_comparators, previous_statistics=baseline)
+    measured = {}
+    for info in anomalies.drift_skew_info:
+        for m in info.drift_measurements:
+            measured[".".join(info.path.step)] = float(m.value)
+    rows = []
+    for feature, (comparator, threshold) in sorted(thresholds.items()):
+        distance = measured.get(feature)
+        rows.append({"feature": feature, "comparator": comparator, "measure": COMPARATORS[comparator],
+                     "distance": distance, "threshold": threshold,
+                     "drifted": distance is not None and distance > threshold})
+    return rows
+
+
+def describe(rows: Sequence[Mapping[str, object]]) -> str:
+    """'payment_type (L-infinity 0.170 > 0.050), fare (Jensen-Shannon 0.175 > 0.100)'."""
+    return ", ".join(f"{r['feature']} ({r['measure']} {r['distance']:.3f} > {r['threshold']:.3f})"
+                     for r in rows if r["drifted"])
+
+
+def training_statistics_path(model_uri: str) -> str:
+    return os.path.join(model_uri, TRAINING_STATISTICS)
+
+
+def check(statistics_uri: str, schema_uri: str, baseline_model_uri: Optional[str], thresholds_json: str,
+          split: str = "train") -> Dict[str, object]:
+    """The drift report for this run's `split` against the baseline model's training statistics."""
+    import tensorflow_data_validation as tfdv
+
+    thresholds = parse_thresholds(thresholds_json)
+    report: Dict[str, object] = {"split": split, "baseline_model": baseline_model_uri, "features": [], "drifted": []}
+    if not baseline_model_uri:
+        report["note"] = "no blessed model yet: nothing to compare with"
+        return report
+    baseline_path = training_statistics_path(baseline_model_uri)
+    if not os.path.exists(baseline_path):
+        report["note"] = f"the baseline model carries no training statistics ({baseline_path})"
+        return report
+    current = tfdv.load_stats_binary(os.path.join(statistics_uri, f"Split-{split}", "FeatureStats.pb"))
+    baseline = tfdv.load_stats_binary(baseline_path)
+    schema = tfdv.load_schema_text(os.path.join(schema_uri, "schema.pbtxt"))
+    rows = compare(current, baseline, schema, thresholds)
+    report["features"] = rows
+    report["drifted"] = [r["feature"] for r in rows if r["drifted"]]
+    return report
+
+
+@component
+def DriftCheck(
+    statistics: InputArtifact[ExampleStatistics],
+    schema: InputArtifact[Schema],
+    drift: OutputArtifact[ExampleAnomalies],
+    baseline_model: InputArtifact[Model] = None,
+    thresholds: Parameter[str] = "{}",
+    fail_on_drift: Parameter[int] = 1,
+):
+    """Raise DataDriftError when a feature's distance exceeds its threshold (unless fail_on_drift is 0)."""
+    report = check(statistics.uri, schema.uri, baseline_model.uri if baseline_model is not None else None, thresholds)
+    os.makedirs(drift.uri, exist_ok=True)
+    with open(os.path.join(drift.uri, DRIFT_FILE), "w") as f:
+        json.dump(report, f, indent=1)
+    drift.set_string_custom_property("drifted", ",".join(report["drifted"]))
+    drift.set_string_custom_property("baseline_model", report["baseline_model"] or "")
+    if report["drifted"] and fail_on_drift:
+        # TFX removes a failed execution's output folder: keep the report where the run's read-back finds it.
+        kept = stopped_report_path(drift.uri)
+        os.makedirs(os.path.dirname(kept), exist_ok=True)
+        with open(kept, "w") as f:
+            json.dump(report, f, indent=1)
+        raise DataDriftError(
+            f"the data drifted from the data the served model was trained on: {describe(report['features'])}. "
+            "If the change is expected, run again with --allow-drift (the new model then becomes the baseline)")
+
+
+STOPPED_DIR = "stopped"  # <pipeline_root>/DriftCheck/stopped/<output id>.json: reports of checks that stopped a run
+
+
+def stopped_report_path(drift_uri: str) -> str:
+    """Where a check that stops the run keeps its report: beside its output folders, which TFX removes."""
+    node_dir = os.path.dirname(os.path.dirname(drift_uri.rstrip("/")))
+    return os.path.join(node_dir, STOPPED_DIR, os.path.basename(drift_uri.rstrip("/")) + ".json")
+
+
+def load_report(drift_uri: str) -> Optional[Dict[str, object]]:
+    """drift.json of a DriftCheck output, None when absent."""
+    path = os.path.join(drift_uri, DRIFT_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
