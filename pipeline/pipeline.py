@@ -99,14 +99,11 @@ def create_components(config: configs.PipelineConfig) -> List:
         preprocessing_fn=configs.PREPROCESSING_FN,
         disable_statistics=True,  # StatisticsGen already describes the data; this halves Transform's time
         force_tf_compat_v1=preprocessing.FORCE_TF_COMPAT_V1,  # TF1 graph tracing: a quarter faster here
-        # Only the Trainer would read transformed examples, once: it transforms the raw examples itself with
-        # this transform graph (trainer_module.run.input_fn), so Transform analyses but writes no copies.
-        materialize=False,
     )
     transform.add_upstream_node(anomalies_gate)  # no Transform (nor anything after it) on bad data
     trainer = tfx.components.Trainer(
         run_fn=configs.RUN_FN,
-        examples=example_gen.outputs["examples"],  # raw: run_fn applies transform_graph (no materialised copy)
+        examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         # No num_steps (0): the executor derives the steps from the training rows and config.epochs.

@@ -49,32 +49,21 @@ def _has_chief(resolver) -> bool:
 
 
 def input_fn(file_pattern, data_accessor, tf_transform_output, batch_size: int, seed=None, shuffle=True) -> tf.data.Dataset:
-    """Batches of (transformed features, label) from the raw examples, repeated, sharded by element across workers.
-
-    The raw examples (ExampleGen's) are parsed with the raw schema and transformed here, batch by batch,
-    by the same transform graph the exported model carries (`transform_features_layer`): Transform does
-    not write transformed copies of every example (read once, by this function, they cost Transform a
-    full extra pass over both splits plus encoding and writing; bench/RESULTS.md).
+    """Batches of (transformed features, label), repeated, sharded by element across workers.
 
     Evaluation data is not shuffled: validation restarts its iterator every epoch, and refilling a
     10,000-example shuffle buffer each time cost more than the training steps themselves.
     """
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed),
-        tf_transform_output.raw_metadata.schema,
+        tfxio.TensorFlowDatasetOptions(
+            batch_size=batch_size, label_key=features.LABEL_KEY, shuffle=shuffle, shuffle_seed=seed
+        ),
+        tf_transform_output.transformed_metadata.schema,
     )
-    tft_layer = tf_transform_output.transform_features_layer()
-
-    @tf.autograph.experimental.do_not_convert  # plain tracing: AutoGraph would convert TFT's code beneath it
-    def transform(raw):
-        transformed = tft_layer(raw)
-        label = transformed.pop(features.LABEL_KEY)
-        return transformed, label
-
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).with_options(options).prefetch(tf.data.AUTOTUNE)
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def curve_points(steps: int):
