@@ -23,13 +23,15 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types.standard_artifacts import ExampleAnomalies, ExampleStatistics, Model, Schema
+from tfx.utils import path_utils
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from components.errors import BadDataError
+from components.multiworker_trainer.settings import TRAINING_STATISTICS
 
 DRIFT_FILE = "drift.json"
-TRAINING_STATISTICS = os.path.join("Format-Serving", "assets.extra", "training_statistics.pb")
 COMPARATORS = {"linf": "L-infinity", "jsd": "Jensen-Shannon"}
+VERDICTS = {"drift": "drifted", "skew": "skewed"}  # each row's verdict key, by kind of comparison
 
 
 class DataDriftError(BadDataError):
@@ -49,10 +51,14 @@ def parse_thresholds(text: str) -> Dict[str, Tuple[str, float]]:
     return thresholds
 
 
-def compare(current, baseline, schema, thresholds: Mapping[str, Tuple[str, float]]) -> List[Dict[str, object]]:
-    """One entry per feature with a threshold: its distance between the two statistics and the verdict.
+def compare(statistics, other, schema, thresholds: Mapping[str, Tuple[str, float]],
+            kind: str = "drift") -> List[Dict[str, object]]:
+    """One entry per feature with a threshold, in `thresholds`' order: its TFDV distance and the verdict.
 
-    `current`, `baseline`: DatasetFeatureStatisticsList; `schema`: the curated Schema (copied, not changed).
+    kind "drift": `statistics` against the previous (baseline) statistics `other`, TFDV's drift comparators,
+    verdict key "drifted". kind "skew": `statistics` are the training statistics and `other` the serving
+    ones, TFDV's skew comparators in the SERVING environment, verdict key "skewed". `schema`: the curated
+    Schema (copied, not changed). Used by the DriftCheck and by `taxi-pipeline skew`.
     """
     import tensorflow_data_validation as tfdv
     from tensorflow_metadata.proto.v0 import schema_pb2
@@ -60,22 +66,25 @@ def compare(current, baseline, schema, thresholds: Mapping[str, Tuple[str, float
     with_comparators = schema_pb2.Schema()
     with_comparators.CopyFrom(schema)
     for feature, (comparator, threshold) in thresholds.items():
-        drift = tfdv.get_feature(with_comparators, feature).drift_comparator
+        feature_schema = tfdv.get_feature(with_comparators, feature)
+        comparators = feature_schema.drift_comparator if kind == "drift" else feature_schema.skew_comparator
         if comparator == "linf":
-            drift.infinity_norm.threshold = threshold
+            comparators.infinity_norm.threshold = threshold
         else:
-            drift.jensen_shannon_divergence.threshold = threshold
-    anomalies = tfdv.validate_statistics(current, with_comparators, previous_statistics=baseline)
-    measured = {}
-    for info in anomalies.drift_skew_info:
-        for m in info.drift_measurements:
-            measured[".".join(info.path.step)] = float(m.value)
+            comparators.jensen_shannon_divergence.threshold = threshold
+    if kind == "drift":
+        anomalies = tfdv.validate_statistics(statistics, with_comparators, previous_statistics=other)
+    else:
+        anomalies = tfdv.validate_statistics(statistics, with_comparators, environment="SERVING",
+                                             serving_statistics=other)
+    measured = {".".join(info.path.step): float(m.value) for info in anomalies.drift_skew_info
+                for m in (info.drift_measurements if kind == "drift" else info.skew_measurements)}
     rows = []
-    for feature, (comparator, threshold) in sorted(thresholds.items()):
+    for feature, (comparator, threshold) in thresholds.items():
         distance = measured.get(feature)
         rows.append({"feature": feature, "comparator": comparator, "measure": COMPARATORS[comparator],
                      "distance": distance, "threshold": threshold,
-                     "drifted": distance is not None and distance > threshold})
+                     VERDICTS[kind]: distance is not None and distance > threshold})
     return rows
 
 
@@ -86,7 +95,8 @@ def describe(rows: Sequence[Mapping[str, object]]) -> str:
 
 
 def training_statistics_path(model_uri: str) -> str:
-    return os.path.join(model_uri, TRAINING_STATISTICS)
+    """The statistics the Trainer stored in a Model artifact's SavedModel (the multi-worker Trainer's executor)."""
+    return os.path.join(path_utils.serving_model_dir(model_uri), TRAINING_STATISTICS)
 
 
 def check(statistics_uri: str, schema_uri: str, baseline_model_uri: Optional[str], thresholds_json: str,
@@ -106,7 +116,7 @@ def check(statistics_uri: str, schema_uri: str, baseline_model_uri: Optional[str
     current = tfdv.load_stats_binary(os.path.join(statistics_uri, f"Split-{split}", "FeatureStats.pb"))
     baseline = tfdv.load_stats_binary(baseline_path)
     schema = tfdv.load_schema_text(os.path.join(schema_uri, "schema.pbtxt"))
-    rows = compare(current, baseline, schema, thresholds)
+    rows = compare(current, baseline, schema, dict(sorted(thresholds.items())))
     report["features"] = rows
     report["drifted"] = [r["feature"] for r in rows if r["drifted"]]
     return report

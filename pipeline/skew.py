@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from components import drift_check
+from components.multiworker_trainer.settings import TRAINING_STATISTICS
 from pipeline import configs
 from pipeline.errors import UserError
 
-TRAINING_STATISTICS = os.path.join("assets.extra", "training_statistics.pb")
 LATEST_JSON = "skew-latest.json"
-COMPARATORS = {"linf": "L-infinity", "jsd": "Jensen-Shannon"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,25 +127,12 @@ def statistics_of(serialized: Sequence[bytes]):
 
 
 def compare(training, serving, schema_path, thresholds) -> List[Dict[str, object]]:
-    """Per feature with a threshold: skew distance between training and serving statistics."""
+    """Per feature with a threshold (the config's drift thresholds): skew distance between training and serving."""
     import tensorflow_data_validation as tfdv
 
-    schema = tfdv.load_schema_text(str(schema_path))
-    for feature, comparator, threshold, *_ in thresholds:
-        skew = tfdv.get_feature(schema, feature).skew_comparator
-        if comparator == "linf":
-            skew.infinity_norm.threshold = threshold
-        else:
-            skew.jensen_shannon_divergence.threshold = threshold
-    anomalies = tfdv.validate_statistics(training, schema, environment="SERVING", serving_statistics=serving)
-    measured = {".".join(i.path.step): float(m.value) for i in anomalies.drift_skew_info for m in i.skew_measurements}
-    rows = []
-    for feature, comparator, threshold, *_ in thresholds:
-        distance = measured.get(feature)
-        rows.append({"feature": feature, "comparator": comparator, "measure": COMPARATORS[comparator],
-                     "distance": distance, "threshold": threshold,
-                     "skewed": distance is not None and distance > threshold})
-    return rows
+    return drift_check.compare(training, serving, tfdv.load_schema_text(str(schema_path)),
+                               {feature: (comparator, threshold) for feature, comparator, threshold, *_ in thresholds},
+                               kind="skew")
 
 
 def skew_report(logs: Path, serving_base: Path, schema_path=configs.SCHEMA_PATH,

@@ -25,7 +25,8 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import json_utils, path_utils
 
 from components.multiworker_trainer import job_spec, local_launcher, tfjob_launcher, tfjob_manifest, training_length
-from components.multiworker_trainer.settings import TrainerConfigError, TrainerSettings  # noqa: F401  (re-exported)
+from components.multiworker_trainer.settings import (  # noqa: F401  (TrainerConfigError re-exported)
+    TRAINING_STATISTICS, TrainerConfigError, TrainerSettings)
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,6 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
         log.info("TFJob %s/%s succeeded in %.1f s", result.namespace, result.name, result.seconds)
 
 
-TRAINING_STATISTICS = "assets.extra/training_statistics.pb"  # inside the SavedModel; servers ignore it
 
 
 def with_raw_eval_files(input_dict, exec_properties, custom_config):

@@ -9,6 +9,10 @@ import dataclasses
 import os
 from typing import Any, Dict, Optional
 
+# Where the Trainer stores the train split's statistics inside the exported SavedModel (servers ignore
+# assets.extra): the DriftCheck and `skew` read them back from a served model.
+TRAINING_STATISTICS = os.path.join("assets.extra", "training_statistics.pb")
+
 KUBE_API_URL_ENV = "TRAINER_KUBE_API_URL"
 
 
