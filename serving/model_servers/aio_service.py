@@ -120,9 +120,7 @@ class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer
     def _plan(servable, request, method_check: bool):
         """The cached plan for this request's names (None when there is none yet) and its key.
         Plans live on the servable (`aio_plans`), so they go with the version when it unloads."""
-        plans = getattr(servable, "aio_plans", None)
-        if plans is None:
-            plans = servable.aio_plans = {}
+        plans = servable.aio_plans
         names = request.inputs
         key = (request.model_spec.signature_name, tuple(names) if len(names) < 2 else tuple(sorted(names)),
                tuple(request.output_filter), method_check)

@@ -140,6 +140,9 @@ class SavedModelServable:
         self._refs_cv = threading.Condition()
         self.batcher = None  # set by the manager when batching is on (serving.batching.batcher.ServableBatcher)
         self.metrics = None  # set by the server when monitoring is on (serving.util.metrics.ServingMetrics)
+        # The grpc.aio front end's checked request plans (serving.model_servers.aio_service._PredictPlan),
+        # kept here so they go with the version when it unloads.
+        self.aio_plans: Dict[tuple, object] = {}
 
     # -- life cycle ------------------------------------------------------------------------
     def acquire(self) -> bool:
