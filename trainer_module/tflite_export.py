@@ -511,22 +511,16 @@ def _batched(call, fn, columns, batch_size):
 
 
 def accuracy_and_auc(probabilities: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
-    """Accuracy at 0.5, and ROC AUC (ties counted half), as the Evaluator's BinaryAccuracy and AUC."""
+    """Accuracy at 0.5, and the exact ROC AUC (ties counted half: scikit-learn's, which TFX requires)."""
+    from sklearn.metrics import roc_auc_score
+
     probabilities = np.asarray(probabilities, np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1)
     accuracy = float(np.mean((probabilities > 0.5).astype(np.int64) == labels))
-    positives, negatives = int(labels.sum()), int(len(labels) - labels.sum())
-    if positives == 0 or negatives == 0:
+    positives = int(labels.sum())
+    if positives == 0 or positives == len(labels):
         return {"accuracy": accuracy, "auc": float("nan")}
-    order = np.argsort(probabilities, kind="mergesort")
-    ranks = np.empty(len(order), np.float64)
-    sorted_p = probabilities[order]
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_p, return_index=True, return_counts=True)
-    for start, count in zip(first, counts):
-        ranks[order[start:start + count]] = start + (count + 1) / 2.0
-    auc = (ranks[labels == 1].sum() - positives * (positives + 1) / 2.0) / (positives * negatives)
-    return {"accuracy": accuracy, "auc": float(auc)}
+    return {"accuracy": accuracy, "auc": float(roc_auc_score(labels, probabilities))}
 
 
 def single_example_latency_ms(predict_one, columns: Mapping[str, np.ndarray], runs: int = LATENCY_RUNS) -> float:
