@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from components import drift_check
-from components.multiworker_trainer.settings import TRAINING_STATISTICS
+from components.multiworker_trainer.settings import TRAINING_STATISTICS  # no TensorFlow: the CLI imports this module
 from pipeline import configs
 from pipeline.errors import UserError
 
@@ -129,6 +128,8 @@ def statistics_of(serialized: Sequence[bytes]):
 def compare(training, serving, schema_path, thresholds) -> List[Dict[str, object]]:
     """Per feature with a threshold (the config's drift thresholds): skew distance between training and serving."""
     import tensorflow_data_validation as tfdv
+
+    from components import drift_check  # imports TFX: only when `skew` runs, not when the CLI starts
 
     return drift_check.compare(training, serving, tfdv.load_schema_text(str(schema_path)),
                                {feature: (comparator, threshold) for feature, comparator, threshold, *_ in thresholds},
