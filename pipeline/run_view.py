@@ -419,7 +419,6 @@ def _push(result: RunResult) -> Optional[Push]:
 
 
 DRIFT_NODE = "DriftCheck"
-TFLITE_EVALUATION = os.path.join("tflite", "evaluation.json")  # trainer_module.tflite_export, beside Format-Serving
 SKEW_FILE = "skew-latest.json"  # pipeline.skew.LATEST_JSON, in <home>/reports/
 
 
@@ -465,7 +464,9 @@ def _written_during(pattern: str, started_ms: int, finished_ms: int, slack_ms: i
 
 def _tflite(result: RunResult) -> Optional[TFLiteComparison]:
     model = _output(result, "Trainer", "model")
-    report = _read_json(os.path.join(model.uri, TFLITE_EVALUATION) if model is not None else None)
+    from trainer_module.tflite_export import load_evaluation  # the export's own reader
+
+    report = load_evaluation(model.uri) if model is not None else None
     if report is None:
         return None
     scores = tuple(

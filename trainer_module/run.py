@@ -23,7 +23,6 @@ from trainer_module.settings import TRAINING_LOOPS, TrainingSettings  # noqa: F4
 # Raw features only needed to make the label; absent when serving.
 LABEL_ONLY_KEYS = ("tips",)
 OUTPUT_KEY = "probabilities"
-TFLITE_DIR = "tflite"  # <model>/tflite/ beside <model>/Format-Serving/
 
 
 def make_strategy() -> tf.distribute.Strategy:
@@ -211,7 +210,7 @@ def export(model, tf_transform_output, serving_dir: str) -> None:
 
 def tflite_dir(serving_model_dir: str) -> str:
     """`<model>/tflite/` for the Trainer's `<model>/Format-Serving/`."""
-    return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), TFLITE_DIR)
+    return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), tflite_export.TFLITE_DIR)
 
 
 def _write_json(path: str, payload: dict) -> None:
