@@ -168,7 +168,8 @@ def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path =
 
         metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(config.metadata_path))
         try:
-            tfx.orchestration.LocalDagRunner().run(create_pipeline(config, metadata))
+            with beam_runners.workers_have_this_install():
+                tfx.orchestration.LocalDagRunner().run(create_pipeline(config, metadata))
         except Exception as err:
             logging.exception("pipeline failed")
             where = f"{components.current} failed: " if components.current else ""

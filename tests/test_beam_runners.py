@@ -1,5 +1,6 @@
 """The Beam runner presets: the pipeline options each writes, and the settings each refuses to guess."""
 import pytest
+from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
 
 from pipeline import configs
 from pipeline.beam_runners import BeamConfigError, pipeline_args
@@ -47,3 +48,32 @@ def test_bad_settings_are_config_errors_with_the_flag_to_give():
                                                               'environment_config={"command": "/opt/apache/beam/boot"}']) == [
         "--runner=SparkRunner", "--environment_type=PROCESS", '--environment_config={"command": "/opt/apache/beam/boot"}',
         "--job_server_timeout=86400", "--spark_master_url=spark://m:7077"]
+
+
+class BeamExecutor(BaseBeamExecutor):
+    """The base of StatisticsGen's, Transform's and the Evaluator's executors, with a Do that does nothing."""
+
+    def Do(self, input_dict, output_dict, exec_properties):
+        pass
+
+
+def test_beam_components_do_not_package_tfx_for_workers_that_have_it(tmp_path, monkeypatch):
+    """TFX's Beam executors build an sdist of TFX itself in a /tmp folder they never delete, unless told not to."""
+    import tempfile
+
+    from pipeline.beam_runners import workers_have_this_install
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where TFX's mkdtemp() puts its copy of TFX
+    args = configs.PipelineConfig().beam_pipeline_args()
+
+    def executor_args():
+        context = BaseBeamExecutor.Context(beam_pipeline_args=args, tmp_dir=str(tmp_path / "executor"), unique_id="1")
+        return BeamExecutor(context)._beam_pipeline_args
+
+    with workers_have_this_install():
+        given = executor_args()
+    assert given[:len(args)] == args and not [a for a in given if a.startswith("--extra_package")]
+    assert list(tmp_path.glob("*/build/tfx")) == []
+    # Without it (TFX as it comes): an --extra_package sdist, and a copy of TFX left behind.
+    unpatched = executor_args()
+    assert [a for a in unpatched if a.startswith("--extra_package=")] and list(tmp_path.glob("*/build/tfx"))
