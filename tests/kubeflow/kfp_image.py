@@ -69,11 +69,10 @@ def base_image(name: str) -> str:
         return LOCAL_BASE
     if _runs([name, "pull", "-q", "python:3.10-slim"]):
         return "python:3.10-slim"
-    if True:
-        if not (shutil.which("debootstrap") and os.geteuid() == 0):
-            pytest.skip("python:3.10-slim cannot be pulled and no local base can be made here "
-                        "(needs root and debootstrap: make container-tools)")
-        subprocess.run(["make", "-C", str(REPO), "base-image", f"LOCAL_BASE={LOCAL_BASE}"], check=True)
+    if not (shutil.which("debootstrap") and os.geteuid() == 0):
+        pytest.skip("python:3.10-slim cannot be pulled and no local base can be made here "
+                    "(needs root and debootstrap: make container-tools)")
+    subprocess.run(["make", "-C", str(REPO), "base-image", f"LOCAL_BASE={LOCAL_BASE}"], check=True)
     return LOCAL_BASE
 
 
@@ -84,12 +83,22 @@ def pipeline_image() -> str:
     if not name:
         pytest.skip("no container engine runs here: install podman (make container-tools) or docker")
     base = base_image(name)
+    before = _image_id(name, TEST_IMAGE)
     build = subprocess.run(["make", "-C", str(REPO), "image", f"IMAGE={TEST_IMAGE}", f"BASE_IMAGE={base}"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
                            env={**os.environ, "ENGINE": name})
     if build.returncode != 0:
         raise AssertionError("make image failed:\n" + build.stdout[-4000:])
+    if before and before != _image_id(name, TEST_IMAGE):
+        # The tag moved to the new build: the old image would stay behind untagged, one per code change.
+        subprocess.run([name, "rmi", before], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return TEST_IMAGE
+
+
+def _image_id(name: str, image: str) -> str:
+    found = subprocess.run([name, "image", "inspect", "--format", "{{.Id}}", image], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    return found.stdout.strip() if found.returncode == 0 else ""
 
 
 def run_in_image(image: str, *command: str, extra: List[str] = (), timeout: float = 300) -> subprocess.CompletedProcess:
