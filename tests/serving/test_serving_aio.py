@@ -246,3 +246,54 @@ def test_a_batch_waits_for_the_callbacks_due_on_the_loop_then_runs_them_together
     assert runs == [1, 3]  # the lone one, then the three that were due together
     assert lone["y"].tolist() == [2.0]
     assert [a["y"].tolist() for a in answers] == [[4.0], [6.0], [6.0]]
+
+
+def test_a_batch_waits_for_as_many_requests_as_recent_batches_held():
+    """async_batcher.EXPECTED_WEIGHT: under load a request often arrives while the loop has nothing
+    else due (its client is still sending the next ones); once batches have held several requests,
+    a batch waits a few iterations for them instead of running alone. A lone client's requests,
+    batches of 1, never wait."""
+    from serving.batching import async_batcher
+    from serving.batching.batcher import _BatchQueue
+
+    runs = []
+
+    def run_fn(batched):
+        runs.append(len(batched["x"]))
+        return {"y": batched["x"] * 2}
+
+    async def burst(front, n):
+        return await asyncio.gather(*(front.submit({"x": np.array([float(i)])}, 1) for i in range(n)))
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        front = async_batcher.AsyncBatchQueue(_BatchQueue(BatchingOptions(max_batch_size=16, num_batch_threads=1),
+                                                          run_fn), loop, None)
+        for _ in range(10):  # 16 clients' worth of load: batches of 6
+            await burst(front, 6)
+        del runs[:]
+        first = asyncio.ensure_future(front.submit({"x": np.array([1.0])}, 1))
+        await asyncio.sleep(0)  # queued; nothing else is due on the loop
+        loop.call_later(0.0002, lambda: later.append(asyncio.ensure_future(front.submit({"x": np.array([2.0])}, 1))))
+        later = []
+        answers = [await first]
+        while not later:
+            await asyncio.sleep(0)
+        answers.append(await later[0])
+        waited = list(runs)
+        del runs[:]
+        for _ in range(40):  # then a lone client: one request at a time
+            await front.submit({"x": np.array([3.0])}, 1)
+        deferrals = []
+        original = front._pump
+
+        def counting_pump():
+            deferrals.append(front._deferred)
+            original()
+        front._pump = counting_pump
+        await front.submit({"x": np.array([4.0])}, 1)
+        return waited, answers, deferrals
+
+    waited, answers, deferrals = asyncio.run(scenario())
+    assert waited == [2] and [a["y"].tolist() for a in answers] == [[2.0], [4.0]]
+    assert runs[-1:] == [1] and deferrals == [0]  # the lone client's request ran in its first pump
