@@ -10,6 +10,7 @@ what TFX cannot do by itself on a self-hosted Kubeflow:
   under its pipeline root (`launcher_v2.go`: mergeRuntimeArtifacts, then bucketConfig.KeyFromURI);
 - S3 settings: boto3's and tensorflow-io's environment variables filled in from each other;
 - an unreachable or refused S3 store fails the step at once, in one line;
+- TFX's Beam executors would package TFX for the step's workers, which run this image already;
 - exit status: the AWS SDK inside tensorflow-io aborts at interpreter shutdown ("pure virtual
   method called", exit 134) once it has been used; the step's real status is kept by leaving
   with `os._exit` after flushing.
@@ -79,6 +80,15 @@ def _object_store_uri(args: List[str]) -> Optional[str]:
     return None
 
 
+def _no_tfx_sdist_for_workers() -> None:
+    """A Beam step's workers run this image (the DirectRunner in this container, DOCKER and Dataflow
+    workers the pipeline image), so TFX's sdist of itself, built per Beam step (2-4 s and a 49 MB copy
+    of TFX in /tmp; pipeline/beam_runners.py: workers_have_this_install), is skipped for the step."""
+    from tfx.utils import dependency_utils
+
+    dependency_utils.make_beam_dependency_flags = list
+
+
 def main(argv: List[str]) -> int:
     if not argv:
         print("usage: python -m kubeflow.entrypoint MODULE [ARGS...]", file=sys.stderr)
@@ -95,6 +105,7 @@ def main(argv: List[str]) -> int:
         uri = _object_store_uri(args)
         if uri:  # fail in seconds, in one line, rather than after the AWS SDKs' retries
             object_store.check_reachable(uri)
+        _no_tfx_sdist_for_workers()
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)

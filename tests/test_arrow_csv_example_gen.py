@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from pipeline.beam_runners import workers_have_this_install
 from tests_support import write_sample
 
 
@@ -29,8 +30,9 @@ def _run(executor_class, data: Path, out: Path) -> dict:
         "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
         "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
     }
-    executor_class(executor_class.Context(beam_pipeline_args=["--direct_num_workers=1"])).Do(
-        {}, {"examples": [examples]}, props)
+    with workers_have_this_install():  # as the pipeline runs it: no sdist of TFX left in /tmp per call
+        executor_class(executor_class.Context(beam_pipeline_args=["--direct_num_workers=1"])).Do(
+            {}, {"examples": [examples]}, props)
     assert json.loads(examples.split_names) == ["train", "eval"]
     splits = {}
     for split in ("train", "eval"):

@@ -53,8 +53,14 @@ def fake_step(tmp_path, monkeypatch):
         "out = executor_input['outputs']['outputFile']\n"
         "uri = executor_input['outputs']['artifacts']['examples']['artifacts'][0]['uri']\n"
         "json.dump({'artifacts': {'examples': {'artifacts': [{'uri': uri}]}}}, open(out, 'w'))\n"
+        "from tfx.utils import dependency_utils\n"  # what TFX's Beam executors call with their options
+        "flags = dependency_utils.make_beam_dependency_flags(['--direct_num_workers=1'])\n"
+        "json.dump(flags, open(sys.argv[1] + '.beam_flags', 'w'))\n"
         "sys.exit(int(executor_input.get('exit', 0)))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    from tfx.utils import dependency_utils
+    # The entry point replaces it for the rest of its process (one step); here, for this test only.
+    monkeypatch.setattr(dependency_utils, "make_beam_dependency_flags", dependency_utils.make_beam_dependency_flags)
     monkeypatch.setattr(object_store, "check_reachable", lambda uri: None)
     monkeypatch.setattr(sys, "argv", list(sys.argv))
     saved = dict(os.environ)
@@ -79,6 +85,8 @@ def test_entry_point_hands_tfx_s3_uris_for_minio_and_the_launcher_minio_back(fak
     output = json.loads((fake_step / "output_metadata.json").read_text())
     assert output["artifacts"]["examples"]["artifacts"][0]["uri"] == "minio://mlpipeline/v2/CsvExampleGen/1/examples"
     assert os.environ["AWS_ENDPOINT_URL"] == object_store.KFP_MINIO_ENDPOINT
+    # The step's Beam options reach its workers as given: no sdist of TFX (they run this image).
+    assert json.loads((fake_step / "argv.json.beam_flags").read_text()) == ["--direct_num_workers=1"]
 
 
 def test_entry_point_keeps_the_steps_exit_status(fake_step):
