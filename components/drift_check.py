@@ -23,11 +23,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types.standard_artifacts import ExampleAnomalies, ExampleStatistics, Model, Schema
-from tfx.utils import path_utils
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from components.errors import BadDataError
-from components.multiworker_trainer.settings import TRAINING_STATISTICS
+from components.multiworker_trainer.executor import training_statistics_path  # the Trainer stores them there
 
 DRIFT_FILE = "drift.json"
 COMPARATORS = {"linf": "L-infinity", "jsd": "Jensen-Shannon"}
@@ -92,11 +91,6 @@ def describe(rows: Sequence[Mapping[str, object]]) -> str:
     """'payment_type (L-infinity 0.170 > 0.050), fare (Jensen-Shannon 0.175 > 0.100)'."""
     return ", ".join(f"{r['feature']} ({r['measure']} {r['distance']:.3f} > {r['threshold']:.3f})"
                      for r in rows if r["drifted"])
-
-
-def training_statistics_path(model_uri: str) -> str:
-    """The statistics the Trainer stored in a Model artifact's SavedModel (the multi-worker Trainer's executor)."""
-    return os.path.join(path_utils.serving_model_dir(model_uri), TRAINING_STATISTICS)
 
 
 def check(statistics_uri: str, schema_uri: str, baseline_model_uri: Optional[str], thresholds_json: str,

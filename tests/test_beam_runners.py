@@ -1,9 +1,11 @@
 """The Beam runner presets: the pipeline options each writes, and the settings each refuses to guess."""
+import tempfile
+
 import pytest
 from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
 
 from pipeline import configs
-from pipeline.beam_runners import BeamConfigError, pipeline_args
+from pipeline.beam_runners import BeamConfigError, pipeline_args, workers_have_this_install
 
 
 def test_direct_runner_is_the_default_in_process_or_multi_process():
@@ -59,10 +61,6 @@ class BeamExecutor(BaseBeamExecutor):
 
 def test_beam_components_do_not_package_tfx_for_workers_that_have_it(tmp_path, monkeypatch):
     """TFX's Beam executors build an sdist of TFX itself in a /tmp folder they never delete, unless told not to."""
-    import tempfile
-
-    from pipeline.beam_runners import workers_have_this_install
-
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where TFX's mkdtemp() puts its copy of TFX
     args = configs.PipelineConfig().beam_pipeline_args()
 

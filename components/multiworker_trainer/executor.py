@@ -101,8 +101,6 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
         log.info("TFJob %s/%s succeeded in %.1f s", result.namespace, result.name, result.seconds)
 
 
-
-
 def with_raw_eval_files(input_dict, exec_properties, custom_config):
     """exec_properties whose custom_config names the raw eval split (`raw_examples` input), for run_fn."""
     raw = input_dict.get("raw_examples") or []
@@ -115,14 +113,18 @@ def with_raw_eval_files(input_dict, exec_properties, custom_config):
     return updated
 
 
+def training_statistics_path(model_uri: str) -> str:
+    """Where `store_training_statistics` puts them in a Model artifact (the DriftCheck reads them there)."""
+    return os.path.join(path_utils.serving_model_dir(model_uri), TRAINING_STATISTICS)
+
+
 def store_training_statistics(input_dict, output_dict) -> Optional[str]:
     """Copy the train split's statistics (`statistics` input) into the exported SavedModel."""
     statistics = input_dict.get("statistics") or []
     if not statistics:
         return None
     source = os.path.join(artifact_utils.get_split_uri(statistics, "train"), "FeatureStats.pb")
-    model_uri = artifact_utils.get_single_uri(output_dict[standard_component_specs.MODEL_KEY])
-    target = os.path.join(path_utils.serving_model_dir(model_uri), TRAINING_STATISTICS)
+    target = training_statistics_path(artifact_utils.get_single_uri(output_dict[standard_component_specs.MODEL_KEY]))
     fileio.makedirs(os.path.dirname(target))
     fileio.copy(source, target, overwrite=True)
     return target

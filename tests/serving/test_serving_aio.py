@@ -274,8 +274,8 @@ def test_a_batch_waits_for_as_many_requests_as_recent_batches_held():
         del runs[:]
         first = asyncio.ensure_future(front.submit({"x": np.array([1.0])}, 1))
         await asyncio.sleep(0)  # queued; nothing else is due on the loop
-        loop.call_later(0.0002, lambda: later.append(asyncio.ensure_future(front.submit({"x": np.array([2.0])}, 1))))
         later = []
+        loop.call_later(0.0002, lambda: later.append(asyncio.ensure_future(front.submit({"x": np.array([2.0])}, 1))))
         answers = [await first]
         while not later:
             await asyncio.sleep(0)
