@@ -3,20 +3,31 @@
 Each round starts a fresh `taxi-pipeline serve --backend standin` process on a model version that
 carries `assets.extra/tf_serving_warmup_requests` (written as the pipeline's ServingValidator
 writes them: one PredictRequest per example), waits until the version is AVAILABLE, then sends one
-request and times it, then `--requests` more: the figure is first / median of the rest, beside the
-same figure for the second request (second / median of those after it), since one request is one
-draw and is slower than the median about half the time however warm the server. Before the
-timed requests the client process sends one Predict to a canned in-process PredictionService, so
-this client process's own first-call costs (stub, serialization, response parsing) are not charged
-to the server (`--cold-client` skips it). Nothing warms the model server from outside: its first
+request and times it, then `--requests` more: the figure is first / median of the rest.
+
+One request is one draw: even on a server with nothing left to warm, it is slower than the median
+of the rest in about half the rounds (and the position of a request alone moves it by several per
+cent: see the second request's figures). So the bench runs many rounds (25) and reports, beside the
+median ratio, how many rounds had the first request slower, with a one-sided sign test: a small p
+(< 0.05) means the first request really is slower than the others; a p near or above 0.5 means it
+is like any other request. Three references run interleaved with it, on the same client sequence:
+the same model with `--enable_model_warmup=false`; a fresh do-nothing PredictionService process
+(grpc.aio, canned answer: what a first request costs on a server with no model at all, the cold
+gRPC path alone; ~1.75x its median here); and the same do-nothing server after it answered one
+Predict on another connection (what a new connection's first Predict costs on a server with
+nothing left to warm: the best any server can do for a new client).
+
+Before each server starts, the client process sends one Predict to a canned in-process
+PredictionService, so this client's own first-call costs (stub, serialization, response parsing:
+1-8 ms) are not charged to the server (`--cold-client` skips it); it runs before the server starts,
+because the in-process server's shutdown runs on the client's gRPC threads and, overlapping the
+first timed request, added ~0.5 ms to it. Nothing warms the model server from outside: its first
 real Predict is the first one it serves (the server warms its own gRPC path and, with warmup
-records, the model through that path; `--client-warms-server` restores the earlier extra request
-for a model that does not exist, which warmed the server's gRPC method from the client). Every
-request, the first included, follows the same pause
-(`--gap-ms`, 50): after an idle moment a request costs more than back-to-back, and the first one
-always comes after one. The same
-model is served with `--enable_model_warmup=false` as the reference, so both sides of the ratio
-are measured in the same run. Also reported: the time from process start to AVAILABLE.
+records, the model through that path; `--client-warms-server` adds an extra request for a model
+that does not exist, which warms the server's gRPC method from the client). Every request, the
+first included, follows the same pause (`--gap-ms`, 50): after an idle moment a request costs more
+than back-to-back, and the first one always comes after one. Also reported: the time from process
+start to AVAILABLE.
 
     python -m bench.serving_warmup [--rounds R] [--requests N] [--home DIR]
 
@@ -130,6 +141,11 @@ def _round(base: Path, example: bytes, warmup: bool, requests: int, cold_client:
             f"--model_base_path={base}", "--file_system_poll_wait_seconds=30",
             f"--enable_model_warmup={'true' if warmup else 'false'}", *server_args]
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    inputs = {"examples": np.array([example], dtype=object)}
+    if not cold_client:
+        # Before the server starts: the in-process server this starts and stops must be gone (its
+        # shutdown runs on the client's gRPC threads) before anything is timed.
+        _warm_client(inputs)
     started = time.perf_counter()
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
     try:
@@ -137,26 +153,63 @@ def _round(base: Path, example: bytes, warmup: bool, requests: int, cold_client:
             if not client.wait_until_available("taxi", 180):
                 raise RuntimeError("the server did not load the model")
             available_s = time.perf_counter() - started
-            inputs = {"examples": np.array([example], dtype=object)}
-            if not cold_client:
-                _warm_client(inputs)
             if client_warms_server:
                 try:  # this channel's first Predict (and the server's gRPC method), on a model that does not exist
                     client.predict("no-such-model", inputs)
                 except grpc.RpcError:
                     pass
-            latencies = []
-            for _ in range(requests + 1):
-                # The same pause before every request: a request after an idle moment costs more than one
-                # sent back-to-back (threads wake up, caches are cold), and the first one always follows
-                # an idle moment, so the rest must too for the ratio to compare like with like.
-                time.sleep(gap_s)
-                t = time.perf_counter()
-                client.predict("taxi", inputs)
-                latencies.append(time.perf_counter() - t)
+            latencies = _timed_requests(client, inputs, requests, gap_s)
     finally:
         process.terminate()
         process.wait(30)
+    return {**_figures(latencies), "available_s": available_s}
+
+
+def _timed_requests(client, inputs, requests: int, gap_s: float):
+    latencies = []
+    for _ in range(requests + 1):
+        # The same pause before every request: a request after an idle moment costs more than one
+        # sent back-to-back (threads wake up, caches are cold), and the first one always follows
+        # an idle moment, so the rest must too for the ratio to compare like with like.
+        time.sleep(gap_s)
+        t = time.perf_counter()
+        client.predict("taxi", inputs)
+        latencies.append(time.perf_counter() - t)
+    return latencies
+
+
+def _noop_round(example: bytes, requests: int, cold_client: bool, gap_s: float, warmed: bool = False):
+    """The same client sequence against a fresh do-nothing PredictionService process (grpc.aio, a
+    canned answer; bench.serving_latency's ceiling server): what a first request costs on a server
+    with no model at all, i.e. the cold gRPC path alone. `warmed`: the server first answers one
+    Predict on another connection, so the timed client's first request pays only what a new
+    connection's first Predict costs (the best any server can do for a new client)."""
+    import grpc
+
+    from bench import serving_latency
+    from serving.client import ServingClient
+
+    port = _free_port()
+    inputs = {"examples": np.array([example], dtype=object)}
+    if not cold_client:
+        _warm_client(inputs)
+    started = time.perf_counter()
+    process = serving_latency._start_helper_server("--noop-aio-server", str(port))
+    try:
+        serving_latency._wait_for_port(port)
+        with ServingClient(f"127.0.0.1:{port}", timeout_s=60) as client:
+            grpc.channel_ready_future(client.channel).result(timeout=60)
+            available_s = time.perf_counter() - started
+            if warmed:
+                with ServingClient(f"127.0.0.1:{port}", timeout_s=60) as other:
+                    other.predict("taxi", inputs)
+            latencies = _timed_requests(client, inputs, requests, gap_s)
+    finally:
+        serving_latency._stop(process)
+    return {**_figures(latencies), "available_s": available_s}
+
+
+def _figures(latencies):
     first, rest = latencies[0] * 1e3, np.median(latencies[1:]) * 1e3
     # A single request is one draw: even on a server with nothing left to warm, it is slower than the
     # median of the rest in about half the rounds. So also: the share of the rest faster than the
@@ -165,13 +218,25 @@ def _round(base: Path, example: bytes, warmup: bool, requests: int, cold_client:
     second, after = latencies[1] * 1e3, np.median(latencies[2:]) * 1e3
     return {"first_ms": first, "median_rest_ms": float(rest), "ratio": first / float(rest),
             "rank": float(np.mean(np.array(latencies[1:]) < latencies[0])),
-            "second_ratio": second / float(after), "second_rank": float(np.mean(np.array(latencies[2:]) < latencies[1])),
-            "available_s": available_s}
+            "second_ratio": second / float(after), "second_rank": float(np.mean(np.array(latencies[2:]) < latencies[1]))}
+
+
+def _sign_test(rounds) -> float:
+    """One-sided p-value that the first request is slower than the median of the rest more often than
+    not (a sign test over rounds; ties dropped). A first request like any other is slower in half the
+    rounds, so small values (say < 0.05) mean the first request is really slower."""
+    from scipy.stats import binomtest
+
+    slower = sum(r["ratio"] > 1.0 for r in rounds)
+    faster = sum(r["ratio"] < 1.0 for r in rounds)
+    if slower + faster == 0:
+        return 1.0
+    return float(binomtest(slower, slower + faster, 0.5, alternative="greater").pvalue)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--requests", type=int, default=50, help="requests after the first, per round")
     parser.add_argument("--warmup-records", type=int, default=32)
     parser.add_argument("--home", type=Path, default=REPO / "outputs")
@@ -185,15 +250,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-warmup-") as tmp:
         base, example, kind = _model(args, Path(tmp))
-        results = {"with_warmup": [], "without_warmup": []}
-        for _ in range(args.rounds):  # interleaved, so load on the machine hits both alike
+        results = {"with_warmup": [], "without_warmup": [], "do_nothing_server": [],
+                   "do_nothing_server_warmed": []}
+        for _ in range(args.rounds):  # interleaved, so load on the machine hits all alike
             for name, warm in (("with_warmup", True), ("without_warmup", False)):
                 results[name].append(_round(base, example, warm, args.requests, args.cold_client, args.gap_ms / 1e3,
                                             args.client_warms_server, args.server_arg))
+            for name, warmed in (("do_nothing_server", False), ("do_nothing_server_warmed", True)):
+                results[name].append(_noop_round(example, args.requests, args.cold_client, args.gap_ms / 1e3, warmed))
     summary = {}
     for name, rounds in results.items():
         summary[name] = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0]}
         summary[name]["ratio_max"] = float(max(r["ratio"] for r in rounds))
+        summary[name]["rounds_first_slower"] = int(sum(r["ratio"] > 1.0 for r in rounds))
+        summary[name]["sign_test_p_first_slower"] = _sign_test(rounds)
     report = {"command": "python -m bench.serving_warmup " + " ".join(argv if argv is not None else sys.argv[1:]),
               "model": kind, "rounds": args.rounds, "cold_client": args.cold_client,
               "client_warms_server": args.client_warms_server, "server_args": args.server_arg,
@@ -206,10 +276,12 @@ def main(argv=None) -> int:
     for name, s in summary.items():
         ratios = " ".join(f"{r['ratio']:.2f}" for r in results[name])
         seconds = " ".join(f"{r['second_ratio']:.2f}" for r in results[name])
-        print(f"{name:15s} first {s['first_ms']:7.2f} ms  median of the rest {s['median_rest_ms']:6.2f} ms  "
+        print(f"{name}\n{'':15s} first {s['first_ms']:7.2f} ms  median of the rest {s['median_rest_ms']:6.2f} ms  "
               f"ratio {s['ratio']:5.2f} (rounds: {ratios})  AVAILABLE after {s['available_s']:.1f} s\n"
               f"{'':15s} share of the rest faster than the first {s['rank']:.2f}; reference, the second request: "
-              f"ratio {s['second_ratio']:.2f} (rounds: {seconds}), share faster {s['second_rank']:.2f}")
+              f"ratio {s['second_ratio']:.2f} (rounds: {seconds}), share faster {s['second_rank']:.2f}\n"
+              f"{'':15s} first slower than the median in {s['rounds_first_slower']} of {len(results[name])} rounds: "
+              f"sign test p = {s['sign_test_p_first_slower']:.3f} (small: the first request is really slower)")
     print(f"model: {kind}; wrote {RESULTS}")
     return 0
 

@@ -92,6 +92,8 @@ class PipelineConfig:
     seed: int = TrainingSettings.seed
     workers: int = TrainerSettings.workers  # trainer worker processes (MultiWorkerMirroredStrategy when > 1)
     training_loop: str = TrainingSettings.training_loop  # "fit" or "custom" (GradientTape under strategy.run)
+    hidden_units: Tuple[int, ...] = TrainingSettings.hidden_units  # the model's MLP widths
+    embedding_dim: int = TrainingSettings.embedding_dim  # the width of each categorical feature's embedding
     worker_timeout_s: float = TrainerSettings.worker_timeout_s
 
     # AnomaliesGate: stop before Transform when the data does not match the curated schema.
@@ -180,6 +182,8 @@ class PipelineConfig:
             "learning_rate": self.learning_rate,
             "seed": self.seed,
             "training_loop": self.training_loop,
+            "hidden_units": list(self.hidden_units),
+            "embedding_dim": self.embedding_dim,
             "workers": self.workers,
             "worker_timeout_s": self.worker_timeout_s,
             "log_dir": str(self.log_dir),

@@ -1,8 +1,8 @@
 """The Keras model: a `tf.keras.Model` subclass (the TF 2 style users port to).
 
 Categorical inputs (vocabulary indices, coordinate buckets) get embeddings; numeric inputs go in as
-they are (already z-scored by Transform); a small MLP sits on top, with a direct "wide" logit from
-the categorical one-hots beside it, so strong single signals such as the payment type are learned
+they are (already z-scored by Transform); an MLP (its widths: trainer_module/settings.py) sits on
+top, with a direct "wide" logit from the categorical one-hots beside it, so strong single signals such as the payment type are learned
 at once and the MLP refines them. It outputs the probability of a big tip.
 """
 from typing import Dict, Sequence
@@ -10,6 +10,7 @@ from typing import Dict, Sequence
 import tensorflow as tf
 
 from trainer_module import features
+from trainer_module.settings import EMBEDDING_DIM, HIDDEN_UNITS
 
 
 def numeric_inputs() -> Sequence[str]:
@@ -28,9 +29,12 @@ class TaxiModel(tf.keras.Model):
     """
 
     def __init__(
-        self, cardinalities: Dict[str, int], hidden_units=(64, 32), embedding_dim=8, dropout=0.3, l2=1e-3, **kwargs
+        self, cardinalities: Dict[str, int], hidden_units=HIDDEN_UNITS, embedding_dim=EMBEDDING_DIM, dropout=0.3,
+        l2=1e-3, **kwargs
     ):
         super().__init__(**kwargs)
+        self.sizes = {"hidden_units": tuple(hidden_units), "embedding_dim": int(embedding_dim),
+                      "dropout": dropout, "l2": l2}
         self.cardinalities = dict(sorted(cardinalities.items()))
         sizes = list(self.cardinalities.values())
         self.offsets = tf.constant([sum(sizes[:i]) for i in range(len(sizes))], tf.int64)
@@ -67,7 +71,7 @@ class TaxiModel(tf.keras.Model):
         return super().test_step(data)
 
     def get_config(self):
-        return {"cardinalities": self.cardinalities}
+        return {"cardinalities": self.cardinalities, **self.sizes}
 
 
 def cardinalities_from(tf_transform_output) -> Dict[str, int]:
@@ -82,13 +86,13 @@ def cardinalities_from(tf_transform_output) -> Dict[str, int]:
     return sizes
 
 
-def build_model(cardinalities: Dict[str, int], learning_rate: float, decay_steps: int = 0) -> TaxiModel:
+def build_model(cardinalities: Dict[str, int], learning_rate: float, decay_steps: int = 0, **sizes) -> TaxiModel:
     """A compiled model; call inside `strategy.scope()` so its variables are mirrored.
 
     With `decay_steps`, the learning rate follows a cosine down to 0 over training: the last steps
     only refine, so the final weights do not depend on where the noise of the last batches left them.
     """
-    model = TaxiModel(cardinalities)
+    model = TaxiModel(cardinalities, **sizes)
     if decay_steps:
         learning_rate = tf.keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     model.compile(

@@ -54,3 +54,22 @@ def test_default_strategy_without_tf_config(monkeypatch):
     strategy = run.make_strategy()
     assert strategy.num_replicas_in_sync == 1
     assert run.task_of(strategy) == {"task_type": "worker", "task_index": 0, "is_chief": True}
+
+
+def test_model_size_comes_from_the_settings_and_survives_a_copy():
+    """hidden_units / embedding_dim reach the layers (custom_config gives JSON lists), and the model's
+    config rebuilds the same shapes: the TF Lite export copies the trained model from it."""
+    from trainer_module.settings import TrainingSettings
+
+    settings = TrainingSettings.from_custom_config({"hidden_units": [16, 8, 4], "embedding_dim": 3})
+    assert settings.hidden_units == (16, 8, 4) and settings.embedding_dim == 3
+    m = model_lib.build_model(CARDINALITIES, 0.01, hidden_units=settings.hidden_units,
+                              embedding_dim=settings.embedding_dim)
+    x, _ = _batch()
+    m(x)
+    assert [layer.units for layer in m.hidden] == [16, 8, 4]
+    assert m.embedding.get_weights()[0].shape == (sum(CARDINALITIES.values()), 3)
+    copy = model_lib.TaxiModel(**m.get_config())
+    copy(x)
+    copy.set_weights(m.get_weights())
+    np.testing.assert_allclose(copy(x).numpy(), m(x).numpy(), atol=1e-6)

@@ -233,7 +233,8 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, global_batch, shuffle=False)
     with strategy.scope():
         model = build_model(
-            cardinalities_from(tf_transform_output), float(settings.learning_rate), decay_steps=fn_args.train_steps
+            cardinalities_from(tf_transform_output), float(settings.learning_rate), decay_steps=fn_args.train_steps,
+            hidden_units=settings.hidden_units, embedding_dim=settings.embedding_dim,
         )
 
     started = time.time()

@@ -374,9 +374,9 @@ def undistributed_copy(model, tf_transform_output):
     Saving variables of MultiWorkerMirroredStrategy runs collective ops that every worker must join
     (run.export saves on every worker for that reason); the TF Lite export runs on the chief only,
     after the other workers may have exited, so it works on a plain copy. Call outside any strategy scope."""
-    from trainer_module.model import build_model, cardinalities_from
+    from trainer_module.model import TaxiModel
 
-    copy = build_model(cardinalities_from(tf_transform_output), 0.0)
+    copy = TaxiModel(**model.get_config())
     spec = tf_transform_output.transformed_feature_spec()
     copy({name: tf.zeros([1], f.dtype) for name, f in spec.items() if name != features.LABEL_KEY})
     copy.set_weights(model.get_weights())
