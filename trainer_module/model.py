@@ -2,8 +2,9 @@
 
 Categorical inputs (vocabulary indices, coordinate buckets) get embeddings; numeric inputs go in as
 they are (already z-scored by Transform); an MLP (its widths: trainer_module/settings.py) sits on
-top, with a direct "wide" logit from the categorical one-hots beside it, so strong single signals such as the payment type are learned
-at once and the MLP refines them. It outputs the probability of a big tip.
+top, with a direct "wide" logit from the categorical one-hots beside it, so strong single signals
+such as the payment type are learned at once and the MLP refines them. It outputs the probability
+of a big tip.
 """
 from typing import Dict, Sequence
 
