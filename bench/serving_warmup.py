@@ -21,7 +21,8 @@ Before each server starts, the client process sends one Predict to a canned in-p
 PredictionService, so this client's own first-call costs (stub, serialization, response parsing:
 1-8 ms) are not charged to the server (`--cold-client` skips it); it runs before the server starts,
 so that nothing of the in-process server's shutdown (on the client's gRPC threads) can overlap the
-first timed request (no measurable difference in 25-round runs: 1.02 before, 1.09 and 1.03 after). Nothing warms the model server from outside: its first
+first timed request (no measurable difference in 25-round runs: 1.02 before, 1.09 and 1.03 after).
+Nothing warms the model server from outside: its first
 real Predict is the first one it serves (the server warms its own gRPC path and, with warmup
 records, the model through that path; `--client-warms-server` adds an extra request for a model
 that does not exist, which warms the server's gRPC method from the client). Every request, the
@@ -221,14 +222,12 @@ def _figures(latencies):
             "second_ratio": second / float(after), "second_rank": float(np.mean(np.array(latencies[2:]) < latencies[1]))}
 
 
-def _sign_test(rounds) -> float:
+def _sign_test(slower: int, faster: int) -> float:
     """One-sided p-value that the first request is slower than the median of the rest more often than
-    not (a sign test over rounds; ties dropped). A first request like any other is slower in half the
-    rounds, so small values (say < 0.05) mean the first request is really slower."""
+    not (a sign test over the rounds it was slower / faster in; ties left out). A first request like
+    any other is slower in half the rounds, so small values (say < 0.05) mean it is really slower."""
     from scipy.stats import binomtest
 
-    slower = sum(r["ratio"] > 1.0 for r in rounds)
-    faster = sum(r["ratio"] < 1.0 for r in rounds)
     if slower + faster == 0:
         return 1.0
     return float(binomtest(slower, slower + faster, 0.5, alternative="greater").pvalue)
@@ -262,8 +261,9 @@ def main(argv=None) -> int:
     for name, rounds in results.items():
         summary[name] = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0]}
         summary[name]["ratio_max"] = float(max(r["ratio"] for r in rounds))
-        summary[name]["rounds_first_slower"] = int(sum(r["ratio"] > 1.0 for r in rounds))
-        summary[name]["sign_test_p_first_slower"] = _sign_test(rounds)
+        slower, faster = sum(r["ratio"] > 1.0 for r in rounds), sum(r["ratio"] < 1.0 for r in rounds)
+        summary[name]["rounds_first_slower"] = int(slower)
+        summary[name]["sign_test_p_first_slower"] = _sign_test(slower, faster)
     report = {"command": "python -m bench.serving_warmup " + " ".join(argv if argv is not None else sys.argv[1:]),
               "model": kind, "rounds": args.rounds, "cold_client": args.cold_client,
               "client_warms_server": args.client_warms_server, "server_args": args.server_arg,
