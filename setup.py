@@ -18,6 +18,8 @@ setuptools.setup(
         "tf_keras==2.16.0",
         "matplotlib",
         "psutil",  # progress (child processes) and the scale bench (memory over every process)
+        "scikit-learn",  # the TF Lite export's AUC (TFMA brings it too; named because we import it)
+        "scipy",  # bench/serving_warmup's sign test (also through TFMA)
     ],
     extras_require={"test": ["pytest", "kubernetes-validate", "import-linter", "prometheus_client", "moto[s3]",
                              "flask", "flask-cors"]},

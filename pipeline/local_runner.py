@@ -161,15 +161,16 @@ def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path =
     if progress:
         progress.write(f"taxi-pipeline: data {config.data}\n  home {config.home}  (log: {log_file})\n")
     with _quiet_logs(log_file, progress, (config.data, config.pipeline_root)) as components:
-        from tfx import v1 as tfx
+        from tfx.orchestration import metadata as tfx_metadata  # not tfx.v1: see pipeline.pipeline's imports
+        from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
         from pipeline.pipeline import create_pipeline
         from pipeline import run_view
 
-        metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(config.metadata_path))
+        metadata = tfx_metadata.sqlite_metadata_connection_config(str(config.metadata_path))
         try:
             with beam_runners.workers_have_this_install():
-                tfx.orchestration.LocalDagRunner().run(create_pipeline(config, metadata))
+                LocalDagRunner().run(create_pipeline(config, metadata))
         except Exception as err:
             logging.exception("pipeline failed")
             where = f"{components.current} failed: " if components.current else ""
