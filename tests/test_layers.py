@@ -77,3 +77,18 @@ def test_the_readme_layout_table_names_only_what_exists():
                 if "." in sub or sub.endswith("/"):
                     assert (REPO / folder / sub).exists(), f"README layout names {folder}/{sub}, which does not exist"
     assert set(PACKAGES) <= named
+
+
+def test_building_the_pipeline_does_not_load_tfx_v1(tmp_path):
+    """`tfx.v1` also imports TFX's Google Cloud extensions (google.cloud.aiplatform): ~2.6 s of every run's
+    start (bench/RESULTS.md, session 6), so the pipeline imports TFX's own modules instead."""
+    code = ("import sys\n"
+            "from pipeline import configs, local_runner\n"
+            "from pipeline.pipeline import create_pipeline\n"
+            "from tfx.orchestration.local.local_dag_runner import LocalDagRunner\n"
+            f"create_pipeline(configs.PipelineConfig(home={str(tmp_path)!r}))\n"
+            "print(sorted(m for m in ('tfx.v1', 'google.cloud.aiplatform') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
