@@ -15,18 +15,23 @@ import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from components.errors import BadDataError
 
 
+# TFX's ExampleValidator executor's DEFAULT_FILE_NAME, not imported from it: importing that module loads
+# every TFX component (tfx.components' __init__: Kubernetes' client, Keras Tuner, ...), ~3 s of each
+# `taxi-pipeline status`, which reads anomalies through this module (a test pins the two equal).
+ANOMALIES_FILE = "SchemaDiff.pb"
+
+
 class DataAnomaliesError(BadDataError):
     """The data does not match the schema."""
 
 
 def anomalies_by_split(artifact) -> dict:
-    """split -> {feature: short description} from ExampleValidator's output (TFX's split layout, TFDV's reader).
+    """split -> {feature: short description} from ExampleValidator's output (TFX's split layout, TFMD's proto).
 
     `artifact` is the ExampleAnomalies artifact (a TFX Artifact, or the MLMD Artifact proto read back
     from ML Metadata); a split without anomalies maps to {}. The gate and the run's read-back share it.
     """
-    from tensorflow_data_validation.utils.anomalies_util import load_anomalies_binary
-    from tfx.components.example_validator.executor import DEFAULT_FILE_NAME  # SchemaDiff.pb
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
     from tfx.dsl.io import fileio  # on Kubeflow the artifacts are on the object store (gs://, s3://)
     from tfx.types import artifact_utils, standard_artifacts
 
@@ -36,10 +41,11 @@ def anomalies_by_split(artifact) -> dict:
         artifact = wrapped
     found = {}
     for split in artifact_utils.decode_split_names(artifact.split_names):
-        path = os.path.join(artifact_utils.get_split_uri([artifact], split), DEFAULT_FILE_NAME)
+        path = os.path.join(artifact_utils.get_split_uri([artifact], split), ANOMALIES_FILE)
         if not fileio.exists(path):
             continue
-        proto = load_anomalies_binary(path)
+        with fileio.open(path, "rb") as f:
+            proto = anomalies_pb2.Anomalies.FromString(f.read())  # all TFDV's load_anomalies_binary does
         items = {name: info.short_description or info.description for name, info in proto.anomaly_info.items()}
         if proto.HasField("dataset_anomaly_info"):
             items["(dataset)"] = proto.dataset_anomaly_info.short_description

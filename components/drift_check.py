@@ -26,7 +26,6 @@ from tfx.types.standard_artifacts import ExampleAnomalies, ExampleStatistics, Mo
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from components.errors import BadDataError
-from components.multiworker_trainer.executor import training_statistics_path  # the Trainer stores them there
 
 DRIFT_FILE = "drift.json"
 COMPARATORS = {"linf": "L-infinity", "jsd": "Jensen-Shannon"}
@@ -97,6 +96,10 @@ def check(statistics_uri: str, schema_uri: str, baseline_model_uri: Optional[str
           split: str = "train") -> Dict[str, object]:
     """The drift report for this run's `split` against the baseline model's training statistics."""
     import tensorflow_data_validation as tfdv
+
+    # Here, not at the top: the Trainer's executor loads every TFX component (tfx.components' __init__),
+    # and `taxi-pipeline status` imports this module for DRIFT_FILE / STOPPED_DIR alone.
+    from components.multiworker_trainer.executor import training_statistics_path  # the Trainer stores them there
 
     thresholds = parse_thresholds(thresholds_json)
     report: Dict[str, object] = {"split": split, "baseline_model": baseline_model_uri, "features": [], "drifted": []}

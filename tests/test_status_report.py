@@ -244,6 +244,16 @@ def test_report_anomalies_section_matches_the_example_validator(built_report):
         assert "none" in tables.sections["anomalies"] and "anomalies-table" not in tables.tables
 
 
+def test_the_anomalies_file_is_the_one_example_validator_writes():
+    """The gate and `status` name ExampleValidator's output file themselves (importing TFX's executor for
+    the constant would load every TFX component); it must stay TFX's own name."""
+    from tfx.components.example_validator.executor import DEFAULT_FILE_NAME
+
+    from components import anomalies_gate
+
+    assert anomalies_gate.ANOMALIES_FILE == DEFAULT_FILE_NAME
+
+
 def test_report_training_table_matches_history_json(built_report):
     _, result, _, _, tables = built_report
     history = json.loads((Path(result.nodes["Trainer"].output_uri("model_run")) / "history.json").read_text())
