@@ -31,7 +31,8 @@ import numpy as np
 
 import serving  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
-RESULTS = Path(__file__).resolve().parent / "results" / "new_connection.json"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "new_connection.json"
 SETTLE_S = 0.002  # after each response, so the server's work on it (write completion, cleanup) is counted
 
 
@@ -97,7 +98,7 @@ def _start_ours(base: Path, port: int):
     argv = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))",
             "serve", "--backend", "standin", f"--port={port}", "--rest_api_port=0", "--model_name=taxi",
             f"--model_base_path={base}", "--file_system_poll_wait_seconds=30", "--enable_model_warmup=true"]
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--requests", type=int, default=30, help="requests after the first, per connection")
     parser.add_argument("--gap-ms", type=float, default=1.0, help="pause before each request")
-    parser.add_argument("--home", type=Path, default=Path(__file__).resolve().parents[1] / "outputs")
+    parser.add_argument("--home", type=Path, default=REPO / "outputs")
     parser.add_argument("--warmup-records", type=int, default=32)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-newconn-") as tmp:

@@ -16,8 +16,9 @@ from components.errors import BadDataError
 
 
 # TFX's ExampleValidator executor's DEFAULT_FILE_NAME, not imported from it: importing that module loads
-# every TFX component (tfx.components' __init__: Kubernetes' client, Keras Tuner, ...), ~3 s of each
-# `taxi-pipeline status`, which reads anomalies through this module (a test pins the two equal).
+# every TFX component (tfx.components' __init__: Kubernetes' client, Keras Tuner, ...), which
+# `taxi-pipeline status` (it reads anomalies through this module) does not otherwise need; a test pins
+# the two equal.
 ANOMALIES_FILE = "SchemaDiff.pb"
 
 

@@ -10,8 +10,9 @@ from typing import List, Optional
 
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
-# TFX's own modules rather than `from tfx import v1`, which also imports TFX's Google Cloud
-# extensions (google.cloud.aiplatform): 3.7 s of every run's start (`python -c` of each import: 13.2 s -> 9.5 s).
+# TFX's own modules rather than `from tfx import v1`, which also imports TFX's Google Cloud extensions
+# (google.cloud.aiplatform): the imports up to a built pipeline took 11.4 s with it, 8.8 s without
+# (medians of four interleaved pairs, bench/RESULTS.md session 6).
 from tfx.components import ExampleValidator, Pusher, StatisticsGen, Transform
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
