@@ -92,16 +92,6 @@ def _connection_round(port: int, server_pid: int, inputs, requests: int, gap_s: 
     }
 
 
-def _start_ours(base: Path, port: int):
-    import subprocess
-
-    argv = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))",
-            "serve", "--backend", "standin", f"--port={port}", "--rest_api_port=0", "--model_name=taxi",
-            f"--model_base_path={base}", "--file_system_poll_wait_seconds=30", "--enable_model_warmup=true"]
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
-    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def _summary(rounds):
     keys = rounds[0].keys()
     summary = {k: float(np.median([r[k] for r in rounds])) for k in keys}
@@ -124,7 +114,7 @@ def main(argv=None) -> int:
         base, example, kind = serving_warmup._model(args, Path(tmp))
         inputs = {"examples": np.array([example], dtype=object)}
         ports = {"ours": serving_latency._free_port(), "do_nothing": serving_latency._free_port()}
-        servers = {"ours": _start_ours(base, ports["ours"]),
+        servers = {"ours": serving_warmup.start_model_server(base, ports["ours"], warmup=True),
                    "do_nothing": serving_latency._start_helper_server("--noop-aio-server", str(ports["do_nothing"]))}
         results = {name: [] for name in servers}
         try:

@@ -130,6 +130,16 @@ def _warm_client(inputs) -> None:
         server.stop(0)
 
 
+def start_model_server(base: Path, port: int, warmup: bool, server_args=()) -> subprocess.Popen:
+    """`taxi-pipeline serve --backend standin` on model `taxi` under `base`, in its own process."""
+    argv = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))",
+            "serve", "--backend", "standin", f"--port={port}", "--rest_api_port=0", "--model_name=taxi",
+            f"--model_base_path={base}", "--file_system_poll_wait_seconds=30",
+            f"--enable_model_warmup={'true' if warmup else 'false'}", *server_args]
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
+
+
 def _round(base: Path, example: bytes, warmup: bool, requests: int, cold_client: bool, gap_s: float,
            client_warms_server: bool = False, server_args=()):
     import grpc
@@ -137,18 +147,13 @@ def _round(base: Path, example: bytes, warmup: bool, requests: int, cold_client:
     from serving.client import ServingClient
 
     port = _free_port()
-    argv = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))",
-            "serve", "--backend", "standin", f"--port={port}", "--rest_api_port=0", "--model_name=taxi",
-            f"--model_base_path={base}", "--file_system_poll_wait_seconds=30",
-            f"--enable_model_warmup={'true' if warmup else 'false'}", *server_args]
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     inputs = {"examples": np.array([example], dtype=object)}
     if not cold_client:
         # Before the server starts, so the in-process server this starts and stops is gone (its
         # shutdown runs on the client's gRPC threads) before anything is timed.
         _warm_client(inputs)
     started = time.perf_counter()
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
+    process = start_model_server(base, port, warmup, server_args)
     try:
         with ServingClient(f"127.0.0.1:{port}", timeout_s=60) as client:
             if not client.wait_until_available("taxi", 180):
