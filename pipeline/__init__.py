@@ -6,3 +6,5 @@ workers and trainer worker processes import this package before TensorFlow, so s
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import components  # noqa: E402,F401  (defers tfx.components' __init__ before anything here imports TFX)

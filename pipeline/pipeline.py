@@ -12,8 +12,13 @@ import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 # TFX's own modules rather than `from tfx import v1`, which also imports TFX's Google Cloud extensions
 # (google.cloud.aiplatform): the imports up to a built pipeline took 11.4 s with it, 8.8 s without
-# (medians of four interleaved pairs, bench/RESULTS.md session 6).
-from tfx.components import ExampleValidator, Pusher, StatisticsGen, Transform
+# (medians of four interleaved pairs, bench/RESULTS.md session 6); and each component from its own module,
+# not `from tfx.components import ...`, which runs that package's __init__ (every TFX component):
+# see components.lazy_tfx_components.
+from tfx.components.example_validator.component import ExampleValidator
+from tfx.components.pusher.component import Pusher
+from tfx.components.statistics_gen.component import StatisticsGen
+from tfx.components.transform.component import Transform
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
