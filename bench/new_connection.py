@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-newconn-") as tmp:
         base, example, kind = serving_warmup._model(args, Path(tmp))
         inputs = {"examples": np.array([example], dtype=object)}
-        ports = {"ours": serving_latency._free_port(), "do_nothing": serving_latency._free_port()}
+        ports = {"ours": serving_latency.free_port(), "do_nothing": serving_latency.free_port()}
         servers = {"ours": serving_warmup.start_model_server(base, ports["ours"], warmup=True),
                    "do_nothing": serving_latency._start_helper_server("--noop-aio-server", str(ports["do_nothing"]))}
         results = {name: [] for name in servers}

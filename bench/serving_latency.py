@@ -50,7 +50,8 @@ BATCHING = "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 0 }\nnum
            "max_enqueued_batches { value: 1000 }\n"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel picks it), for a server the bench starts."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -376,7 +377,7 @@ def main(argv=None) -> int:
                                "load_avg_at_start": os.getloadavg()[0]},
                    "batching_parameters": BATCHING.strip().replace("\n", "; "),
                    "server_flags": SESSION_FLAGS}
-        ports = {key: _free_port() for key in SERVERS}
+        ports = {key: free_port() for key in SERVERS}
         servers = {
             "noop": _start_helper_server("--noop-server", str(ports["noop"])),
             "noop_aio": _start_helper_server("--noop-aio-server", str(ports["noop_aio"])),

@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,15 +52,10 @@ from pathlib import Path
 import numpy as np
 
 import serving  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from bench import serving_latency
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving_warmup.json"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _model(args, workdir: Path):
@@ -146,7 +140,7 @@ def _round(base: Path, example: bytes, warmup: bool, requests: int, cold_client:
 
     from serving.client import ServingClient
 
-    port = _free_port()
+    port = serving_latency.free_port()
     inputs = {"examples": np.array([example], dtype=object)}
     if not cold_client:
         # Before the server starts, so the in-process server this starts and stops is gone (its
@@ -192,10 +186,9 @@ def _noop_round(example: bytes, requests: int, cold_client: bool, gap_s: float, 
     connection's first Predict costs (the best any server can do for a new client)."""
     import grpc
 
-    from bench import serving_latency
     from serving.client import ServingClient
 
-    port = _free_port()
+    port = serving_latency.free_port()
     inputs = {"examples": np.array([example], dtype=object)}
     if not cold_client:
         _warm_client(inputs)
