@@ -11,6 +11,8 @@ what TFX cannot do by itself on a self-hosted Kubeflow:
 - S3 settings: boto3's and tensorflow-io's environment variables filled in from each other;
 - an unreachable or refused S3 store fails the step at once, in one line;
 - TFX's Beam executors would package TFX for the step's workers, which run this image already;
+- TFX's entry point imports the Evaluator's executor, whose package `__init__` would import every
+  TFX component (Kubernetes and Docker clients, keras_tuner...): deferred (`kubeflow.lazy_tfx_components`);
 - exit status: the AWS SDK inside tensorflow-io aborts at interpreter shutdown ("pure virtual
   method called", exit 134) once it has been used; the step's real status is kept by leaving
   with `os._exit` after flushing.
@@ -25,7 +27,7 @@ import traceback
 from typing import List, Optional
 
 import kubeflow  # noqa: F401  (TF_USE_LEGACY_KERAS)
-from kubeflow import object_store
+from kubeflow import lazy_tfx_components, object_store
 
 ERROR_MARKER = "TAXI_STEP_ERROR:"
 
@@ -93,6 +95,7 @@ def main(argv: List[str]) -> int:
     if not argv:
         print("usage: python -m kubeflow.entrypoint MODULE [ARGS...]", file=sys.stderr)
         return 2
+    lazy_tfx_components.defer()  # before anything in this process imports under tfx.components
     module, args = argv[0], list(argv[1:])
     minio = any(object_store.MINIO_SCHEME in arg for arg in args)
     object_store.configure_environment(minio=minio)

@@ -84,7 +84,7 @@ def test_building_the_pipeline_loads_neither_tfx_v1_nor_every_tfx_component(tmp_
     start (bench/RESULTS.md, session 6), so the pipeline imports TFX's own modules instead. And
     `tfx.components`' package __init__ imports all sixteen TFX components (InfraValidator's Kubernetes
     client, the Tuner's keras_tuner...): ~2.4 s more (session 7), so it runs only when a name of the
-    package is used (components.lazy_tfx_components), which must still work."""
+    package is used (kubeflow.lazy_tfx_components), which must still work."""
     unused = ("tfx.v1", "google.cloud.aiplatform", "tfx.components.infra_validator", "keras_tuner",
               "tfx.components.bulk_inferrer", "tfx.components.tuner")
     code = ("import sys\n"

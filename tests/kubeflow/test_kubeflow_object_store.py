@@ -92,3 +92,22 @@ def test_entry_point_hands_tfx_s3_uris_for_minio_and_the_launcher_minio_back(fak
 def test_entry_point_keeps_the_steps_exit_status(fake_step):
     document = _executor_input(fake_step, "s3://bucket/root", code=3)
     assert entrypoint.main(["fake_tfx_step", str(fake_step / "argv.json"), json.dumps(document)]) == 3
+
+
+def test_entry_point_runs_tfx_steps_without_importing_every_tfx_component(tmp_path):
+    """TFX's step entry point imports the Evaluator's executor, and through `tfx.components`' package
+    __init__ every other component (InfraValidator's Kubernetes client, the Tuner's keras_tuner): ~2 s
+    of each step's start. The entry point defers that __init__ (kubeflow.lazy_tfx_components)."""
+    import subprocess
+
+    (tmp_path / "probe_step.py").write_text(
+        "import sys\n"
+        "import tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor  # what each step runs\n"
+        "unused = ('tfx.components.infra_validator', 'tfx.components.tuner', 'keras_tuner')\n"
+        "print(sorted(m for m in unused if m in sys.modules))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-m", "kubeflow.entrypoint", "probe_step"], capture_output=True,
+                          text=True, timeout=300, env=env, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
