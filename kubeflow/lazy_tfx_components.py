@@ -51,6 +51,8 @@ def defer() -> None:
 
     module.__getattr__ = __getattr__
     sys.modules[PACKAGE] = module
+    parent, _, child = PACKAGE.rpartition(".")
+    setattr(sys.modules[parent], child, module)  # as the import system binds a package it loads: tfx.components
 
 
 def is_deferred() -> bool:

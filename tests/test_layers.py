@@ -94,8 +94,10 @@ def test_building_the_pipeline_loads_neither_tfx_v1_nor_every_tfx_component(tmp_
             f"create_pipeline(configs.PipelineConfig(home={str(tmp_path)!r}))\n"
             f"print(sorted(m for m in {unused!r} if m in sys.modules))\n"
             "from tfx.components import InfraValidator, Trainer\n"  # the deferred __init__ runs now
+            "import tfx\n"
             "from tfx import v1\n"
-            "print(InfraValidator.__module__, v1.components.Trainer is Trainer, 'keras_tuner' in sys.modules)\n")
+            "print(InfraValidator.__module__, v1.components.Trainer is Trainer is tfx.components.Trainer,\n"
+            "      'keras_tuner' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
