@@ -54,8 +54,3 @@ def defer() -> None:
     parent, _, child = PACKAGE.rpartition(".")
     setattr(sys.modules[parent], child, module)  # as the import system binds a package it loads: tfx.components
 
-
-def is_deferred() -> bool:
-    """Whether `tfx.components`' `__init__` has not run (yet) in this process."""
-    module = sys.modules.get(PACKAGE)
-    return module is not None and "__getattr__" in vars(module)
