@@ -32,7 +32,10 @@ def defer() -> None:
     does nothing if the package is already imported or TFX is not installed."""
     if PACKAGE in sys.modules:
         return
-    spec = importlib.util.find_spec(PACKAGE)  # imports the `tfx` package (its version only), not this one
+    try:
+        spec = importlib.util.find_spec(PACKAGE)  # imports the `tfx` package (its version only), not this one
+    except ModuleNotFoundError:  # no TFX at all
+        return
     if spec is None or spec.loader is None:
         return
     module = importlib.util.module_from_spec(spec)
@@ -53,4 +56,3 @@ def defer() -> None:
     sys.modules[PACKAGE] = module
     parent, _, child = PACKAGE.rpartition(".")
     setattr(sys.modules[parent], child, module)  # as the import system binds a package it loads: tfx.components
-
