@@ -15,10 +15,9 @@ import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from components.errors import BadDataError
 
 
-# TFX's ExampleValidator executor's DEFAULT_FILE_NAME, not imported from it: importing that module loads
-# every TFX component (tfx.components' __init__: Kubernetes' client, Keras Tuner, ...), which
-# `taxi-pipeline status` (it reads anomalies through this module) does not otherwise need; a test pins
-# the two equal.
+# TFX's ExampleValidator executor's DEFAULT_FILE_NAME, not imported from it: that module imports TFDV,
+# which `taxi-pipeline status` (it reads anomalies through this module) does not otherwise need; a test
+# pins the two equal.
 ANOMALIES_FILE = "SchemaDiff.pb"
 
 

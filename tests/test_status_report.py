@@ -246,7 +246,7 @@ def test_report_anomalies_section_matches_the_example_validator(built_report):
 
 def test_the_anomalies_file_is_the_one_example_validator_writes():
     """The gate and `status` name ExampleValidator's output file themselves (importing TFX's executor for
-    the constant would load every TFX component); it must stay TFX's own name."""
+    the constant would load TFDV); it must stay TFX's own name."""
     from tfx.components.example_validator.executor import DEFAULT_FILE_NAME
 
     from components import anomalies_gate

@@ -2,10 +2,13 @@
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
 from kubeflow import entrypoint, object_store, package, storage
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_boto3_and_tensorflow_io_settings_are_filled_in_from_each_other():
@@ -108,6 +111,6 @@ def test_entry_point_runs_tfx_steps_without_importing_every_tfx_component(tmp_pa
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run([sys.executable, "-m", "kubeflow.entrypoint", "probe_step"], capture_output=True,
-                          text=True, timeout=300, env=env, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+                          text=True, timeout=300, env=env, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
