@@ -124,11 +124,11 @@ def _warm_client(inputs) -> None:
         server.stop(0)
 
 
-def start_model_server(base: Path, port: int, warmup: bool, server_args=()) -> subprocess.Popen:
+def start_model_server(base: Path, port: int, warmup: bool, server_args=(), poll_s: float = 30) -> subprocess.Popen:
     """`taxi-pipeline serve --backend standin` on model `taxi` under `base`, in its own process."""
     argv = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))",
             "serve", "--backend", "standin", f"--port={port}", "--rest_api_port=0", "--model_name=taxi",
-            f"--model_base_path={base}", "--file_system_poll_wait_seconds=30",
+            f"--model_base_path={base}", f"--file_system_poll_wait_seconds={poll_s}",
             f"--enable_model_warmup={'true' if warmup else 'false'}", *server_args]
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
@@ -162,6 +162,53 @@ def _round(base: Path, example: bytes, warmup: bool, requests: int, cold_client:
     finally:
         process.terminate()
         process.wait(30)
+    return {**_figures(latencies), "available_s": available_s}
+
+
+def _new_version_round(base: Path, example: bytes, warmup: bool, requests: int, gap_s: float, server_args=()):
+    """A new version pushed under traffic: the case warmup exists for in production.
+
+    The server serves version 1 to a connected client (which sends `requests` requests to it); version 2
+    (the same SavedModel with the same warmup file) then lands under the base path the way the Pusher
+    writes it (copied aside, renamed in), and the client goes on sending a request every `gap_s`. The
+    server loads version 2 in the background (replaying its warmup records when `warmup`), makes it
+    AVAILABLE and unloads version 1. The first request that version 2 answers (the response's
+    model_spec.version says which did) is its first real request; the figure is its latency over the
+    median of the next `requests` answered by version 2. Nothing here is cold but the new version: the
+    server process, its gRPC method and the connection have all served before, which is what a running
+    TF Serving sees when the Pusher lands a new version.
+    """
+    from serving.client import ServingClient
+
+    model_base = base.parent / f"swap-{'warm' if warmup else 'cold'}-{time.monotonic_ns()}"
+    shutil.copytree(base / "1", model_base / "1")
+    port = serving_latency.free_port()
+    inputs = {"examples": np.array([example], dtype=object)}
+    process = start_model_server(model_base, port, warmup, server_args, poll_s=0.2)
+    try:
+        with ServingClient(f"127.0.0.1:{port}", timeout_s=60) as client:
+            if not client.wait_until_available("taxi", 180):
+                raise RuntimeError("the server did not load version 1")
+            _timed_requests(client, inputs, requests, gap_s)  # version 1, on this connection
+            shutil.copytree(base / "1", model_base / ".2.partial")
+            pushed = time.perf_counter()
+            os.rename(model_base / ".2.partial", model_base / "2")
+            latencies, deadline = [], time.monotonic() + 180
+            while len(latencies) < requests + 1:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("version 2 did not answer within 180 s")
+                time.sleep(gap_s)
+                t = time.perf_counter()
+                _, response = client.predict("taxi", inputs)
+                elapsed = time.perf_counter() - t
+                if response.model_spec.version.value == 2:
+                    if not latencies:
+                        available_s = time.perf_counter() - pushed
+                    latencies.append(elapsed)
+    finally:
+        process.terminate()
+        process.wait(30)
+        shutil.rmtree(model_base, ignore_errors=True)
     return {**_figures(latencies), "available_s": available_s}
 
 
@@ -244,17 +291,28 @@ def main(argv=None) -> int:
                         help="before the timed requests, one Predict for a model that does not exist (NOT_FOUND)")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra flag for the model server, e.g. --server-arg=--grpc_aio=false (repeatable)")
+    parser.add_argument("--scenario", choices=("both", "fresh-server", "new-version"), default="both",
+                        help="fresh-server: each round starts a server and a new connection; new-version: a new "
+                             "version lands on a running server under traffic (see _new_version_round)")
     args = parser.parse_args(argv)
+    fresh, new_version = args.scenario in ("both", "fresh-server"), args.scenario in ("both", "new-version")
     with tempfile.TemporaryDirectory(prefix="bench-warmup-") as tmp:
         base, example, kind = _model(args, Path(tmp))
-        results = {"with_warmup": [], "without_warmup": [], "do_nothing_server": [],
-                   "do_nothing_server_warmed": []}
+        names = ((["with_warmup", "without_warmup", "do_nothing_server", "do_nothing_server_warmed"] if fresh else [])
+                 + (["new_version_with_warmup", "new_version_without_warmup"] if new_version else []))
+        results = {name: [] for name in names}
+        gap_s = args.gap_ms / 1e3
         for _ in range(args.rounds):  # interleaved, so load on the machine hits all alike
-            for name, warm in (("with_warmup", True), ("without_warmup", False)):
-                results[name].append(_round(base, example, warm, args.requests, args.cold_client, args.gap_ms / 1e3,
-                                            args.client_warms_server, args.server_arg))
-            for name, warmed in (("do_nothing_server", False), ("do_nothing_server_warmed", True)):
-                results[name].append(_noop_round(example, args.requests, args.cold_client, args.gap_ms / 1e3, warmed))
+            if fresh:
+                for name, warm in (("with_warmup", True), ("without_warmup", False)):
+                    results[name].append(_round(base, example, warm, args.requests, args.cold_client, gap_s,
+                                                args.client_warms_server, args.server_arg))
+                for name, warmed in (("do_nothing_server", False), ("do_nothing_server_warmed", True)):
+                    results[name].append(_noop_round(example, args.requests, args.cold_client, gap_s, warmed))
+            if new_version:
+                for name, warm in (("new_version_with_warmup", True), ("new_version_without_warmup", False)):
+                    results[name].append(_new_version_round(base, example, warm, args.requests, gap_s,
+                                                            args.server_arg))
     summary = {}
     for name, rounds in results.items():
         summary[name] = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0]}
@@ -263,7 +321,7 @@ def main(argv=None) -> int:
         summary[name]["rounds_first_slower"] = int(slower)
         summary[name]["sign_test_p_first_slower"] = _sign_test(slower, faster)
     report = {"command": "python -m bench.serving_warmup " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "model": kind, "rounds": args.rounds, "cold_client": args.cold_client,
+              "model": kind, "scenario": args.scenario, "rounds": args.rounds, "cold_client": args.cold_client,
               "client_warms_server": args.client_warms_server, "server_args": args.server_arg,
               "gap_ms": args.gap_ms, "requests_after_first": args.requests,
               "warmup_records": args.warmup_records, "summary (medians over rounds)": summary, "rounds_detail": results,

@@ -119,11 +119,15 @@ class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer
     @staticmethod
     def _plan(servable, request, method_check: bool):
         """The cached plan for this request's names (None when there is none yet) and its key.
-        Plans live on the servable (`aio_plans`), so they go with the version when it unloads."""
+        Plans live on the servable (`aio_plans`), so they go with the version when it unloads.
+        An empty signature name is the default signature's (as in TF Serving's predict_util.cc), so
+        warmup records naming `serving_default` warm the plan of clients that name none: keyed by
+        the name as sent, the first such real request after warmup went through predict_prepare's
+        checks again (bench.serving_warmup --scenario new-version: first / median 1.05 before)."""
         plans = servable.aio_plans
         names = request.inputs
-        key = (request.model_spec.signature_name, tuple(names) if len(names) < 2 else tuple(sorted(names)),
-               tuple(request.output_filter), method_check)
+        key = (request.model_spec.signature_name or DEFAULT_SIGNATURE,
+               tuple(names) if len(names) < 2 else tuple(sorted(names)), tuple(request.output_filter), method_check)
         return plans.get(key), key
 
     async def Predict(self, request, context):

@@ -285,3 +285,26 @@ def test_a_bad_warmup_file_keeps_the_new_version_from_serving(tmp_path, counting
             assert statuses[1].state == State.AVAILABLE
             _, response = client.predict("counting", {"x": np.ones([1, 1], np.float32)})
             assert response.model_spec.version.value == 1  # the old version keeps serving
+
+
+@pytest.mark.parametrize("signature_name", ["", "serving_default"])
+def test_after_warmup_the_first_real_predict_takes_the_warmed_path(tmp_path, counting_version, monkeypatch,
+                                                                    signature_name):
+    """Warmup records name `serving_default` (TFX's InfraValidator and our ServingValidator write them so);
+    a client that names no signature asks for the same signature (predict_util.cc), so its first real
+    Predict must find what warmup prepared instead of running every request check again (the grpc.aio
+    front end's per-version plan; the first request to a new version was 1.05x the median before)."""
+    from serving.servables import handlers
+
+    if os.environ.get("SERVING_TEST_GRPC_AIO", "1") != "1":
+        pytest.skip("the per-version request plan is the grpc.aio front end's")
+    base = _model(tmp_path, counting_version, [predict_log()] * 3)
+    with running_server(config_for(counting=str(base)), wait_for=["counting"], rest_port=None) as server:
+        prepared = []
+        original = handlers.predict_prepare
+        monkeypatch.setattr(handlers, "predict_prepare", lambda *a, **k: prepared.append(a) or original(*a, **k))
+        with ServingClient(f"127.0.0.1:{server.grpc_port}") as client:
+            outputs, response = client.predict("counting", {"x": np.full([1, 1], 3.0, np.float32)}, signature_name)
+        assert outputs["y"].tolist() == [[6.0]]
+        assert response.model_spec.signature_name == "serving_default"
+        assert prepared == []  # served from the plan the warmup records made
