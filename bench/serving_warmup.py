@@ -1,9 +1,19 @@
 """First-request latency with and without SavedModel warmup (issue 8, acceptance 3).
 
-Each round starts a fresh `taxi-pipeline serve --backend standin` process on a model version that
-carries `assets.extra/tf_serving_warmup_requests` (written as the pipeline's ServingValidator
-writes them: one PredictRequest per example), waits until the version is AVAILABLE, then sends one
-request and times it, then `--requests` more: the figure is first / median of the rest.
+Two scenarios (`--scenario`, default both), each interleaved with its references round by round:
+- new-version: what warmup is for in production. A running server serves version 1 to a connected
+  client; version 2 lands under the base path as the Pusher writes it (copied aside, renamed in) while
+  the client keeps sending requests; the first request version 2 answers is its first real request
+  (see _new_version_round). Nothing is cold there but the new version, so the figure isolates the
+  model; without warmup that first request is ~8x the median.
+- fresh-server (below): a new server process and a new connection per round, which also charges the
+  first request with what a new HTTP/2 connection's first call costs on any server.
+
+In fresh-server, each round starts a fresh `taxi-pipeline serve --backend standin` process on a
+model version that carries `assets.extra/tf_serving_warmup_requests` (written as the pipeline's
+ServingValidator writes them: one PredictRequest per example), waits until the version is
+AVAILABLE, then sends one request and times it, then `--requests` more: the figure is first /
+median of the rest.
 
 One request is one draw: even on a server with nothing left to warm, it is slower than the median
 of the rest in about half the rounds (and the position of a request alone moves it by several per
