@@ -214,9 +214,6 @@ def test_a_batch_waits_for_the_callbacks_due_on_the_loop_then_runs_them_together
     from serving.batching import async_batcher
     from serving.batching.batcher import _BatchQueue
 
-    # The second request comes from a 0.2 ms timer; the default cap (64 iterations) sometimes passed
-    # before it fired (about 1 run in 6 here), and the cap is not what this test is about.
-    monkeypatch.setattr(async_batcher, "MAX_DEFERRALS", 20_000)
     runs = []
 
     def run_fn(batched):
