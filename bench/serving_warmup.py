@@ -186,7 +186,8 @@ def _new_version_round(base: Path, example: bytes, warmup: bool, requests: int, 
     model_spec.version says which did) is its first real request; the figure is its latency over the
     median of the next `requests` answered by version 2. Nothing here is cold but the new version: the
     server process, its gRPC method and the connection have all served before, which is what a running
-    TF Serving sees when the Pusher lands a new version.
+    TF Serving sees when the Pusher lands a new version. Its `available_s` (printed as "AVAILABLE
+    after") is the time from the push to version 2's first answer: poll, load, warmup and swap.
     """
     from serving.client import ServingClient
 

@@ -206,7 +206,8 @@ def freeze_import_time_objects() -> None:
     what came later: 0.1-16 ms (/tmp probe, 2026-12-02; `tests/serving/test_serving_gc.py` pins it).
     TensorFlow is imported first so that its modules are frozen too (the servable imports it lazily);
     models load after the freeze, so an unloaded version's objects are still collected. The server's
-    own process only: a library user's process keeps its GC as it is.
+    own process only: a library user's process keeps its GC as it is. Costs start-up one full
+    collection (~170 ms), once, before anything serves.
     """
     import gc
 

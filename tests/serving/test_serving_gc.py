@@ -22,7 +22,6 @@ PROBE = textwrap.dedent("""
 
     freeze_import_time_objects()
     frozen = gc.get_freeze_count()
-    import tensorflow as tf
     servable = SavedModelServable("taxi", 1, sys.argv[1])
     sig = servable.signature("serving_default")
     graph = weakref.ref(servable._graph)
