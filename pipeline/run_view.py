@@ -226,6 +226,7 @@ class RunView:
     training: Optional[Training] = None
     drift: Optional[Drift] = None  # None: no DriftCheck in the run, or its report is gone
     tflite: Optional[TFLiteComparison] = None  # None: the Trainer wrote no TF Lite evaluation
+    serving_graph: Optional[ServingGraph] = None  # None: the Trainer wrote no record of it
 
     @property
     def overall(self) -> Dict[str, float]:
@@ -297,6 +298,7 @@ def of(result: RunResult, pipeline_root=None) -> RunView:
         training=training_length(model_run.uri) if model_run is not None else None,
         drift=_drift(result, pipeline_root),
         tflite=_tflite(result),
+        serving_graph=serving_graph(model_run.uri) if model_run is not None else None,
     )
 
 
@@ -420,6 +422,33 @@ def _push(result: RunResult) -> Optional[Push]:
         return None
     props = artifact.custom_properties
     return Push(props["pushed_version"].string_value, props["pushed_destination"].string_value)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingGraph:
+    """What the pushed model's serving_default runs (the Trainer's `<model_run>/serving_graph.json`):
+    the dense preprocessing, checked against TF-Transform's on the raw eval rows, or TF-Transform's own."""
+
+    kind: str  # "dense_preprocessing" or "tf_transform"
+    rows_checked: Optional[int]
+    max_abs_diff: Optional[float]  # the largest over every transformed feature
+    why: str = ""  # why TF-Transform's own layer serves
+
+    def line(self) -> str:
+        if self.kind == "dense_preprocessing":
+            return (f"dense preprocessing (TF-Transform's outputs on {self.rows_checked:,} eval rows, "
+                    f"largest difference {self.max_abs_diff:.1g})")
+        return f"TF-Transform's layer ({self.why})"
+
+
+def serving_graph(model_run_uri: str) -> Optional[ServingGraph]:
+    """None when the Trainer wrote no record (an older run)."""
+    record = _read_json(os.path.join(model_run_uri, "serving_graph.json"))  # trainer_module.run.SERVING_GRAPH_FILE
+    if record is None:
+        return None
+    diffs = record.get("max_abs_diff") or {}
+    return ServingGraph(record["serving_default"], record.get("rows_checked"),
+                        max(diffs.values()) if diffs else None, record.get("why", ""))
 
 
 DRIFT_NODE = "DriftCheck"

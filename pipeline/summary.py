@@ -34,6 +34,8 @@ def render(config: configs.PipelineConfig, view: RunView) -> str:
         lines.append(f"  drift: {view.drift.line()}")
     if view.training is not None:
         lines.append(f"  trained on: {view.training.line()}")
+    if view.serving_graph is not None:
+        lines.append(f"  serving_default runs: {view.serving_graph.line()}")
     if view.evaluation_uri:
         lines.append("  evaluation (eval split, from the Evaluator):")
         for key, label, bound in SHOWN_METRICS:

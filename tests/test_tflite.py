@@ -105,14 +105,14 @@ def test_the_lite_preprocessing_is_refused_when_it_is_not_transforms(taxi_pipeli
     """The check the export runs can fail: one bucket boundary moved to a real fare makes fare_bucket_xf differ."""
     import tensorflow_transform as tft
 
-    from trainer_module import tflite_export
+    from trainer_module import dense_preprocessing, tflite_export
     from trainer_module.run import LABEL_ONLY_KEYS
 
     config, view = taxi_pipeline_result
     output = tft.TFTransformOutput(view.nodes["Transform"].output_uri("transform_graph"))
     spec = {k: v for k, v in sorted(output.raw_feature_spec().items()) if k not in LABEL_ONLY_KEYS}
     columns = tflite_export.rows_to_columns(raw_rows, tflite_export.raw_input_specs(str(model_dir / "Format-Serving")))
-    lite = tflite_export.LitePreprocessing.from_transform(output, spec)
+    lite = dense_preprocessing.DensePreprocessing.from_transform(output, spec)
     assert max(lite.check(output, columns).values()) <= 1e-5
     fares = [float(r["fare"]) for r in raw_rows if r["fare"]]
     boundaries = list(lite.boundaries["fare_bucket"])
@@ -120,7 +120,7 @@ def test_the_lite_preprocessing_is_refused_when_it_is_not_transforms(taxi_pipeli
     i = next(i for i in range(len(boundaries) - 1) if any(boundaries[i] <= f < boundaries[i + 1] for f in fares))
     boundaries[i] = boundaries[i + 1]
     lite.boundaries["fare_bucket"] = boundaries
-    with pytest.raises(tflite_export.TFLiteExportError, match="fare_bucket_xf"):
+    with pytest.raises(dense_preprocessing.PreprocessingMismatch, match="fare_bucket_xf"):
         lite.check(output, columns)
 
 

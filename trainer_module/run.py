@@ -6,23 +6,31 @@ global batch is the per-replica batch times the replicas in sync, and every work
 collective ops), the chief to the serving model directory and the others to a temporary directory.
 """
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
 from trainer_module import features, tflite_export
+from trainer_module.dense_preprocessing import DensePreprocessing, PreprocessingMismatch, as_parsed
 from trainer_module.model import build_model, cardinalities_from
 from trainer_module.settings import TRAINING_LOOPS, TrainingSettings  # noqa: F401  (re-exported)
 
 # Raw features only needed to make the label; absent when serving.
 LABEL_ONLY_KEYS = ("tips",)
 OUTPUT_KEY = "probabilities"
+# serving_default through TF-Transform's own layer (serving_default itself runs the dense preprocessing).
+TF_TRANSFORM_SIGNATURE = "serving_tf_transform"
+# Raw eval examples the dense preprocessing is checked on before serving_default runs it (all of the
+# default data's 4,966; the check takes ~0.1 s per 1,000).
+CHECK_ROWS = 10_000
+SERVING_GRAPH_FILE = "serving_graph.json"  # in the model run: what serving_default runs, and why
 
 
 def make_strategy() -> tf.distribute.Strategy:
@@ -153,20 +161,35 @@ def train_with_custom_loop(strategy, model, train_ds, eval_ds, steps: int, eval_
     return history
 
 
-def _serving_signatures(model, tf_transform_output) -> Dict[str, object]:
-    """serving_default (serialized tf.Example), serving_raw (one tensor per raw feature), transform_features.
+def _serving_signatures(model, tf_transform_output, dense: Optional[DensePreprocessing] = None) -> Dict[str, object]:
+    """serving_default (serialized tf.Example), serving_tf_transform (the same through TF-Transform's
+    own layer), serving_raw (one tensor per raw feature), transform_features.
 
+    serving_default runs `dense` when given (checked against TF-Transform's layer by
+    `serving_preprocessing`), else TF-Transform's layer, as serving_tf_transform always does.
     Traced without AutoGraph: nothing in them branches on tensor values, and converting the Keras
     and TFT code beneath them costs several seconds per export.
     """
     model.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = tf_transform_output.raw_feature_spec()
     serving_spec = {k: v for k, v in raw_spec.items() if k not in LABEL_ONLY_KEYS}
+    examples = tf.TensorSpec([None], tf.string, name="examples")
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False)
-    def serve_examples(serialized):
+    @tf.function(input_signature=[examples], autograph=False)
+    def serve_examples_tf_transform(serialized):
         parsed = tf.io.parse_example(serialized, serving_spec)
         return {OUTPUT_KEY: model(model.tft_layer(parsed))}
+
+    serve_examples = serve_examples_tf_transform
+    if dense is not None:
+        served = dense.with_static_tables()
+        model.dense_vocabulary_tables = served.tables  # saved with the model, filled when it loads
+
+        @tf.function(input_signature=[examples], autograph=False)
+        def serve_examples_dense(serialized):
+            return {OUTPUT_KEY: model(served.from_examples(serialized))}
+
+        serve_examples = serve_examples_dense
 
     raw_inputs = [tf.TensorSpec([None], spec.dtype, name=name) for name, spec in sorted(serving_spec.items())]
 
@@ -174,38 +197,51 @@ def _serving_signatures(model, tf_transform_output) -> Dict[str, object]:
     def serve_raw(*columns):
         parsed = {}
         for (name, spec), column in zip(sorted(serving_spec.items()), columns):
-            parsed[name] = _as_parsed(column, spec)
+            parsed[name] = as_parsed(column, spec)
         return {OUTPUT_KEY: model(model.tft_layer(parsed))}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False)
+    @tf.function(input_signature=[examples], autograph=False)
     def transform_features(serialized):
         return model.tft_layer(tf.io.parse_example(serialized, raw_spec))
 
     return {
         "serving_default": serve_examples.get_concrete_function(),
+        TF_TRANSFORM_SIGNATURE: serve_examples_tf_transform.get_concrete_function(),
         "serving_raw": serve_raw.get_concrete_function(),
         "transform_features": transform_features.get_concrete_function(),
     }
 
 
-def _as_parsed(column, spec):
-    """A [batch] column as `parse_example` would give it; "" / NaN / negative ints mark missing values."""
-    if isinstance(spec, tf.io.FixedLenFeature):
-        return tf.reshape(column, [-1, 1])
-    if column.dtype == tf.string:
-        present = tf.not_equal(column, "")
-    elif column.dtype.is_floating:
-        present = tf.logical_not(tf.math.is_nan(column))
-    else:
-        present = tf.greater_equal(column, 0)
-    rows = tf.cast(tf.where(present), tf.int64)
-    indices = tf.concat([rows, tf.zeros_like(rows)], axis=1)
-    return tf.sparse.SparseTensor(indices, tf.boolean_mask(column, present), [tf.size(column, tf.int64), 1])
+def serving_preprocessing(tf_transform_output, raw_eval_files: Optional[str], limit: int = CHECK_ROWS
+                          ) -> Tuple[Optional[DensePreprocessing], Dict[str, object]]:
+    """The preprocessing serving_default runs, and the record of why.
+
+    The dense preprocessing (`trainer_module.dense_preprocessing`) when it gives TF-Transform's outputs
+    on up to `limit` raw eval tf.Examples, parsed as a client's are; otherwise None (serving_default then
+    runs TF-Transform's own layer: slower, and right by construction) with the reason, logged as a
+    warning. Without raw eval examples nothing can be checked, so TF-Transform's layer is used.
+    """
+    if not raw_eval_files:
+        return None, {"serving_default": "tf_transform",
+                      "why": "no raw eval examples to check the dense preprocessing on"}
+    files = sorted(tf.io.gfile.glob(raw_eval_files))
+    serialized = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit)] if files else []
+    if not serialized:
+        return None, {"serving_default": "tf_transform", "why": f"no raw eval examples in {raw_eval_files}"}
+    serving_spec = {k: v for k, v in sorted(tf_transform_output.raw_feature_spec().items()) if k not in LABEL_ONLY_KEYS}
+    dense = DensePreprocessing.from_transform(tf_transform_output, serving_spec)
+    try:
+        worst = dense.check_examples(tf_transform_output, serialized)
+    except PreprocessingMismatch as err:
+        logging.warning("serving_default runs TF-Transform's own layer: %s", err)
+        return None, {"serving_default": "tf_transform", "why": str(err), "rows_checked": len(serialized)}
+    return dense, {"serving_default": "dense_preprocessing", "rows_checked": len(serialized), "max_abs_diff": worst}
 
 
-def export(model, tf_transform_output, serving_dir: str) -> None:
+def export(model, tf_transform_output, serving_dir: str, dense: Optional[DensePreprocessing] = None) -> None:
     # save_traces=False: clients use the signatures; tracing every Keras call function only costs time.
-    model.save(serving_dir, save_format="tf", signatures=_serving_signatures(model, tf_transform_output), save_traces=False)
+    model.save(serving_dir, save_format="tf", signatures=_serving_signatures(model, tf_transform_output, dense),
+               save_traces=False)
 
 
 def tflite_dir(serving_model_dir: str) -> str:
@@ -249,9 +285,11 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     steps_run = points * per_point
 
     # Every worker saves (collective ops); only the chief's copy is the model.
+    # Every worker decides alike (same Transform, same rows), so every worker saves the same signatures.
+    dense, serving_graph = serving_preprocessing(tf_transform_output, settings.raw_eval_files)
     save_dir = fn_args.serving_model_dir if task["is_chief"] else tempfile.mkdtemp(prefix="worker-model-")
     try:
-        export(model, tf_transform_output, save_dir)
+        export(model, tf_transform_output, save_dir, dense)
     finally:
         if not task["is_chief"]:
             shutil.rmtree(save_dir, ignore_errors=True)
@@ -260,7 +298,7 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
         # evaluates every TF Lite model beside the SavedModel.
         tflite_export.export_tflite(tflite_export.undistributed_copy(model, tf_transform_output), tf_transform_output,
                                     save_dir, tflite_dir(fn_args.serving_model_dir),
-                                    settings.raw_eval_files)
+                                    settings.raw_eval_files, preprocessing=dense)
 
     record = {
         **{k: task[k] for k in ("task_type", "task_index")},
@@ -274,3 +312,4 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     _write_json(os.path.join(fn_args.model_run_dir, "workers", f"worker-{task['task_index']}.json"), record)
     if task["is_chief"]:
         _write_json(os.path.join(fn_args.model_run_dir, "history.json"), history)
+        _write_json(os.path.join(fn_args.model_run_dir, SERVING_GRAPH_FILE), serving_graph)

@@ -3,9 +3,9 @@
 `export_tflite(model, tf_transform_output, saved_model_dir, out_dir, raw_eval_pattern)` converts the
 `serving_raw` computation (one `[batch]` tensor per raw feature in, the probability out) into the files
 below. The preprocessing inside is TF-Transform's, rebuilt from TF Lite builtins on dense columns
-(`LitePreprocessing`: 147 ops instead of TF-Transform's sparse-tensor graph of 451, 3 kinds of select
-TF op instead of 9, a 38% smaller float file and a third of the latency), and checked against
-TF-Transform's own outputs on the raw eval rows before anything is written:
+(`dense_preprocessing.DensePreprocessing`: 147 ops instead of TF-Transform's sparse-tensor graph of 451,
+3 kinds of select TF op instead of 9, a 38% smaller float file and a third of the latency), and checked
+against TF-Transform's own outputs on the raw eval rows before anything is written:
 
 - `model_float.tflite`: float32 weights and activations;
 - `model_dynamic_int8.tflite`: dynamic-range quantization (weights stored as int8, dequantized or run
@@ -28,13 +28,13 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from trainer_module import features
+from trainer_module.dense_preprocessing import DensePreprocessing, PreprocessingMismatch, missing_value
 
 SIGNATURE = "serving_raw"
 OUTPUT_KEY = "probabilities"
@@ -60,14 +60,6 @@ class TFLiteExportError(RuntimeError):
 
 
 # ---- raw rows as the serving_raw signature takes them ----------------------------------------------
-
-def missing_value(dtype) -> object:
-    """How serving_raw marks a missing value: "" for strings, NaN for floats, -1 for integers."""
-    dtype = tf.as_dtype(dtype)
-    if dtype == tf.string:
-        return b""
-    return float("nan") if dtype.is_floating else -1
-
 
 def raw_input_specs(saved_model_dir: str) -> Dict[str, tf.dtypes.DType]:
     """Input name -> dtype of the SavedModel's serving_raw signature, read off saved_model.pb (loading
@@ -138,238 +130,6 @@ def rows_to_columns(rows: Iterable[Mapping[str, object]], dtypes: Mapping[str, t
 
 # ---- conversion -----------------------------------------------------------------------------------
 
-# ---- the preprocessing, rebuilt from TF Lite builtins ------------------------------------------------
-
-class LitePreprocessing:
-    """`preprocessing.preprocessing_fn` for one trained Transform, on dense raw columns, in ops TF Lite has.
-
-    TF-Transform's own graph works on the sparse tensors `parse_example` gives (densify, pad, slice,
-    per feature) and hands that to TF Lite as ~450 ops and 9 kinds of select TF ops. The same
-    computation on dense `[batch]` columns needs a few ops per feature: z-score (SUB, DIV), missing
-    indicator (EQUAL), quantile buckets (BUCKETIZE), vocabulary lookup (HASHTABLE_FIND, with the
-    vocabulary imported into the model). Only three string ops stay select TF ops, because TF Lite has
-    no builtin for them: StringStrip and AsString (as preprocessing_fn normalises categories) and
-    StringToHashBucketFast (the out-of-vocabulary buckets of values never seen in training).
-
-    The constants are the Transform's own: vocabularies from its files; means, deviations and bucket
-    boundaries read off its graph by probing it (`from_transform`): the z-score is affine in the
-    (log1p) value, so three points give mean and deviation; a bucket index is monotone in the value,
-    so bisection over float32 finds every boundary exactly (preprocessing_fn buckets raw values, not
-    their log1p, so every runtime compares a value at a boundary alike). `check` then compares every
-    output with TF-Transform's own on real rows, and the export refuses a model where they differ.
-    """
-
-    def __init__(self, raw_spec, vocabularies, scores, boundaries):
-        self.raw_spec = raw_spec  # serving inputs: name -> FixedLenFeature / VarLenFeature
-        self.vocabularies = vocabularies  # categorical feature -> tokens (bytes) in index order
-        self.scores = scores  # numeric feature -> (mean, deviation) of its (log1p) value
-        self.boundaries = boundaries  # feature -> bucket boundaries (float32 values, ascending)
-        # The id of a missing category (MISSING_TOKEN), computed once, outside any graph.
-        self.missing_ids = {name: self.token_id(name, features.MISSING_TOKEN.encode()) for name in vocabularies}
-
-    # -- what preprocessing_fn does, per feature group (trainer_module.features) --
-    def _present(self, name, column):
-        """Where a value is present; None for a required (FixedLen) feature, always present."""
-        if isinstance(self.raw_spec[name], tf.io.FixedLenFeature):
-            return None
-        if column.dtype == tf.string:
-            return tf.not_equal(column, "")
-        if column.dtype.is_floating:
-            return tf.equal(column, column)  # not NaN (TF Lite has no IsNan)
-        return tf.greater_equal(column, 0)
-
-    @staticmethod
-    def _where(present, values, otherwise):
-        return values if present is None else tf.where(present, values, otherwise)
-
-    def __call__(self, columns):
-        xf = features.transformed_name
-        out = {}
-        for name in features.LOG_NUMERIC_FEATURES + features.NUMERIC_FEATURES:
-            column = columns[name]
-            present = self._present(name, column)
-            raw = self._where(present, tf.cast(column, tf.float32), 0.0)
-            clipped = tf.maximum(raw, 0.0)
-            values = tf.math.log(clipped + 1.0) if name in features.LOG_NUMERIC_FEATURES else raw
-            mean, deviation = self.scores[name]
-            out[xf(name)] = self._where(present, (values - mean) / deviation, 0.0)
-            out[xf(name + features.MISSING_SUFFIX)] = (
-                tf.zeros_like(raw) if present is None else 1.0 - tf.cast(present, tf.float32))
-            if name in features.FINE_BUCKET_FEATURES:
-                source = clipped if name in features.LOG_NUMERIC_FEATURES else raw
-                out[xf(name + features.BUCKET_SUFFIX)] = self._bucketize(source, name + features.BUCKET_SUFFIX)
-        for name in features.CATEGORICAL_FEATURES:
-            column = columns[name]
-            present = self._present(name, column)
-            values = tf.strings.strip(column) if column.dtype == tf.string else tf.strings.as_string(column)
-            # A missing value is the MISSING_TOKEN category: its id is a constant (no string select needed).
-            out[xf(name)] = self._where(present, self._lookup(name, values),
-                                        tf.constant(self.missing_ids[name], tf.int64))
-        for name in features.BUCKET_FEATURES:
-            column = columns[name]
-            present = self._present(name, column)
-            buckets = self._bucketize(self._where(present, tf.cast(column, tf.float32), 0.0), name)
-            out[xf(name)] = self._where(present, buckets, tf.constant(features.NUM_BUCKETS, tf.int64))
-        return out
-
-    def token_id(self, name: str, token: bytes) -> int:
-        """The id preprocessing_fn gives `token`: its vocabulary index, else its out-of-vocabulary bucket."""
-        tokens = self.vocabularies[name]
-        if token in tokens:
-            return tokens.index(token)
-        return len(tokens) + int(tf.strings.to_hash_bucket_fast([token], features.OOV_BUCKETS).numpy()[0])
-
-    def _bucketize(self, values, key):
-        return tf.cast(tf.raw_ops.Bucketize(input=values, boundaries=[float(b) for b in self.boundaries[key]]), tf.int64)
-
-    def _lookup(self, name, values):
-        tokens = self.vocabularies[name]
-        table = tf.raw_ops.HashTableV2(key_dtype=tf.string, value_dtype=tf.int64, shared_name=f"vocabulary_{name}_{uuid.uuid4().hex}")
-        # Inside the function: TF Lite keeps no SavedModel initializer; its import kernel fills the table once.
-        with tf.control_dependencies([tf.raw_ops.LookupTableImportV2(
-                table_handle=table, keys=tf.constant(tokens, tf.string),
-                values=tf.range(len(tokens), dtype=tf.int64))]):
-            ids = tf.raw_ops.LookupTableFindV2(table_handle=table, keys=values, default_value=tf.constant(-1, tf.int64))
-        oov = tf.strings.to_hash_bucket_fast(values, features.OOV_BUCKETS) + len(tokens)
-        return tf.where(ids < 0, oov, ids)
-
-    # -- reading the constants off a trained Transform --
-    @classmethod
-    def from_transform(cls, tf_transform_output, serving_spec) -> "LitePreprocessing":
-        vocabularies = {name: [bytes(t) for t in tf_transform_output.vocabulary_by_name(name)]
-                        for name in features.CATEGORICAL_FEATURES}
-        probe = _TransformProbe(tf_transform_output, serving_spec)
-        xf = features.transformed_name
-        scores = {name: probe.z_score(name, xf(name), log=name in features.LOG_NUMERIC_FEATURES)
-                  for name in features.LOG_NUMERIC_FEATURES + features.NUMERIC_FEATURES}
-        targets = {name + features.BUCKET_SUFFIX: (name, xf(name + features.BUCKET_SUFFIX))
-                   for name in features.FINE_BUCKET_FEATURES}
-        targets.update({name: (name, xf(name)) for name in features.BUCKET_FEATURES})
-        return cls(serving_spec, vocabularies, scores, probe.boundaries(targets))
-
-    def check(self, tf_transform_output, columns: Mapping[str, np.ndarray], atol: float = 1e-5) -> Dict[str, float]:
-        """Largest difference of each output from TF-Transform's own on `columns`; raises when one is off."""
-        probe = _TransformProbe(tf_transform_output, self.raw_spec)
-        expected = probe.transform({name: columns[name] for name in self.raw_spec})
-        got = self({name: tf.constant(np.asarray(values), dtype=_dtype(self.raw_spec[name]))
-                    for name, values in columns.items() if name in self.raw_spec})
-        worst = {}
-        for key, value in got.items():
-            want = np.asarray(expected[key]).reshape(-1)
-            have = value.numpy().reshape(-1)
-            diff = float(np.max(np.abs(have.astype(np.float64) - want.astype(np.float64)))) if len(want) else 0.0
-            worst[key] = diff
-            limit = atol if have.dtype.kind == "f" else 0.0
-            if not diff <= limit:
-                raise TFLiteExportError(f"the TF Lite preprocessing of {key} differs from TF-Transform's by {diff} "
-                                        f"on the eval rows (allowed {limit})")
-        return worst
-
-
-def _dtype(spec):
-    return spec.dtype
-
-
-class _TransformProbe:
-    """TF-Transform's layer, fed dense columns as serving_raw feeds it (the features not probed: missing)."""
-
-    def __init__(self, tf_transform_output, serving_spec):
-        from trainer_module.run import _as_parsed
-
-        layer = tf_transform_output.transform_features_layer()
-        self.spec = serving_spec
-        inputs = [tf.TensorSpec([None], spec.dtype, name=name) for name, spec in serving_spec.items()]
-
-        @tf.function(input_signature=inputs, autograph=False)
-        def run(*columns):
-            return layer({name: _as_parsed(column, spec) for (name, spec), column in zip(serving_spec.items(), columns)})
-
-        self._fn = run
-
-    def transform(self, columns: Mapping[str, np.ndarray]):
-        feed = [tf.constant(np.asarray(columns[name]), spec.dtype) for name, spec in self.spec.items()]
-        return {k: v.numpy() for k, v in self._fn(*feed).items()}
-
-    def _blank(self, rows: int) -> Dict[str, np.ndarray]:
-        columns = {}
-        for name, spec in self.spec.items():
-            if spec.dtype == tf.string:
-                columns[name] = np.array([b""] * rows, dtype=object)
-            elif isinstance(spec, tf.io.FixedLenFeature):
-                columns[name] = np.zeros(rows, spec.dtype.as_numpy_dtype)
-            else:
-                columns[name] = np.full(rows, missing_value(spec.dtype), spec.dtype.as_numpy_dtype)
-        return columns
-
-    def run_rows(self, probes: Sequence[Tuple[str, object]], outputs: Sequence[str]) -> np.ndarray:
-        """Row i sets only feature probes[i][0] to probes[i][1]; returns outputs[i] of row i."""
-        columns = self._blank(len(probes))
-        for i, (name, value) in enumerate(probes):
-            columns[name][i] = value
-        result = self.transform(columns)
-        return np.array([np.asarray(result[out]).reshape(-1)[i] for i, out in enumerate(outputs)])
-
-    def z_score(self, name: str, output: str, log: bool):
-        """(mean, deviation) with z = (v - mean) / deviation, v = log1p(x) or x, from three probes."""
-        xs = [0, 3, 50]
-        z = self.run_rows([(name, x) for x in xs], [output] * len(xs)).astype(np.float64)
-        v = np.asarray(xs, np.float32)
-        v = (tf.math.log1p(tf.constant(v)).numpy() if log else v).astype(np.float64)
-        slope, intercept = np.polyfit(v, z, 1)
-        deviation = 1.0 / slope
-        return float(-intercept * deviation), float(deviation)
-
-    def boundaries(self, targets: Mapping[str, Tuple[str, str]]) -> Dict[str, List[float]]:
-        """key -> every bucket boundary of (input feature, output) (bucket(x) = number of boundaries <= x),
-        exactly, by bisection: over float32 values for float inputs, over integers for integer ones."""
-        keys = list(targets)
-        lows, highs, is_int = {}, {}, {}
-        for key in keys:
-            name, _ = targets[key]
-            is_int[key] = self.spec[name].dtype.is_integer
-            lows[key], highs[key] = (-(2 ** 31), 2 ** 31) if is_int[key] else (_key(-_FMAX), _key(_FMAX))
-        ends = self.run_rows([(targets[k][0], self._value(lows[k], is_int[k])) for k in keys]
-                             + [(targets[k][0], self._value(highs[k], is_int[k])) for k in keys],
-                             [targets[k][1] for k in keys] * 2)
-        rows = []  # (key, k): find the smallest x with bucket(x) >= k
-        for i, key in enumerate(keys):
-            bottom, top = int(ends[i]), int(ends[len(keys) + i])
-            rows += [(key, k) for k in range(bottom + 1, top + 1)]
-        lo = np.array([lows[key] for key, _ in rows], np.int64)
-        hi = np.array([highs[key] for key, _ in rows], np.int64)
-        ks = np.array([k for _, k in rows], np.int64)
-        while rows and np.any(hi - lo > 1):
-            mid = (lo + hi) // 2
-            got = self.run_rows([(targets[key][0], self._value(m, is_int[key])) for (key, _), m in zip(rows, mid)],
-                                [targets[key][1] for key, _ in rows])
-            above = got >= ks
-            hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
-        found: Dict[str, List[float]] = {}
-        for i, key in enumerate(keys):
-            found[key] = [-float(_FMAX)] * int(ends[i])  # boundaries at or below the lowest value
-        for (key, _), h in zip(rows, hi):
-            found[key].append(float(np.float32(self._value(int(h), is_int[key]))))
-        return found
-
-    @staticmethod
-    def _value(key: int, integer: bool):
-        return int(key) if integer else float(_value(np.array([key]))[0])
-
-
-_FMAX = float(np.finfo(np.float32).max)
-
-
-def _key(x: float) -> int:
-    bits = int(np.array([x], np.float32).view(np.int32)[0])
-    return bits if bits >= 0 else -(bits & 0x7FFFFFFF)
-
-
-def _value(keys: np.ndarray) -> np.ndarray:
-    keys = np.asarray(keys, np.int64)
-    bits = np.where(keys >= 0, keys, (-keys) | 0x80000000).astype(np.uint32)
-    return bits.view(np.float32)
-
-
 def undistributed_copy(model, tf_transform_output):
     """The trained model's weights in a model of the default strategy, for the chief to convert alone.
 
@@ -385,16 +145,15 @@ def undistributed_copy(model, tf_transform_output):
     return copy
 
 
-def lite_function(model, tf_transform_output, preprocessing: Optional["LitePreprocessing"] = None):
+def lite_function(model, tf_transform_output, preprocessing: Optional[DensePreprocessing] = None):
     """serving_raw for TF Lite: the same inputs and output, the preprocessing in TF Lite's own ops."""
     from trainer_module.run import LABEL_ONLY_KEYS
 
     raw_spec = tf_transform_output.raw_feature_spec()
     serving_spec = {k: v for k, v in sorted(raw_spec.items()) if k not in LABEL_ONLY_KEYS}
-    preprocessing = preprocessing or LitePreprocessing.from_transform(tf_transform_output, serving_spec)
+    preprocessing = preprocessing or DensePreprocessing.from_transform(tf_transform_output, serving_spec)
     inputs = [tf.TensorSpec([None], spec.dtype, name=name) for name, spec in serving_spec.items()]
-    used = set(features.LOG_NUMERIC_FEATURES + features.NUMERIC_FEATURES + features.CATEGORICAL_FEATURES
-               + features.BUCKET_FEATURES)
+    used = set(DensePreprocessing.inputs())
 
     @tf.function(input_signature=inputs, autograph=False)
     def serve_raw(*columns):
@@ -633,7 +392,8 @@ def _dir_bytes(folder: str) -> int:
 
 
 def export_tflite(model, tf_transform_output, saved_model_dir: str, out_dir: str,
-                  raw_eval_pattern: Optional[str] = None, eval_limit: Optional[int] = None) -> Dict[str, object]:
+                  raw_eval_pattern: Optional[str] = None, eval_limit: Optional[int] = None,
+                  preprocessing: Optional[DensePreprocessing] = None) -> Dict[str, object]:
     """Write the TF Lite models and metadata.json into `out_dir`; with raw eval rows, also the int8
     model (calibrated on them) and evaluation.json (each TF Lite model beside the SavedModel).
 
@@ -644,7 +404,8 @@ def export_tflite(model, tf_transform_output, saved_model_dir: str, out_dir: str
 
     local = tempfile.mkdtemp(prefix="tflite-")
     try:
-        result = _export_into(local, model, tf_transform_output, saved_model_dir, raw_eval_pattern, eval_limit)
+        result = _export_into(local, model, tf_transform_output, saved_model_dir, raw_eval_pattern, eval_limit,
+                              preprocessing)
         tf.io.gfile.makedirs(out_dir)
         for name in sorted(os.listdir(local)):
             tf.io.gfile.copy(os.path.join(local, name), os.path.join(out_dir, name), overwrite=True)
@@ -654,7 +415,7 @@ def export_tflite(model, tf_transform_output, saved_model_dir: str, out_dir: str
 
 
 def _export_into(out_dir: str, model, tf_transform_output, saved_model_dir: str, raw_eval_pattern: Optional[str],
-                 eval_limit: Optional[int]) -> Dict[str, object]:
+                 eval_limit: Optional[int], preprocessing: Optional[DensePreprocessing] = None) -> Dict[str, object]:
     import shutil
     import tempfile
 
@@ -665,9 +426,13 @@ def _export_into(out_dir: str, model, tf_transform_output, saved_model_dir: str,
     from trainer_module.run import LABEL_ONLY_KEYS
 
     serving_spec = {k: v for k, v in sorted(tf_transform_output.raw_feature_spec().items()) if k not in LABEL_ONLY_KEYS}
-    preprocessing = LitePreprocessing.from_transform(tf_transform_output, serving_spec)
+    # The Trainer hands over the preprocessing it built for serving_default (probing the Transform once).
+    preprocessing = preprocessing or DensePreprocessing.from_transform(tf_transform_output, serving_spec)
     # Refuse a TF Lite model whose preprocessing is not TF-Transform's (checked on the raw eval rows).
-    preprocessing_check = preprocessing.check(tf_transform_output, columns) if columns is not None else None
+    try:
+        preprocessing_check = preprocessing.check(tf_transform_output, columns) if columns is not None else None
+    except PreprocessingMismatch as err:
+        raise TFLiteExportError(f"the TF Lite model is not written: {err}") from None
     staging = tempfile.mkdtemp(prefix="tflite-src-")
     try:
         conversion = convert(save_lite_saved_model(model, tf_transform_output, staging, preprocessing), columns)
