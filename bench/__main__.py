@@ -6,7 +6,7 @@ stay comparable across machines and across runs on a busy machine.
 import importlib
 import sys
 
-BENCHMARKS = ("pipeline_vs_reference", "training_throughput", "serving_latency", "serving_warmup", "new_connection", "scale")
+BENCHMARKS = ("pipeline_vs_reference", "training_throughput", "serving_latency", "serving_graph", "serving_warmup", "new_connection", "scale")
 
 
 def main(argv=None) -> int:
