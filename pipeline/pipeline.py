@@ -132,6 +132,10 @@ def create_components(config: configs.PipelineConfig) -> List:
         preprocessing_fn=configs.PREPROCESSING_FN,
         disable_statistics=True,  # StatisticsGen already describes the data; this halves Transform's time
         force_tf_compat_v1=preprocessing.FORCE_TF_COMPAT_V1,  # TF1 graph tracing: a quarter faster here
+        # TFT's analyzer cache reuses the analysis of spans seen before; our input is one span, so a change
+        # of data misses it and unchanged data skips Transform altogether (TFX's cache). Writing it cost
+        # 4.4 s of Transform's 17.4 on the default data (two runs each way, Transform 13.0 s without).
+        disable_analyzer_cache=True,
     )
     transform.add_upstream_node(anomalies_gate)  # no Transform (nor anything after it) on bad data
     transform.add_upstream_node(drift_check)  # ... nor on data that drifted, unless told to go on
