@@ -99,8 +99,8 @@ def _measure_floor(version_dir: str, serialized: bytes, n: int) -> Dict[str, flo
     return _summary(latencies, time.perf_counter() - start)
 
 
-def _start_server(base: Path, port: int, batching_file: str = None, aio: bool = False, processes: int = 1
-                  ) -> subprocess.Popen:
+def _start_server(base: Path, port: int, batching_file: str = None, aio: bool = False, processes: int = 1,
+                  extra_args=()) -> subprocess.Popen:
     argv = [sys.executable, "-m", "serving.model_servers.main",
             "--backend", "standin", f"--port={port}", "--rest_api_port=0", "--model_name=taxi",
             f"--model_base_path={base}", "--file_system_poll_wait_seconds=30",
@@ -110,6 +110,7 @@ def _start_server(base: Path, port: int, batching_file: str = None, aio: bool = 
     argv += [f"--grpc_aio={'true' if aio else 'false'}"]  # grpc.aio is the default front end
     if processes > 1:
         argv += [f"--grpc_processes={processes}"]
+    argv += list(extra_args)
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
 
@@ -331,6 +332,8 @@ SERVERS = {  # key: (label, kind)
     "aio_unbatched": ("ours, grpc.aio (default), no batching", "ours"),
     "aio_batched": ("ours, grpc.aio (default), batching", "ours"),
     "aio_batched_2p": ("ours, grpc.aio (default), batching, --grpc_processes=2", "ours"),
+    # The default server with Python's own GIL switch interval (serving/model_servers/main.py: GIL_SWITCH_INTERVAL_MS).
+    "aio_batched_switch5": ("ours, grpc.aio (default), batching, --gil_switch_interval_ms=5", "ours"),
 }
 FLOOR = "floor (in-process signature call)"
 
@@ -387,6 +390,8 @@ def main(argv=None) -> int:
             "aio_unbatched": _start_server(base, ports["aio_unbatched"], aio=True),
             "aio_batched": _start_server(base, ports["aio_batched"], str(batching_file), aio=True),
             "aio_batched_2p": _start_server(base, ports["aio_batched_2p"], str(batching_file), aio=True, processes=2),
+            "aio_batched_switch5": _start_server(base, ports["aio_batched_switch5"], str(batching_file), aio=True,
+                                                 extra_args=["--gil_switch_interval_ms=5"]),
         }
         rounds = {}
         try:

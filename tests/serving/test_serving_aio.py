@@ -166,7 +166,9 @@ def test_grpc_processes_share_the_port_and_stop_together(testdata):
         assert len(children) == 1, children
         child = int(children[0])
         with open(f"/proc/{child}/cmdline") as f:
-            assert "--grpc_reuseport=true" in f.read().split("\0")
+            child_args = f.read().split("\0")
+        # Every process shares the port, and takes the parent's GIL switch interval (its default here).
+        assert "--grpc_reuseport=true" in child_args and "--gil_switch_interval_ms=1.0" in child_args
 
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "half"

@@ -96,6 +96,8 @@ def test_serve_refuses_bad_batching_and_backend(tmp_path, monkeypatch):
         serve_cli.main(_serve_args(*common, "--enable_batching", f"--batching_parameters_file={bad}"))
     with pytest.raises(UserError, match="needs --enable_batching"):
         serve_cli.main(_serve_args(*common, f"--batching_parameters_file={bad}"))
+    with pytest.raises(UserError, match="--gil_switch_interval_ms must be > 0"):
+        serve_cli.main(_serve_args(*common, "--gil_switch_interval_ms=0"))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(UserError, match="tensorflow_model_server is not on PATH"):
         serve_cli.main(_serve_args(f"--model_base_path={tmp_path / 'm'}", "--backend=tfserving"))
