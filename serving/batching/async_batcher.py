@@ -4,7 +4,7 @@ The thread-per-request front end batches with leader/follower threads (`batcher.
 every waiting request is a parked thread, and every batch costs a wake-up per request. On the
 event loop a waiting request is a future: tasks queue on the loop thread, and a batch runs (on the
 loop, see INLINE_MAX_SIZE) once the loop has no other callback due, i.e. once it has received and
-decoded the requests it has in hand (at most MAX_DEFERRALS iterations later); the batch's end
+decoded the requests it has in hand (at most MAX_WAIT_S later); the batch's end
 resolves its futures. So under load one Session run serves many requests without any thread
 hand-off, and an idle server runs a lone request at once.
 
@@ -36,22 +36,29 @@ from serving.util.errors import internal_error, unavailable
 # run, is the bottleneck, and the hand-off adds GIL traffic), and a lone request's p50 was ~1.0 ms
 # handed off against ~0.8 ms on the loop. So by default every batch runs on the loop.
 INLINE_MAX_SIZE = 1 << 30
-# A pending batch waits at most this many loop iterations for the other due callbacks (see _pump).
-# Measured in bench/serving_latency (16 clients, shared 2-CPU machine): without waiting, batches
-# averaged 1.1 requests (each request reaches the handler in its own loop iteration, so the batch
-# ran before the next one arrived) and the server spent ~590 us CPU per request; waiting up to 8
-# iterations gave 1.6 per batch, up to 64 gave 5-9 and ~405 us per request. TF Serving's batch
-# thread likewise takes a batch when it has finished the previous one, not per arrival.
-MAX_DEFERRALS = 64
-# While the loop has nothing else due, a pending batch also waits (up to MAX_DEFERRALS iterations)
-# until it holds as many requests as batches have lately held: an exponential moving average of
-# batch sizes with this weight. Under load the loop often has nothing due while clients are still
-# sending their next requests, so a batch ran with 1 of 16 clients' requests and kept the average
-# at 1. Measured with the pipeline's pushed taxi model, 16 clients, batching as bench/serving_latency
-# sets it (`python -m bench.serving_latency --home HOME`, HOME a pipeline run's home), servers side
-# by side, 4 rotating rounds: 1,480 req/s without this wait, 1,700 waiting for the last batch's
-# size, 2,150 with weight 0.3, 2,310 with 0.1. A lone client's batches hold 1, so it never waits;
-# after a burst the average falls below 1.5 within ~13 batches.
+# A pending batch waits, at most this long, while other callbacks are due on the loop or (below) while
+# it holds fewer requests than recent batches held (see _pump); each wait is one loop iteration, in
+# which the loop also takes whatever arrived. Without waiting, batches averaged 1.1 requests (each
+# request reaches the handler in its own loop iteration) and the server spent ~590 us CPU per request.
+# The cap was 64 iterations (~0.2-0.3 ms) while Python's 5 ms GIL switch interval delayed arrivals
+# anyway; with the server's 1 ms interval (model_servers/main.py) the requests of the clients just
+# answered arrive within the wait, and a longer one lets the batch take them. Measured with the
+# pipeline's pushed model, 16 clients, batching, servers side by side (ad hoc probe of
+# bench/serving_latency's servers, 8 rounds of 3 s, 2026-12-02), rate against the do-nothing server:
+# 64 iterations 0.616 / 0.650, 256 0.802, 1,024 (~3 ms) 0.879 / 0.906, 4,096 0.734; capped by time:
+# 1 ms 0.729, 2 ms 0.891, 4 ms 0.825; server CPU per request 394-400 us at 64 iterations, 295 us at
+# 2 ms. TF Serving's batch thread likewise takes a batch when it has finished the previous one.
+MAX_WAIT_S = 0.002
+# While the loop has nothing else due, a pending batch also waits (up to MAX_WAIT_S) until it holds
+# as many requests as batches have lately held: an exponential moving average of batch sizes with this
+# weight. Under load the loop often has nothing due while clients are still sending their next
+# requests, so a batch ran with 1 of 16 clients' requests and kept the average at 1. Measured with
+# the pipeline's pushed taxi model, 16 clients, batching as bench/serving_latency sets it
+# (`python -m bench.serving_latency --home HOME`, HOME a pipeline run's home), servers side by side,
+# 4 rotating rounds (64-iteration cap): 1,480 req/s without this wait, 1,700 waiting for the last
+# batch's size, 2,150 with weight 0.3, 2,310 with 0.1 (0.03 and 0.3 against 0.1 again on 2026-12-02:
+# within the noise). A lone client's batches hold 1, so it never waits; after a burst the average
+# falls below 1.5 within ~13 batches.
 EXPECTED_WEIGHT = 0.1
 
 
@@ -70,6 +77,7 @@ class AsyncBatchQueue:
         self._scheduled = False
         self._deferred = 0
         self._expected = 1.0  # recent batches' size (EXPECTED_WEIGHT): what the next one waits for
+        self._waiting_since = 0.0  # when the pending batch first waited (MAX_WAIT_S)
 
     async def submit(self, inputs: Mapping[str, np.ndarray], size: int) -> Dict[str, np.ndarray]:
         o = self._options
@@ -90,15 +98,19 @@ class AsyncBatchQueue:
     def _pump(self) -> None:
         o = self._options
         ready = getattr(self._loop, "_ready", None)  # asyncio's queue of callbacks due this iteration
-        if (self._pending and self._deferred < MAX_DEFERRALS and self._queued_size < o.max_batch_size
-                and self._in_flight < o.num_batch_threads and (ready or self._queued_size + 0.5 < self._expected)):
+        if (self._pending and self._queued_size < o.max_batch_size and self._in_flight < o.num_batch_threads
+                and (ready or self._queued_size + 0.5 < self._expected)):
             # Other callbacks are due (requests being received, decoded, answered): they may queue
             # more tasks; or recent batches were bigger than this one is yet: their clients are
             # sending their next requests. Run the batch after them, so under load a batch takes
             # every request the loop has in hand; an idle loop with a lone client runs it at once.
-            self._deferred += 1
-            self._loop.call_soon(self._pump)
-            return
+            now = time.monotonic()
+            if self._deferred == 0:
+                self._waiting_since = now
+            if now - self._waiting_since < MAX_WAIT_S:
+                self._deferred += 1
+                self._loop.call_soon(self._pump)
+                return
         self._deferred = 0
         self._scheduled = False
         while self._in_flight < o.num_batch_threads and self._pending:
