@@ -186,3 +186,10 @@ def test_serving_default_falls_back_to_tf_transforms_graph_when_the_check_fails(
     assert dense is None and record["serving_default"] == "tf_transform" and "fare_bucket_xf" in record["why"]
     dense, record = run.serving_preprocessing(output, None)
     assert dense is None and "no raw eval examples" in record["why"]
+
+    def unbuildable(cls, *args):
+        raise KeyError("fare_xf")  # e.g. a preprocessing_fn edited for other data
+
+    monkeypatch.setattr(DensePreprocessing, "from_transform", classmethod(unbuildable))
+    dense, record = run.serving_preprocessing(output, raw_eval, limit=500)
+    assert dense is None and record["why"] == "the dense preprocessing could not be built: KeyError: 'fare_xf'"

@@ -229,7 +229,15 @@ def serving_preprocessing(tf_transform_output, raw_eval_files: Optional[str], li
     if not serialized:
         return None, {"serving_default": "tf_transform", "why": f"no raw eval examples in {raw_eval_files}"}
     serving_spec = {k: v for k, v in sorted(tf_transform_output.raw_feature_spec().items()) if k not in LABEL_ONLY_KEYS}
-    dense = DensePreprocessing.from_transform(tf_transform_output, serving_spec)
+    try:
+        # Built from trainer_module.features' groups: a preprocessing_fn edited for other data without
+        # them may not be probe-able at all, and TF-Transform's layer then serves, as on a mismatch.
+        dense = DensePreprocessing.from_transform(tf_transform_output, serving_spec)
+    except Exception as err:  # noqa: BLE001 - the fallback is always right; the reason is recorded
+        logging.warning("serving_default runs TF-Transform's own layer: the dense preprocessing could not be "
+                        "built", exc_info=True)
+        return None, {"serving_default": "tf_transform",
+                      "why": f"the dense preprocessing could not be built: {type(err).__name__}: {err}"}
     try:
         worst = dense.check_examples(tf_transform_output, serialized)
     except PreprocessingMismatch as err:
