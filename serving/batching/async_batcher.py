@@ -47,7 +47,9 @@ INLINE_MAX_SIZE = 1 << 30
 # bench/serving_latency's servers, 8 rounds of 3 s, 2026-12-02), rate against the do-nothing server:
 # 64 iterations 0.616 / 0.650, 256 0.802, 1,024 (~3 ms) 0.879 / 0.906, 4,096 0.734; capped by time:
 # 1 ms 0.729, 2 ms 0.891, 4 ms 0.825; server CPU per request 394-400 us at 64 iterations, 295 us at
-# 2 ms. TF Serving's batch thread likewise takes a batch when it has finished the previous one.
+# 2 ms. The wait is a busy one (the loop polls its sockets each iteration, so it costs the loop thread's
+# CPU, not latency for what arrives), and only under load: a lone client's batches run at once.
+# TF Serving's batch thread likewise takes a batch when it has finished the previous one.
 MAX_WAIT_S = 0.002
 # While the loop has nothing else due, a pending batch also waits (up to MAX_WAIT_S) until it holds
 # as many requests as batches have lately held: an exponential moving average of batch sizes with this
