@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer_module import features
-from trainer_module.dense_preprocessing import DensePreprocessing, PreprocessingMismatch, missing_value
+from trainer_module.dense_preprocessing import DensePreprocessing, PreprocessingMismatch, densify, missing_value
 
 SIGNATURE = "serving_raw"
 OUTPUT_KEY = "probabilities"
@@ -86,10 +86,7 @@ def read_raw_examples(file_pattern: str, dtypes: Mapping[str, tf.dtypes.DType], 
     for batch in dataset.batch(1024):
         parsed = tf.io.parse_example(batch, spec)
         for name, sparse in parsed.items():
-            default = missing_value(sparse.dtype)
-            dense = tf.sparse.to_dense(sparse, default_value=default)
-            dense = tf.concat([dense, tf.fill([tf.shape(dense)[0], 1], tf.constant(default, sparse.dtype))], axis=1)
-            columns[name].append(dense[:, 0].numpy())
+            columns[name].append(densify(sparse)[0].numpy())  # first value, or the missing-value marker
     merged = {name: np.concatenate(parts) for name, parts in columns.items()}
     labels = labels_from_columns(merged)
     return {name: merged[name] for name in dtypes}, labels
