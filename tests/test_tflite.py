@@ -105,12 +105,11 @@ def test_the_lite_preprocessing_is_refused_when_it_is_not_transforms(taxi_pipeli
     """The check the export runs can fail: one bucket boundary moved to a real fare makes fare_bucket_xf differ."""
     import tensorflow_transform as tft
 
-    from trainer_module import dense_preprocessing, tflite_export
-    from trainer_module.run import LABEL_ONLY_KEYS
+    from trainer_module import dense_preprocessing, features, tflite_export
 
     config, view = taxi_pipeline_result
     output = tft.TFTransformOutput(view.nodes["Transform"].output_uri("transform_graph"))
-    spec = {k: v for k, v in sorted(output.raw_feature_spec().items()) if k not in LABEL_ONLY_KEYS}
+    spec = features.serving_feature_spec(output.raw_feature_spec())
     columns = tflite_export.rows_to_columns(raw_rows, tflite_export.raw_input_specs(str(model_dir / "Format-Serving")))
     lite = dense_preprocessing.DensePreprocessing.from_transform(output, spec)
     assert max(lite.check(output, columns).values()) <= 1e-5

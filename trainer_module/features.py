@@ -14,6 +14,8 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "schema.pbtxt"
 LABEL_KEY = "big_tipper"
 LABEL_SOURCE_KEYS = ("tips", "fare")
 BIG_TIP_FRACTION = 0.2
+# Raw features only read to make the label: a client never sends them.
+LABEL_ONLY_KEYS = ("tips",)
 
 # Continuous values: log1p (heavy right tails: a few 1,000-mile "trips") then z-score.
 LOG_NUMERIC_FEATURES = ("fare", "trip_miles", "trip_seconds")
@@ -77,3 +79,8 @@ def label_from_row(row: Mapping[str, object]) -> Optional[int]:
     except (KeyError, TypeError, ValueError):
         return None
     return int(tips > BIG_TIP_FRACTION * fare)
+
+
+def serving_feature_spec(raw_feature_spec: Mapping) -> dict:
+    """The raw features a client sends (TF-Transform's raw feature spec without LABEL_ONLY_KEYS), by name."""
+    return {name: spec for name, spec in sorted(raw_feature_spec.items()) if name not in LABEL_ONLY_KEYS}

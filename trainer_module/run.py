@@ -22,8 +22,6 @@ from trainer_module.dense_preprocessing import DensePreprocessing, Preprocessing
 from trainer_module.model import build_model, cardinalities_from
 from trainer_module.settings import TRAINING_LOOPS, TrainingSettings  # noqa: F401  (re-exported)
 
-# Raw features only needed to make the label; absent when serving.
-LABEL_ONLY_KEYS = ("tips",)
 OUTPUT_KEY = "probabilities"
 # serving_default through TF-Transform's own layer (serving_default itself runs the dense preprocessing).
 TF_TRANSFORM_SIGNATURE = "serving_tf_transform"
@@ -172,7 +170,7 @@ def _serving_signatures(model, tf_transform_output, dense: Optional[DensePreproc
     """
     model.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = tf_transform_output.raw_feature_spec()
-    serving_spec = {k: v for k, v in raw_spec.items() if k not in LABEL_ONLY_KEYS}
+    serving_spec = features.serving_feature_spec(raw_spec)
     examples = tf.TensorSpec([None], tf.string, name="examples")
 
     @tf.function(input_signature=[examples], autograph=False)
@@ -228,7 +226,7 @@ def serving_preprocessing(tf_transform_output, raw_eval_files: Optional[str], li
     serialized = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit)] if files else []
     if not serialized:
         return None, {"serving_default": "tf_transform", "why": f"no raw eval examples in {raw_eval_files}"}
-    serving_spec = {k: v for k, v in sorted(tf_transform_output.raw_feature_spec().items()) if k not in LABEL_ONLY_KEYS}
+    serving_spec = features.serving_feature_spec(tf_transform_output.raw_feature_spec())
     try:
         # Built from trainer_module.features' groups: a preprocessing_fn edited for other data without
         # them may not be probe-able at all, and TF-Transform's layer then serves, as on a mismatch.

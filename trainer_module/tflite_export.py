@@ -144,10 +144,7 @@ def undistributed_copy(model, tf_transform_output):
 
 def lite_function(model, tf_transform_output, preprocessing: Optional[DensePreprocessing] = None):
     """serving_raw for TF Lite: the same inputs and output, the preprocessing in TF Lite's own ops."""
-    from trainer_module.run import LABEL_ONLY_KEYS
-
-    raw_spec = tf_transform_output.raw_feature_spec()
-    serving_spec = {k: v for k, v in sorted(raw_spec.items()) if k not in LABEL_ONLY_KEYS}
+    serving_spec = features.serving_feature_spec(tf_transform_output.raw_feature_spec())
     preprocessing = preprocessing or DensePreprocessing.from_transform(tf_transform_output, serving_spec)
     inputs = [tf.TensorSpec([None], spec.dtype, name=name) for name, spec in serving_spec.items()]
     used = set(DensePreprocessing.inputs())
@@ -420,9 +417,7 @@ def _export_into(out_dir: str, model, tf_transform_output, saved_model_dir: str,
     columns = labels = None
     if raw_eval_pattern:
         columns, labels = read_raw_examples(raw_eval_pattern, dtypes, eval_limit)
-    from trainer_module.run import LABEL_ONLY_KEYS
-
-    serving_spec = {k: v for k, v in sorted(tf_transform_output.raw_feature_spec().items()) if k not in LABEL_ONLY_KEYS}
+    serving_spec = features.serving_feature_spec(tf_transform_output.raw_feature_spec())
     # The Trainer hands over the preprocessing it built for serving_default (probing the Transform once).
     preprocessing = preprocessing or DensePreprocessing.from_transform(tf_transform_output, serving_spec)
     # Refuse a TF Lite model whose preprocessing is not TF-Transform's (checked on the raw eval rows).
