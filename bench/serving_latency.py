@@ -50,6 +50,11 @@ BATCHING = "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 0 }\nnum
            "max_enqueued_batches { value: 1000 }\n"
 
 
+def child_env() -> dict:
+    """The environment of a process the bench starts: this checkout importable, legacy Keras, TF quiet."""
+    return dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (the kernel picks it), for a server the bench starts."""
     with socket.socket() as s:
@@ -111,7 +116,7 @@ def _start_server(base: Path, port: int, batching_file: str = None, aio: bool = 
     if processes > 1:
         argv += [f"--grpc_processes={processes}"]
     argv += list(extra_args)
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    env = child_env()
     return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
 
 
@@ -212,14 +217,14 @@ def _measure_floor_in_child(version_dir: str, serialized: bytes, n: int) -> Dict
     loaded model nor TensorFlow's runtime threads, which would share its cores and its GC with the
     16-client phases that follow (measured side by side: 0.78x the do-nothing server with the floor
     measured in the load generator, 0.81-0.90x without)."""
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    env = child_env()
     done = subprocess.run([sys.executable, "-m", "bench.serving_latency", "--floor-child", version_dir, str(n),
                            serialized.hex()], env=env, capture_output=True, text=True, cwd=str(REPO), check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _start_helper_server(*flag_args: str) -> subprocess.Popen:
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    env = child_env()
     return subprocess.Popen([sys.executable, "-m", "bench.serving_latency", *flag_args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
 

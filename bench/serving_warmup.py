@@ -140,7 +140,7 @@ def start_model_server(base: Path, port: int, warmup: bool, server_args=(), poll
             "serve", "--backend", "standin", f"--port={port}", "--rest_api_port=0", "--model_name=taxi",
             f"--model_base_path={base}", f"--file_system_poll_wait_seconds={poll_s}",
             f"--enable_model_warmup={'true' if warmup else 'false'}", *server_args]
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    env = serving_latency.child_env()
     return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
 
 

@@ -116,10 +116,7 @@ class ModelManager:
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self._poll_wait_s):
-            try:
-                self.poll_once()
-            except Exception:  # keep polling: one bad scan must not stop version updates
-                log.exception("model poll failed")
+            self._manage_state()
 
     def poll_once(self) -> None:
         """Scan every base path and converge loaded versions towards the aspired ones."""
@@ -166,12 +163,14 @@ class ModelManager:
             self._submit(self._unload, record, model.config.name)
 
     def _manage_state(self) -> None:
+        """One poll from the poll loop or a state tick; logged, not raised: one bad scan must not stop
+        version updates (the next poll converges again)."""
         if self._stop.is_set():
             return  # stop() unloads what is left
         try:
             self.poll_once()
-        except Exception:  # noqa: BLE001 - the next poll converges again
-            log.exception("model state update failed")
+        except Exception:  # noqa: BLE001
+            log.exception("model poll failed")
 
     def _load(self, model: _Model, record: _Version) -> None:
         name, path = model.config.name, record.path
