@@ -165,8 +165,14 @@ def test_grpc_processes_share_the_port_and_stop_together(testdata):
         children = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) == 1, children
         child = int(children[0])
-        with open(f"/proc/{child}/cmdline") as f:
-            child_args = f.read().split("\0")
+        # The child can be seen between fork and exec (its cmdline then empty or the parent's): wait for the exec.
+        deadline = time.monotonic() + 60
+        while True:
+            with open(f"/proc/{child}/cmdline") as f:
+                child_args = f.read().split("\0")
+            if "--grpc_reuseport=true" in child_args or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         # Every process shares the port, and takes the parent's GIL switch interval (its default here).
         assert "--grpc_reuseport=true" in child_args and "--gil_switch_interval_ms=1.0" in child_args
 
