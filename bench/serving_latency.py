@@ -294,6 +294,39 @@ def _one_client(target: str, request, n: int) -> Dict[str, float]:
         return _summary(latencies, time.perf_counter() - start)
 
 
+def process_tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads, and its live descendants (a
+    `--grpc_processes` server's other processes), from /proc."""
+    total = 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                total += sum(process_tree_cpu_s(int(child)) for child in f.read().split())
+    except FileNotFoundError:  # the process (or a thread) ended meanwhile
+        pass
+    return total
+
+
+def _with_cpu(measure, server_pid: int) -> Dict[str, float]:
+    """`measure()` plus the CPU per request it took, the server's and this process's (the load generator's).
+
+    On this machine the 16-client phases keep both cores busy, so a server's rate is set by the CPU
+    per request of the server and the load generator together: rate ~ cores / (server + load generator).
+    """
+    server_before, own_before, start = process_tree_cpu_s(server_pid), time.process_time(), time.perf_counter()
+    result = measure()
+    wall = time.perf_counter() - start
+    server_s, own_s = process_tree_cpu_s(server_pid) - server_before, time.process_time() - own_before
+    requests = max(result["requests"], 1)
+    result["server_cpu_us_per_request"] = server_s / requests * 1e6
+    result["load_generator_cpu_us_per_request"] = own_s / requests * 1e6
+    result["cores_busy"] = (server_s + own_s) / wall
+    return result
+
+
 def _many_clients(target: str, request, clients: int, seconds: float) -> Dict[str, float]:
     """`clients` concurrent clients, each with its own channel, each one request in flight.
 
@@ -441,8 +474,8 @@ def main(argv=None) -> int:
             for key, (label, _) in SERVERS.items():
                 target = f"127.0.0.1:{ports[key]}"
                 phases_in_order.append((f"1 client: {label}", lambda t=target: _one_client(t, request, n)))
-                phases_in_order.append((f"{args.clients} clients: {label}", lambda t=target: _many_clients(
-                    t, request, args.clients, seconds)))
+                phases_in_order.append((f"{args.clients} clients: {label}", lambda t=target, pid=servers[key].pid:
+                                        _with_cpu(lambda: _many_clients(t, request, args.clients, seconds), pid)))
             for r in range(args.rounds):
                 # Rotate the order each round, reverse it every other round and pause between phases,
                 # so no phase always follows the same one (TensorFlow's threads keep spinning briefly).
@@ -469,6 +502,7 @@ def main(argv=None) -> int:
         result["throughput_vs_floor_rate"] = result["throughput_rps"] / floor["throughput_rps"]
     results["phases"] = phases
     results["goals"] = _goals(phases, args.clients)
+    results["cpu_bound_estimate"] = _cpu_bound_estimate(phases, args.clients)
     results["load_avg_at_end"] = os.getloadavg()[0]
 
     print(f"model: {source}, version {version} ({base})")
@@ -477,8 +511,19 @@ def main(argv=None) -> int:
     print("-" * len(header))
     for name, r in phases.items():
         print(f"{name:66} {r['p50_ms']:7.3f} {r['p99_ms']:7.3f} {r['throughput_rps']:7.0f}")
+    print(f"CPU per request with {args.clients} clients (us; medians over rounds), and the cores the server and the "
+          f"load generator kept busy together ({os.cpu_count()} here):")
+    for name, r in phases.items():
+        if "server_cpu_us_per_request" in r:
+            print(f"  {name:64} server {r['server_cpu_us_per_request']:5.0f}  load generator "
+                  f"{r['load_generator_cpu_us_per_request']:5.0f}  cores busy {r['cores_busy']:.2f}")
     for goal, value in results["goals"].items():
         print(f"goal {goal}: {value['value']:.3f} (target {value['target']}) -> {'met' if value['met'] else 'NOT met'}")
+    estimate = results["cpu_bound_estimate"]
+    print(f"CPU-bound estimate of the {args.clients}-client ratio, {estimate['server']}: "
+          f"{estimate['ratio_from_cpu']:.3f} = (do-nothing {estimate['ceiling_cpu_us']:.0f} us) / (ours "
+          f"{estimate['ours_cpu_us']:.0f} us), server + load generator per request; for 0.8 ours must stay within "
+          f"{estimate['ours_cpu_us_for_0_8']:.0f} us")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")
@@ -511,6 +556,23 @@ def _goals(phases, clients: int):
         goals[f"{clients} clients: our rate / simple server's, {SERVERS[key][0]}"] = {
             "value": ratio, "target": "> 1", "met": ratio > 1}
     return goals
+
+
+def _cpu_bound_estimate(phases, clients: int, key: str = "aio_batched") -> Dict[str, object]:
+    """The rate ratio the CPU per request predicts when both cores are busy (rate ~ cores / CPU per
+    request of server and load generator together), beside the measured one: how much of the gap to
+    the do-nothing server is CPU, and how much CPU per request 0.8x allows."""
+    many = {k: phases[f"{clients} clients: {label}"] for k, (label, _) in SERVERS.items()}
+    ceiling = max(("noop", "noop_aio"), key=lambda k: many[k]["throughput_rps"])
+
+    def per_request(k):
+        return many[k]["server_cpu_us_per_request"] + many[k]["load_generator_cpu_us_per_request"]
+
+    return {"server": SERVERS[key][0], "ceiling": SERVERS[ceiling][0],
+            "ceiling_cpu_us": per_request(ceiling), "ours_cpu_us": per_request(key),
+            "ratio_from_cpu": per_request(ceiling) / per_request(key),
+            "ratio_measured": many[key]["throughput_rps"] / many[ceiling]["throughput_rps"],
+            "ours_cpu_us_for_0_8": per_request(ceiling) / 0.8}
 
 
 def _in_process_capacity(base: Path, request, clients: int, seconds: float, batching_text: str = None
