@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -59,16 +58,6 @@ def round_order(names: List[str], r: int) -> List[str]:
     return names[shift:] + names[:shift]
 
 
-def _start_variant(base: Path, port: int, batching_file: str, env: Dict[str, str], flags: List[str]):
-    saved = dict(os.environ)
-    os.environ.update(env)  # _start_server passes this process's environment on
-    try:
-        return latency._start_server(base, port, batching_file, aio=True, extra_args=flags)  # pylint: disable=protected-access
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def main(argv=None) -> int:
     from pipeline import configs
     from serving.client import ServingClient, raw_input_dtypes, row_to_example
@@ -99,7 +88,8 @@ def main(argv=None) -> int:
                 servers[name] = latency._start_helper_server(flag, str(ports[name]))  # pylint: disable=protected-access
             for name, env, flags in [("default", {}, [])] + variants:
                 ports[name] = latency.free_port()
-                servers[name] = _start_variant(base, ports[name], str(batching_file), env, flags)
+                servers[name] = latency._start_server(base, ports[name], str(batching_file), aio=True,  # pylint: disable=protected-access
+                                                      extra_args=flags, extra_env=env)
             for name in DO_NOTHING:
                 latency._wait_for_port(ports[name], 300)  # pylint: disable=protected-access
             ours = ["default"] + [name for name, _, _ in variants]

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -50,9 +50,10 @@ BATCHING = "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 0 }\nnum
            "max_enqueued_batches { value: 1000 }\n"
 
 
-def child_env() -> dict:
-    """The environment of a process the bench starts: this checkout importable, legacy Keras, TF quiet."""
-    return dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+def child_env(extra: Optional[Mapping[str, str]] = None) -> dict:
+    """The environment of a process the bench starts: this checkout importable, legacy Keras, TF quiet,
+    plus `extra` (a variant's own variables, bench/serving_ab)."""
+    return dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO), **(extra or {}))
 
 
 def free_port() -> int:
@@ -105,7 +106,7 @@ def _measure_floor(version_dir: str, serialized: bytes, n: int) -> Dict[str, flo
 
 
 def _start_server(base: Path, port: int, batching_file: str = None, aio: bool = False, processes: int = 1,
-                  extra_args=()) -> subprocess.Popen:
+                  extra_args=(), extra_env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:
     argv = [sys.executable, "-m", "serving.model_servers.main",
             "--backend", "standin", f"--port={port}", "--rest_api_port=0", "--model_name=taxi",
             f"--model_base_path={base}", "--file_system_poll_wait_seconds=30",
@@ -116,7 +117,7 @@ def _start_server(base: Path, port: int, batching_file: str = None, aio: bool = 
     if processes > 1:
         argv += [f"--grpc_processes={processes}"]
     argv += list(extra_args)
-    env = child_env()
+    env = child_env(extra_env)
     return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
 
 
@@ -294,14 +295,19 @@ def _one_client(target: str, request, n: int) -> Dict[str, float]:
         return _summary(latencies, time.perf_counter() - start)
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (all its threads), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_tree_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process, all its threads, and its live descendants (a
     `--grpc_processes` server's other processes), from /proc."""
     total = 0.0
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total += process_cpu_s(pid)
         for tid in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{tid}/children") as f:
                 total += sum(process_tree_cpu_s(int(child)) for child in f.read().split())
@@ -536,7 +542,7 @@ def _goals(phases, clients: int):
     one = {key: phases[f"1 client: {label}"] for key, (label, _) in SERVERS.items()}
     many = {key: phases[f"{clients} clients: {label}"] for key, (label, _) in SERVERS.items()}
     ceiling_p50 = min(one["noop"]["p50_ms"], one["noop_aio"]["p50_ms"])
-    ceiling_rate = max(many["noop"]["throughput_rps"], many["noop_aio"]["throughput_rps"])
+    ceiling_rate = many[_fastest_do_nothing(many)]["throughput_rps"]
     budget = ceiling_p50 + phases[FLOOR]["p50_ms"]
     goals = {}
     for key in ("aio_unbatched", "aio_batched", "threads_batched"):
@@ -558,12 +564,17 @@ def _goals(phases, clients: int):
     return goals
 
 
+def _fastest_do_nothing(many) -> str:
+    """The do-nothing server with the higher 16-client rate: the transport ceiling."""
+    return max(("noop", "noop_aio"), key=lambda k: many[k]["throughput_rps"])
+
+
 def _cpu_bound_estimate(phases, clients: int, key: str = "aio_batched") -> Dict[str, object]:
     """The rate ratio the CPU per request predicts when both cores are busy (rate ~ cores / CPU per
     request of server and load generator together), beside the measured one: how much of the gap to
     the do-nothing server is CPU, and how much CPU per request 0.8x allows."""
     many = {k: phases[f"{clients} clients: {label}"] for k, (label, _) in SERVERS.items()}
-    ceiling = max(("noop", "noop_aio"), key=lambda k: many[k]["throughput_rps"])
+    ceiling = _fastest_do_nothing(many)
 
     def per_request(k):
         return many[k]["server_cpu_us_per_request"] + many[k]["load_generator_cpu_us_per_request"]

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from bench.serving_ab import parse_variant, round_order, summarize
-from bench.serving_latency import process_tree_cpu_s
+from bench.serving_latency import process_cpu_s, process_tree_cpu_s
 
 
 def test_a_variant_spec_gives_its_environment_and_server_flags():
@@ -53,14 +53,9 @@ def test_the_cpu_of_a_process_tree_counts_its_children():
         deadline = time.monotonic() + 30
         while process_tree_cpu_s(parent.pid) < 1.0 and time.monotonic() < deadline:
             time.sleep(0.1)
-        own = _own_cpu_s(parent.pid)
+        own = process_cpu_s(parent.pid)
         assert process_tree_cpu_s(parent.pid) >= 1.0 > own + 0.5  # the child's second is counted, not the parent's
     finally:
         os.killpg(parent.pid, signal.SIGKILL)  # the child too
         parent.wait()
 
-
-def _own_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
