@@ -16,9 +16,28 @@ IMAGE      ?= taxi-pipeline:dev
 BASE_IMAGE ?= python:3.10-slim
 LOCAL_BASE ?= localhost/taxi-python:3.10-slim
 
-.PHONY: setup run test bench compile image base-image container-tools report clean
+.PHONY: setup run test bench compile image base-image container-tools grpc-frontend grpc-frontend-tools report clean
+
+# The compiled gRPC front end of `serve` (serving/model_servers/grpc_frontend): built by `make setup`
+# when Debian's gRPC C++ library is installed (`make grpc-frontend-tools`, root); without it `serve`
+# runs its grpc.aio front end and says so.
+FRONTEND_DIR := serving/model_servers/grpc_frontend
+FRONTEND     := $(FRONTEND_DIR)/build/grpc_frontend
 
 setup: $(STAMP)
+	@if pkg-config --exists grpc++ 2>/dev/null && command -v g++ >/dev/null; then $(MAKE) -s grpc-frontend; \
+	 else echo "note: gRPC C++ not installed ('make grpc-frontend-tools' as root): serve will use its grpc.aio front end"; fi
+
+grpc-frontend: $(FRONTEND)
+
+$(FRONTEND): $(FRONTEND_DIR)/grpc_frontend.cc
+	@mkdir -p $(@D)
+	g++ -O2 -std=c++17 -Wall -o $@.tmp $< $$(pkg-config --cflags --libs grpc++ grpc) -lpthread && mv $@.tmp $@
+
+# Debian packages the compiled gRPC front end builds with (root, apt): g++ and gRPC C++.
+grpc-frontend-tools:
+	@command -v g++ >/dev/null && pkg-config --exists grpc++ 2>/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ pkg-config libgrpc++-dev >/dev/null; }
 
 $(STAMP): setup.py constraints.txt
 	@test -n "$(PYTHON)" || { echo "error: Python 3.10 not found on PATH or under pyenv; install it (e.g. 'pyenv install 3.10') and retry" >&2; exit 1; }

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
                 servers[name] = latency._start_helper_server(flag, str(ports[name]))  # pylint: disable=protected-access
             for name, env, flags in [("default", {}, [])] + variants:
                 ports[name] = latency.free_port()
-                servers[name] = latency._start_server(base, ports[name], str(batching_file), aio=True,  # pylint: disable=protected-access
+                servers[name] = latency._start_server(base, ports[name], str(batching_file), front=None,  # pylint: disable=protected-access
                                                       extra_args=flags, extra_env=env)
             for name in DO_NOTHING:
                 latency._wait_for_port(ports[name], 300)  # pylint: disable=protected-access

@@ -7,9 +7,9 @@ Measures, in one run on one model version, every server in its own process, as d
   thread-pool server and on grpc.aio: no server built on grpcio can beat the faster of the two;
 - the simplest server a user would write instead: `tf.saved_model.load` + a PredictionService
   servicer (tf.make_ndarray in, the signature function, tf.make_tensor_proto out);
-- ours: the grpc.aio front end (the default) unbatched and batched, and the thread-pool front end
-  (`--grpc_aio=false`, the previous design) with batching; each batched one also as two
-  processes on one port (`--grpc_processes=2`);
+- ours: the compiled front end (the default when built: C++ gRPC in a child process, the model in
+  Python) and the grpc.aio front end (`--grpc_compiled=false`), each unbatched and batched, and the
+  thread-pool front end (`--grpc_aio=false`, the first design) with batching;
 each with 1 client (sequential Predict calls, one example each) and 16 concurrent clients
 (grpc.aio coroutines in this process, one channel each). Phases rotate (and reverse) across
 rounds and each figure is the median over rounds, so a burst of load from other processes cannot
@@ -105,15 +105,19 @@ def _measure_floor(version_dir: str, serialized: bytes, n: int) -> Dict[str, flo
     return _summary(latencies, time.perf_counter() - start)
 
 
-def _start_server(base: Path, port: int, batching_file: str = None, aio: bool = False, processes: int = 1,
-                  extra_args=(), extra_env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:
+FRONT_END_FLAGS = {"compiled": ["--grpc_compiled=true"], "aio": ["--grpc_compiled=false"],
+                   "threads": ["--grpc_compiled=false", "--grpc_aio=false"]}
+
+
+def _start_server(base: Path, port: int, batching_file: str = None, front: Optional[str] = "compiled",
+                  processes: int = 1, extra_args=(), extra_env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:
     argv = [sys.executable, "-m", "serving.model_servers.main",
             "--backend", "standin", f"--port={port}", "--rest_api_port=0", "--model_name=taxi",
             f"--model_base_path={base}", "--file_system_poll_wait_seconds=30",
             *SESSION_FLAGS]
     if batching_file:
         argv += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
-    argv += [f"--grpc_aio={'true' if aio else 'false'}"]  # grpc.aio is the default front end
+    argv += FRONT_END_FLAGS[front] if front else []  # None: the server's default front end
     if processes > 1:
         argv += [f"--grpc_processes={processes}"]
     argv += list(extra_args)
@@ -383,13 +387,13 @@ SERVERS = {  # key: (label, kind)
     "noop_aio": ("do-nothing grpcio server (grpc.aio)", "noop"),
     "simple": ("simple user server (tf.saved_model.load + servicer)", "simple"),
     "threads_batched": ("ours, --grpc_aio=false (thread pool), batching", "ours"),
-    "threads_batched_2p": ("ours, --grpc_aio=false (thread pool), batching, --grpc_processes=2", "ours"),
-    "aio_unbatched": ("ours, grpc.aio (default), no batching", "ours"),
-    "aio_batched": ("ours, grpc.aio (default), batching", "ours"),
-    "aio_batched_2p": ("ours, grpc.aio (default), batching, --grpc_processes=2", "ours"),
-    # The default server with Python's own GIL switch interval (serving/model_servers/main.py: GIL_SWITCH_INTERVAL_MS).
-    "aio_batched_switch5": ("ours, grpc.aio (default), batching, --gil_switch_interval_ms=5", "ours"),
+    "aio_unbatched": ("ours, --grpc_compiled=false (grpc.aio), no batching", "ours"),
+    "aio_batched": ("ours, --grpc_compiled=false (grpc.aio), batching", "ours"),
+    "compiled_unbatched": ("ours, compiled front end (default), no batching", "ours"),
+    "compiled_batched": ("ours, compiled front end (default), batching", "ours"),
 }
+FRONT_ENDS = {"threads_batched": "threads", "aio_unbatched": "aio", "aio_batched": "aio",
+              "compiled_unbatched": "compiled", "compiled_batched": "compiled"}
 FLOOR = "floor (in-process signature call)"
 
 
@@ -447,13 +451,8 @@ def main(argv=None) -> int:
             "noop": _start_helper_server("--noop-server", str(ports["noop"])),
             "noop_aio": _start_helper_server("--noop-aio-server", str(ports["noop_aio"])),
             "simple": _start_helper_server("--simple-server", str(ports["simple"]), versions[version]),
-            "threads_batched": _start_server(base, ports["threads_batched"], str(batching_file)),
-            "threads_batched_2p": _start_server(base, ports["threads_batched_2p"], str(batching_file), processes=2),
-            "aio_unbatched": _start_server(base, ports["aio_unbatched"], aio=True),
-            "aio_batched": _start_server(base, ports["aio_batched"], str(batching_file), aio=True),
-            "aio_batched_2p": _start_server(base, ports["aio_batched_2p"], str(batching_file), aio=True, processes=2),
-            "aio_batched_switch5": _start_server(base, ports["aio_batched_switch5"], str(batching_file), aio=True,
-                                                 extra_args=["--gil_switch_interval_ms=5"]),
+            **{key: _start_server(base, ports[key], str(batching_file) if key.endswith("_batched") else None,
+                                  front=front) for key, front in FRONT_ENDS.items()},
         }
         rounds = {}
         try:
@@ -545,19 +544,19 @@ def _goals(phases, clients: int):
     ceiling_rate = many[_fastest_do_nothing(many)]["throughput_rps"]
     budget = ceiling_p50 + phases[FLOOR]["p50_ms"]
     goals = {}
-    for key in ("aio_unbatched", "aio_batched", "threads_batched"):
+    for key in ("compiled_unbatched", "compiled_batched", "aio_unbatched", "aio_batched", "threads_batched"):
         ratio = one[key]["p50_ms"] / budget
         goals[f"1 client p50 / (ceiling p50 + floor p50), {SERVERS[key][0]}"] = {
             "value": ratio, "target": "<= 1.15", "met": ratio <= 1.15}
-    for key in ("aio_batched", "aio_batched_2p", "threads_batched", "threads_batched_2p"):
+    for key in ("compiled_batched", "aio_batched", "threads_batched"):
         ratio = many[key]["throughput_rps"] / ceiling_rate
         goals[f"{clients} clients rate / do-nothing server's rate, {SERVERS[key][0]}"] = {
             "value": ratio, "target": ">= 0.8", "met": ratio >= 0.8}
-    for key in ("aio_unbatched", "aio_batched", "threads_batched"):
+    for key in ("compiled_unbatched", "compiled_batched", "aio_unbatched", "aio_batched", "threads_batched"):
         ratio = one["simple"]["p50_ms"] / one[key]["p50_ms"]
         goals[f"1 client: simple server's p50 / ours, {SERVERS[key][0]}"] = {
             "value": ratio, "target": "> 1", "met": ratio > 1}
-    for key in ("aio_batched", "aio_batched_2p", "threads_batched", "threads_batched_2p"):
+    for key in ("compiled_batched", "aio_batched", "threads_batched"):
         ratio = many[key]["throughput_rps"] / many["simple"]["throughput_rps"]
         goals[f"{clients} clients: our rate / simple server's, {SERVERS[key][0]}"] = {
             "value": ratio, "target": "> 1", "met": ratio > 1}
@@ -569,7 +568,7 @@ def _fastest_do_nothing(many) -> str:
     return max(("noop", "noop_aio"), key=lambda k: many[k]["throughput_rps"])
 
 
-def _cpu_bound_estimate(phases, clients: int, key: str = "aio_batched") -> Dict[str, object]:
+def _cpu_bound_estimate(phases, clients: int, key: str = "compiled_batched") -> Dict[str, object]:
     """The rate ratio the CPU per request predicts when both cores are busy (rate ~ cores / CPU per
     request of server and load generator together), beside the measured one: how much of the gap to
     the do-nothing server is CPU, and how much CPU per request 0.8x allows."""

@@ -30,16 +30,13 @@ from grpc import aio
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.batching import async_batcher
+from serving.model_servers import predict_plan
 from serving.core.request_logger import log_request
 from serving.servables import handlers
-from serving.servables.servable import DEFAULT_SIGNATURE
 from serving.util import metrics as metrics_lib
-from serving.util import tensors, wire
 from serving.util.errors import ServingError, internal_error
 
 log = logging.getLogger("serving")
-
-MAX_PLANS = 256  # per servable version: (signature, input names, output filter) combinations that passed
 
 
 def _with_api(api, handler, manager, request):
@@ -61,74 +58,21 @@ def _in_worker(handler, api=None):
         started = time.perf_counter()
         try:
             response = await self._loop.run_in_executor(self._pool, call, self._manager, request)
-            if metrics is not None:
-                _record(metrics, request, api, "OK", started)
+            predict_plan.record(metrics, request, api, "OK", started)
             return response
         except ServingError as err:
             error = err
         except Exception as err:  # noqa: BLE001 - report, do not crash the server
             error = internal_error(err, handler.__name__)
-        if metrics is not None:
-            _record(metrics, request, api, error.code.name, started)
+        predict_plan.record(metrics, request, api, error.code.name, started)
         await context.abort(error.code, error.message)
     method.__name__ = handler.__name__
     return method
 
 
-def _record(metrics, request, api, status, started) -> None:
-    spec = request.model_spec
-    metrics.record_request(spec.name, api, spec.signature_name or DEFAULT_SIGNATURE, "GRPC", status, started)
-
-
-class _PredictPlan:
-    """What one (servable version, signature, input names, output filter) needs per request once a
-    first request has passed every check of predict_prepare: later requests with the same names
-    only decode their tensors (and their dtypes are checked) and get response bytes directly."""
-
-    __slots__ = ("sig", "inputs", "output_keys", "encoder", "batched")
-
-    def __init__(self, servable, sig, output_keys):
-        self.sig = sig
-        self.inputs = tuple((alias, sig.inputs[alias].dtype) for alias in sorted(sig.inputs))
-        self.output_keys = tuple(output_keys)
-        self.encoder = wire.ResponseEncoder(servable.name, servable.version, sig.name, self.output_keys,
-                                            {k: sig.outputs[k].dtype for k in self.output_keys})
-        self.batched = servable.batcher is not None and sig.batchable
-
-    def decode(self, servable, request_inputs):
-        """predict_prepare's input decoding and checks, in its order (values, then dtypes)."""
-        arrays, mismatch = {}, False
-        for alias, dtype in self.inputs:
-            proto = request_inputs[alias]
-            arrays[alias] = tensors.to_ndarray(proto, alias)
-            if proto.dtype != dtype:
-                mismatch = True
-        if mismatch:
-            servable.check_dtypes(self.sig, {alias: request_inputs[alias].dtype for alias, _ in self.inputs})
-        return arrays
-
-
-def _bytes_or_message(response) -> bytes:
-    return response if type(response) is bytes else response.SerializeToString()  # noqa: E721
-
-
 class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, manager, loop, pool: futures.Executor, metrics=None):
         self._manager, self._loop, self._pool, self._metrics = manager, loop, pool, metrics
-
-    @staticmethod
-    def _plan(servable, request, method_check: bool):
-        """The cached plan for this request's names (None when there is none yet) and its key.
-        Plans live on the servable (`aio_plans`), so they go with the version when it unloads.
-        An empty signature name is the default signature's (as in TF Serving's predict_util.cc), so
-        warmup records naming `serving_default` warm the plan of clients that name none: keyed by
-        the name as sent, the first such real request after warmup went through predict_prepare's
-        checks again (bench.serving_warmup --scenario new-version: first / median 1.05 before)."""
-        plans = servable.aio_plans
-        names = request.inputs
-        key = (request.model_spec.signature_name or DEFAULT_SIGNATURE,
-               tuple(names) if len(names) < 2 else tuple(sorted(names)), tuple(request.output_filter), method_check)
-        return plans.get(key), key
 
     async def Predict(self, request, context):
         metrics = self._metrics
@@ -138,31 +82,20 @@ class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer
             with self._manager.servable(spec) as servable:
                 response = await self.predict_on(servable, request)
             log_request(self._manager, "predict", request, response)  # bytes (fast path) are parsed only if sampled
-            if metrics is not None:
-                _record(metrics, request, "Predict", "OK", started)
+            predict_plan.record(metrics, request, "Predict", "OK", started)
             return response
         except ServingError as err:
             error = err
         except Exception as err:  # noqa: BLE001
             error = internal_error(err, "predict")
-        if metrics is not None:
-            _record(metrics, request, "Predict", error.code.name, started)
+        predict_plan.record(metrics, request, "Predict", error.code.name, started)
         await context.abort(error.code, error.message)
 
-    async def predict_on(self, servable, request):
-        """Predict on a held servable: the response's bytes (a plan's fast path) or a PredictResponse."""
-        method_check = handlers.signature_method_check(self._manager)
-        plan, key = self._plan(servable, request, method_check)
-        if plan is not None:
-            sig, output_keys = plan.sig, plan.output_keys
-            inputs = plan.decode(servable, request.inputs)
-        else:
-            sig, inputs, output_keys = handlers.predict_prepare(servable, request, method_check)
-            if len(request.inputs) == len(sig.inputs):  # every check passed; no defaults used
-                plan = _PredictPlan(servable, sig, output_keys)
-                if len(servable.aio_plans) < MAX_PLANS:
-                    servable.aio_plans[key] = plan
-        if plan is not None and plan.batched or plan is None and servable.batcher is not None and sig.batchable:
+    async def predict_on(self, servable, request) -> bytes:
+        """Predict on a held servable: the response's bytes."""
+        sig, inputs, output_keys, plan, batched = predict_plan.prepare(
+            servable, request, handlers.signature_method_check(self._manager))
+        if batched:
             run_started = time.perf_counter()
             results = await async_batcher.run_batched(servable.batcher, servable, sig, inputs, output_keys,
                                                       self._pool)
@@ -170,9 +103,7 @@ class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer
                 servable.metrics.record_runtime(servable.name, run_started)
         else:
             results = servable.run(sig, inputs, output_keys)  # = run_direct here
-        if plan is not None:
-            return plan.encoder.encode(results)
-        return handlers.predict_response(servable, sig, results, output_keys)
+        return predict_plan.response_bytes(servable, sig, results, output_keys, plan)
 
     Classify = _in_worker(handlers.classify, "Classify")
     Regress = _in_worker(handlers.regress, "Regress")
@@ -195,7 +126,7 @@ def add_prediction_service(service: AioPredictionService, server) -> None:
                           classification_pb2.ClassificationResponse.SerializeToString),
         "Regress": unary(service.Regress, regression_pb2.RegressionRequest,
                          regression_pb2.RegressionResponse.SerializeToString),
-        "Predict": unary(service.Predict, predict_pb2.PredictRequest, _bytes_or_message),
+        "Predict": unary(service.Predict, predict_pb2.PredictRequest, predict_plan.bytes_or_message),
         "MultiInference": unary(service.MultiInference, inference_pb2.MultiInferenceRequest,
                                 inference_pb2.MultiInferenceResponse.SerializeToString),
         "GetModelMetadata": unary(service.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest,
@@ -283,7 +214,7 @@ class AioGrpcServer:
 
         parsed = predict_pb2.PredictRequest.FromString(request.SerializeToString())
         future = asyncio.run_coroutine_threadsafe(self._service.predict_on(servable, parsed), self._loop)
-        return _bytes_or_message(future.result(timeout_s))
+        return predict_plan.bytes_or_message(future.result(timeout_s))
 
     def stop(self, grace_s: float = 2.0) -> None:
         loop, server = self._loop, self._server

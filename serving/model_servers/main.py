@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="BOOL",
                         help="stand-in only: serve gRPC on grpc.aio, one event loop instead of a thread per request "
                              "(default: true; false: grpcio's thread-pool server; see serving/README.md Speed)")
+    parser.add_argument("--grpc_compiled", "--grpc-compiled", nargs="?", const="true", default="auto",
+                        type=_auto_or_bool, metavar="auto|BOOL",
+                        help="stand-in only: serve gRPC in the compiled front end (C++ gRPC in a child process, "
+                             "the models here; `make grpc-frontend`). Default auto: when it is built and the "
+                             "transport is neither TLS nor --grpc_aio=false; see serving/README.md Speed")
     parser.add_argument("--grpc_processes", "--grpc-processes", type=int, default=1, metavar="N",
                         help="stand-in only: N server processes share the gRPC port (SO_REUSEPORT; each loads "
                              "the models and polls the model directory itself; REST on the first). Default 1")
@@ -58,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(sys.setswitchinterval; Python's own default is 5). Default %(default)s: gRPC's "
                              "poller thread hands every arrived request to the event loop under the GIL")
     flags.add_tf_serving_flags(parser)
+
+
+def _auto_or_bool(text: str):
+    """`auto` -> None, else a boolean flag value."""
+    return None if text.strip().lower() == "auto" else flags.parse_bool(text)
 
 
 class _Models:
@@ -157,6 +167,7 @@ def server_options(args, config):
                              num_request_iterations=args.num_request_iterations_for_warmup or 1),
         prometheus_path=prometheus_path,
         grpc_aio=getattr(args, "grpc_aio", True),
+        grpc_compiled=getattr(args, "grpc_compiled", None),
         grpc_reuseport=getattr(args, "grpc_reuseport", False) or getattr(args, "grpc_processes", 1) > 1)
 
 
@@ -208,6 +219,7 @@ def main(args, default_model=None) -> int:
         child_argv = flags.tfserving_argv(args, dict(overrides, rest_api_port=0)) + [
             f"--host={args.host}", "--backend=standin", f"--run_in_caller_thread={str(args.run_in_caller_thread).lower()}",
             f"--grpc_aio={str(args.grpc_aio).lower()}", "--grpc_reuseport=true",
+            f"--grpc_compiled={'auto' if args.grpc_compiled is None else str(args.grpc_compiled).lower()}",
             f"--gil_switch_interval_ms={args.gil_switch_interval_ms}"]
     if not args.gil_switch_interval_ms > 0:
         raise UserError(f"--gil_switch_interval_ms must be > 0, not {args.gil_switch_interval_ms}")

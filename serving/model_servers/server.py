@@ -22,6 +22,7 @@ from serving.core.request_logger import ServerRequestLogger
 from serving.model_servers.rest import RestServer
 from serving.servables import warmup
 from serving.servables.servable import SavedModelServable, session_config
+from serving.util.errors import ServerConfigError
 from serving.util.metrics import ServingMetrics
 
 log = logging.getLogger("serving")
@@ -63,6 +64,9 @@ class ServerOptions:
     # MonitoringConfig.prometheus_config: the REST path of the Prometheus page when enabled, else None.
     prometheus_path: Optional[str] = None
     grpc_aio: bool = True  # stand-in only: gRPC on grpc.aio (serving.model_servers.aio_service); False: thread pool
+    # stand-in only: gRPC in the compiled front end (serving.model_servers.compiled_frontend). None: when it
+    # is built and neither TLS nor grpc_aio=False asks for a Python one; True: required; False: never.
+    grpc_compiled: Optional[bool] = None
     grpc_reuseport: bool = False  # SO_REUSEPORT: several server processes share the port (processes.py)
 
 
@@ -88,6 +92,7 @@ class ModelServer:
         self._rest: Optional[RestServer] = None
         self.grpc_port: Optional[int] = None
         self.rest_port: Optional[int] = None
+        self.front_end = choose_front_end(options)
 
     def _load(self, name: str, version: int, path: str) -> SavedModelServable:
         started = time.monotonic()
@@ -132,7 +137,7 @@ class ModelServer:
     def _warm_predict(self, servable, request) -> None:
         """A warmup Predict record through the gRPC front end's own Predict path (see run_warmup)."""
         front = self._grpc
-        if self.options.grpc_aio and front is not None:
+        if self.front_end != "threads" and front is not None:
             front.warm_predict(servable, request)
         else:
             grpc_service.warm_predict(self.manager, servable, request)
@@ -162,7 +167,12 @@ class ModelServer:
             credentials = grpc.ssl_server_credentials(
                 [(o.tls.server_key, o.tls.server_cert)], root_certificates=o.tls.custom_ca,
                 require_client_auth=o.tls.client_verify)
-        if o.grpc_aio:
+        if self.front_end == "compiled":
+            from serving.model_servers.compiled_frontend import CompiledGrpcServer
+
+            self._grpc = CompiledGrpcServer(self.manager, grpc_options, max_workers=o.grpc_max_threads)
+            self.grpc_port = self._grpc.start(address)
+        elif self.front_end == "aio":
             from serving.model_servers.aio_service import AioGrpcServer
 
             self._grpc = AioGrpcServer(self.manager, grpc_options, max_workers=o.grpc_max_threads)
@@ -185,11 +195,11 @@ class ModelServer:
                 self.rest_port = self._rest.port
         except OSError as err:
             raise OSError(f"cannot listen for REST on {o.host}:{o.rest_port}: {err.strerror}") from None
-        if not o.grpc_aio:
-            self._grpc.start()  # the aio server serves from start(address) on
+        if self.front_end == "threads":
+            self._grpc.start()  # the other front ends serve from start(address) on
         self._warm_transport()
         # Counted from here on (the transport's own warm call above is not a client's request).
-        if o.grpc_aio:
+        if self.front_end != "threads":
             self._grpc.set_metrics(self.metrics)
         else:
             self._prediction_service.set_metrics(self.metrics)
@@ -205,7 +215,7 @@ class ModelServer:
             self._rest.stop()
             self._rest = None
         if self._grpc is not None:
-            if self.options.grpc_aio:
+            if self.front_end != "threads":
                 self._grpc.stop(grace_s)
             else:
                 self._grpc.stop(grace_s).wait()
@@ -221,6 +231,24 @@ class ModelServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def choose_front_end(options: ServerOptions) -> str:
+    """"compiled", "aio" or "threads" (see ServerOptions.grpc_compiled); ServerConfigError when the
+    compiled one is required and cannot be had."""
+    from serving.model_servers.compiled_frontend import frontend_binary
+
+    if options.grpc_compiled:
+        if options.tls is not None:
+            raise ServerConfigError("the compiled gRPC front end serves without TLS; drop --ssl_config_file or "
+                                    "use --grpc_compiled=false")
+        if frontend_binary() is None:
+            raise ServerConfigError("the compiled gRPC front end is not built: run 'make grpc-frontend' "
+                                    "(needs g++ and libgrpc++-dev: 'make grpc-frontend-tools' as root)")
+        return "compiled"
+    if options.grpc_compiled is None and options.grpc_aio and options.tls is None and frontend_binary() is not None:
+        return "compiled"
+    return "aio" if options.grpc_aio else "threads"
 
 
 def _bracket(host: str) -> str:

@@ -25,6 +25,9 @@ def running_server(config, wait_for=(), **options):
     # The default front end is grpc.aio; SERVING_TEST_GRPC_AIO=0 runs every serving test against the
     # thread-pool front end (--grpc_aio=false) instead.
     options.setdefault("grpc_aio", os.environ.get("SERVING_TEST_GRPC_AIO", "1") == "1")
+    # The compiled front end (the server's default once built) is tested by test_serving_compiled.py;
+    # SERVING_TEST_GRPC_COMPILED=1 runs every serving test on it wherever it applies (auto: not with TLS).
+    options.setdefault("grpc_compiled", None if os.environ.get("SERVING_TEST_GRPC_COMPILED") == "1" else False)
     server = ModelServer(ServerOptions(config=config, **options)).start()
     try:
         for name in wait_for:

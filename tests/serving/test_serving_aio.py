@@ -131,6 +131,14 @@ def test_aio_server_stops_and_frees_its_port(testdata):
         s.bind(("127.0.0.1", port))  # nothing listens any more
 
 
+def _cmdline(pid) -> list:
+    try:
+        with open(f"/proc/{pid}/cmdline") as f:
+            return f.read().split("\0")
+    except OSError:  # gone
+        return []
+
+
 def test_grpc_processes_share_the_port_and_stop_together(testdata):
     """--grpc_processes=2: a second whole server process answers on the same port (SO_REUSEPORT),
     shown by freezing the first one (SIGSTOP) and still getting half_plus_two's 3.0 for 2.0 on
@@ -162,17 +170,19 @@ def test_grpc_processes_share_the_port_and_stop_together(testdata):
                 port = int(match.group(1))
                 break
         assert port, "the server did not say its port"
-        children = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) == 1, children
-        child = int(children[0])
-        # The child can be seen between fork and exec (its cmdline then empty or the parent's): wait for the exec.
+        # The second server process: the parent's child whose argv carries --grpc_reuseport=true (a child seen
+        # between fork and exec shows the parent's argv, which does not; with the compiled front end built,
+        # each server process also has its front end as a child).
         deadline = time.monotonic() + 60
         while True:
-            with open(f"/proc/{child}/cmdline") as f:
-                child_args = f.read().split("\0")
-            if "--grpc_reuseport=true" in child_args or time.monotonic() > deadline:
+            children = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()
+            servers = [c for c in children if "--grpc_reuseport=true" in _cmdline(c)]
+            if servers or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
+        assert len(servers) == 1, children
+        child = int(servers[0])
+        child_args = _cmdline(child)
         # Every process shares the port, and takes the parent's GIL switch interval (its default here).
         assert "--grpc_reuseport=true" in child_args and "--gil_switch_interval_ms=1.0" in child_args
 

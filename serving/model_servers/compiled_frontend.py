@@ -1,0 +1,385 @@
+"""The Python side of the compiled gRPC front end (`--grpc_frontend=compiled`; the default once built).
+
+In the grpc.aio front end every request costs the event loop's thread grpc.aio's per-call work
+(~22% of that thread under 16 clients) besides the request's own, and that thread caps the rate
+(bench/RESULTS.md, session 11). Here a C++ process (grpc_frontend/grpc_frontend.cc, gRPC's
+generic async API) owns the port and hands each call's method and request bytes over one Unix
+socket (frontend_protocol); one dispatch thread here reads whatever has arrived in one go, answers
+it, and writes every answer of that round in one go. So:
+- the Predicts read together on a batched signature are one batch (TF Serving's batch thread
+  likewise takes what queued while the previous batch ran): no waiting loop, no futures;
+- Predict without batching runs on the dispatch thread as it arrives;
+- every other method runs its handler unchanged in a worker thread, as in the other front ends.
+Status codes and messages are the other front ends' (the same handlers and plans:
+serving.model_servers.predict_plan); anything unexpected leaves as INTERNAL without Python text.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import select
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import grpc
+from google.protobuf.message import DecodeError
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     inference_pb2, model_management_pb2, predict_pb2, regression_pb2)
+
+from serving.batching.batcher import _Task
+from serving.core.request_logger import log_request
+from serving.model_servers import frontend_protocol as protocol
+from serving.model_servers import predict_plan
+from serving.servables import handlers
+from serving.util import metrics as metrics_lib
+from serving.util.errors import ServingError, internal_error, unavailable
+
+log = logging.getLogger("serving")
+
+BUILT_BINARY = Path(__file__).resolve().parent / "grpc_frontend" / "build" / "grpc_frontend"
+BINARY_ENV = "SERVING_GRPC_FRONTEND"  # another build of the front end (a path)
+RECV_BYTES = 1 << 20
+START_TIMEOUT_S = 30.0
+# What gRPC servers answer when a request's bytes do not parse (grpcio's words; a C++ server says INTERNAL too).
+UNPARSABLE = "Exception deserializing request!"
+
+_OTHER_METHODS = {  # method -> (request class, handler, API name in the request metrics or None)
+    protocol.CLASSIFY: (classification_pb2.ClassificationRequest, handlers.classify, "Classify"),
+    protocol.REGRESS: (regression_pb2.RegressionRequest, handlers.regress, "Regress"),
+    protocol.MULTI_INFERENCE: (inference_pb2.MultiInferenceRequest, handlers.multi_inference, None),
+    protocol.GET_MODEL_METADATA: (get_model_metadata_pb2.GetModelMetadataRequest, handlers.get_model_metadata, None),
+    protocol.GET_MODEL_STATUS: (get_model_status_pb2.GetModelStatusRequest, handlers.get_model_status, None),
+    protocol.RELOAD_CONFIG: (model_management_pb2.ReloadConfigRequest, handlers.reload_config, None),
+}
+
+
+def frontend_binary() -> Optional[str]:
+    """The front end's executable ($SERVING_GRPC_FRONTEND, else `make grpc-frontend`'s build), or None."""
+    path = os.environ.get(BINARY_ENV) or str(BUILT_BINARY)
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def _frontend_flags(options) -> List[str]:
+    """grpcio server options as the front end's flags (message limits, SO_REUSEPORT, the rest as-is)."""
+    flags, limits = [], []
+    for name, value in options:
+        if name in ("grpc.max_receive_message_length", "grpc.max_send_message_length"):
+            limits.append(int(value))
+        elif name == "grpc.so_reuseport":
+            flags.append(f"--reuseport={int(bool(value))}")
+        else:
+            flags.append(f"--channel_arg={name}={value}")
+    if limits:
+        flags.append(f"--max_message_bytes={min(limits)}")
+    return flags
+
+
+def _code(error: ServingError) -> int:
+    return error.code.value[0]
+
+
+class _Waiting:
+    """A Predict queued for the batch of its signature: everything its answer needs."""
+
+    __slots__ = ("call_id", "request", "started", "servable", "sig", "output_keys", "plan", "task")
+
+    def __init__(self, call_id, request, started, servable, sig, output_keys, plan, task):
+        self.call_id, self.request, self.started = call_id, request, started
+        self.servable, self.sig, self.output_keys, self.plan, self.task = servable, sig, output_keys, plan, task
+
+
+class CompiledGrpcServer:
+    """The front end process and the dispatch thread that answers it, started and stopped as one."""
+
+    def __init__(self, manager, options, max_workers: int = 8, metrics=None, binary: Optional[str] = None):
+        self._manager = manager
+        self._metrics = metrics
+        self._flags = _frontend_flags(options)
+        self._binary = binary or frontend_binary()
+        self._pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-frontend-worker")
+        self._process: Optional[subprocess.Popen] = None
+        self._sock: Optional[socket.socket] = None
+        self._send_lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._dir: Optional[str] = None
+        self._stopping = False
+        # Batched Predicts waiting for their batch (only across reads when batch_timeout_micros > 0).
+        self._pending: Dict[object, List[_Waiting]] = {}
+        self._queued: Dict[object, int] = {}
+
+    # -- process ---------------------------------------------------------------------------
+    def start(self, address: str) -> int:
+        """Start the front end on `address` and serve; the bound port (0 when it cannot listen)."""
+        if self._binary is None:
+            raise FileNotFoundError("the compiled gRPC front end is not built (make grpc-frontend)")
+        self._dir = tempfile.mkdtemp(prefix="serving-grpc-")
+        path = os.path.join(self._dir, "backend.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(path)
+            listener.listen(1)
+            listener.settimeout(0.2)
+            self._process = subprocess.Popen(
+                [self._binary, f"--address={address}", f"--backend={path}", *self._flags],
+                stdin=subprocess.DEVNULL)  # it ends at EOF on the socket: when this process ends too
+            self._sock = self._accept(listener)
+        finally:
+            listener.close()
+        port, detail = self._hello()
+        if not port:
+            log.error("the gRPC front end cannot listen on %s: %s", address, detail)
+            self._end_process(5.0)
+            return 0
+        self._thread = threading.Thread(target=self._serve, name="grpc-frontend-dispatch", daemon=True)
+        self._thread.start()
+        return port
+
+    def _accept(self, listener: socket.socket) -> socket.socket:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                sock, _ = listener.accept()
+                sock.settimeout(None)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+                return sock
+            except socket.timeout:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    code = self._process.poll()
+                    self._end_process(1.0)
+                    raise OSError(f"the gRPC front end did not start (exit code {code})") from None
+
+    def _hello(self):
+        buffer = bytearray()
+        while True:
+            calls, used = protocol.decode_calls(buffer)
+            if calls:
+                del buffer[:used]
+                text = calls[0][2].decode("utf-8", "replace")
+                port, _, detail = text.partition(" ")
+                return int(port), detail
+            chunk = self._sock.recv(4096)
+            if not chunk:
+                return 0, "the front end exited before it listened"
+            buffer += chunk
+
+    def _end_process(self, timeout_s: float) -> None:
+        process = self._process
+        if process is not None:
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._sock is not None:
+            self._sock.close()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def set_metrics(self, metrics) -> None:
+        """Count requests in `metrics` from now on (None: stop counting)."""
+        self._metrics = metrics
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        """Stop taking calls, answer those in flight for at most `grace_s`, then end the front end."""
+        if self._process is None:
+            return
+        self._stopping = True
+        if self._process.poll() is None:
+            self._send([protocol.shutdown_frame(grace_s)])
+        self._end_process(grace_s + 10)
+        if self._thread is not None:
+            self._thread.join(grace_s + 10)
+        self._pool.shutdown(wait=False)
+        self._process = None
+
+    def _send(self, frames) -> None:
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        with self._send_lock:
+            try:
+                self._sock.sendall(data)
+            except OSError as err:  # the front end is gone; the dispatch thread reports it
+                log.debug("gRPC front end unreachable: %s", err)
+
+    # -- dispatch --------------------------------------------------------------------------
+    def _serve(self) -> None:
+        sock, buffer = self._sock, bytearray()
+        while True:
+            try:
+                if self._pending:  # a batch is waiting for its batch_timeout_micros
+                    readable, _, _ = select.select([sock], [], [], max(0.0, self._next_deadline() - time.monotonic()))
+                    chunk = sock.recv(RECV_BYTES) if readable else None
+                else:
+                    chunk = sock.recv(RECV_BYTES)
+            except OSError:
+                chunk = b""
+            if chunk == b"":
+                break
+            answers: List[bytes] = []
+            if chunk:
+                buffer += chunk
+                try:
+                    calls, used = protocol.decode_calls(buffer)
+                except protocol.ProtocolError as err:
+                    log.error("gRPC front end sent a malformed frame (%s); closing it", err)
+                    break
+                del buffer[:used]
+                for call_id, method, payload in calls:
+                    if method == protocol.PREDICT:
+                        self._predict(call_id, payload, answers)
+                    elif method in _OTHER_METHODS:
+                        self._pool.submit(self._answer_other, call_id, method, payload)
+            self._run_due_batches(answers)
+            if answers:
+                self._send(answers)
+        for waiting in self._pending.values():  # the front end is gone: nobody to answer
+            for entry in waiting:
+                entry.servable.release()
+        self._pending.clear()
+        if not self._stopping:
+            log.error("the gRPC front end exited (code %s): gRPC is no longer served", self._process.poll())
+
+    def _predict(self, call_id: int, payload: bytes, answers: List[bytes]) -> None:
+        started = time.perf_counter()
+        request = servable = None
+        try:
+            try:
+                request = predict_pb2.PredictRequest.FromString(payload)
+            except DecodeError:
+                answers.append(protocol.encode_answer(call_id, grpc.StatusCode.INTERNAL.value[0], UNPARSABLE.encode()))
+                return
+            servable = self._manager.servable(handlers._require_spec(request)).servable  # pylint: disable=protected-access
+            sig, inputs, output_keys, plan, batched = predict_plan.prepare(
+                servable, request, handlers.signature_method_check(self._manager))
+            size = servable.batcher.task_size(inputs) if batched else 0
+            if size:
+                self._enqueue(_Waiting(call_id, request, started, servable, sig, output_keys, plan,
+                                       _Task(inputs, size, wake=False)))
+                servable = None  # released once its batch has run
+                return
+            results = servable.run(sig, inputs, output_keys)
+            answers.append(self._answer_predict(call_id, request, started, servable, sig, results, output_keys, plan))
+        except ServingError as err:
+            answers.append(self._predict_error(call_id, request, started, err))
+        except Exception as err:  # noqa: BLE001 - report, do not crash the server
+            answers.append(self._predict_error(call_id, request, started, internal_error(err, "predict")))
+        finally:
+            if servable is not None:
+                servable.release()
+
+    def _enqueue(self, entry: _Waiting) -> None:
+        queue = entry.servable.batcher.queue(entry.servable, entry.sig, entry.task.inputs, entry.output_keys)
+        o = queue._options  # pylint: disable=protected-access
+        queued = self._queued.get(queue, 0)
+        if math.ceil((queued + entry.task.size) / o.max_batch_size) > o.max_enqueued_batches:
+            raise unavailable("The batch scheduling queue to which this task was submitted is full")
+        self._pending.setdefault(queue, []).append(entry)
+        self._queued[queue] = queued + entry.task.size
+
+    def _next_deadline(self) -> float:
+        return min(waiting[0].task.enqueued + queue._options.batch_timeout_micros / 1e6  # pylint: disable=protected-access
+                   for queue, waiting in self._pending.items())
+
+    def _run_due_batches(self, answers: List[bytes]) -> None:
+        """Run every queue's waiting Predicts as batches of at most max_batch_size, except a batch that
+        is not full while its head is younger than batch_timeout_micros (it waits for more)."""
+        for queue in list(self._pending):
+            waiting, o = self._pending[queue], queue._options  # pylint: disable=protected-access
+            while waiting:
+                if (o.batch_timeout_micros > 0 and self._queued[queue] < o.max_batch_size
+                        and time.monotonic() < waiting[0].task.enqueued + o.batch_timeout_micros / 1e6):
+                    break
+                batch, size = [], 0
+                while waiting and size + waiting[0].task.size <= o.max_batch_size:
+                    entry = waiting.pop(0)
+                    batch.append(entry)
+                    size += entry.task.size
+                self._queued[queue] -= size
+                self._run_batch(queue, batch, size, answers)
+            if not waiting:
+                del self._pending[queue], self._queued[queue]
+
+    def _run_batch(self, queue, batch: List[_Waiting], size: int, answers: List[bytes]) -> None:
+        run_started = time.perf_counter()
+        queue._run_batch([entry.task for entry in batch], size)  # pylint: disable=protected-access
+        for entry in batch:
+            task, servable = entry.task, entry.servable
+            try:
+                if task.error is not None:
+                    answers.append(self._predict_error(entry.call_id, entry.request, entry.started, task.error))
+                    continue
+                if servable.metrics is not None:
+                    servable.metrics.record_runtime(servable.name, run_started)
+                answers.append(self._answer_predict(entry.call_id, entry.request, entry.started, servable, entry.sig,
+                                                    task.outputs, entry.output_keys, entry.plan))
+            finally:
+                servable.release()
+
+    def _answer_predict(self, call_id, request, started, servable, sig, results, output_keys, plan) -> bytes:
+        try:
+            response = predict_plan.response_bytes(servable, sig, results, output_keys, plan)
+            log_request(self._manager, "predict", request, response)
+        except ServingError as err:
+            return self._predict_error(call_id, request, started, err)
+        except Exception as err:  # noqa: BLE001
+            return self._predict_error(call_id, request, started, internal_error(err, "predict"))
+        predict_plan.record(self._metrics, request, "Predict", "OK", started)
+        return protocol.encode_answer(call_id, 0, b"", response)
+
+    def _predict_error(self, call_id, request, started, error: ServingError) -> bytes:
+        if request is not None:
+            predict_plan.record(self._metrics, request, "Predict", error.code.name, started)
+        return protocol.encode_answer(call_id, _code(error), error.message.encode())
+
+    def _answer_other(self, call_id: int, method: int, payload: bytes) -> None:
+        """Any method but Predict, in a worker thread: its handler unchanged."""
+        request_class, handler, api = _OTHER_METHODS[method]
+        started = time.perf_counter()
+        try:
+            request = request_class.FromString(payload)
+        except DecodeError:
+            self._send([protocol.encode_answer(call_id, grpc.StatusCode.INTERNAL.value[0], UNPARSABLE.encode())])
+            return
+        token = metrics_lib.current_api.set(api) if api is not None else None
+        try:
+            frame = protocol.encode_answer(call_id, 0, b"", handler(self._manager, request).SerializeToString())
+            status = "OK"
+        except ServingError as err:
+            frame, status = protocol.encode_answer(call_id, _code(err), err.message.encode()), err.code.name
+        except Exception as err:  # noqa: BLE001 - report, do not crash the server
+            error = internal_error(err, handler.__name__)
+            frame, status = protocol.encode_answer(call_id, _code(error), error.message.encode()), error.code.name
+        finally:
+            if token is not None:
+                metrics_lib.current_api.reset(token)
+        if api is not None:
+            predict_plan.record(self._metrics, request, api, status, started)
+        self._send([frame])
+
+    def warm_predict(self, servable, request) -> bytes:
+        """One warmup Predict through this front end's path, from the loading thread (the version is
+        not AVAILABLE yet, so nothing else uses its plans or batch queues): parsed from its bytes,
+        planned, run as a batch of one when batched, the response's bytes. Raises what it raises."""
+        parsed = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+        sig, inputs, output_keys, plan, batched = predict_plan.prepare(
+            servable, parsed, handlers.signature_method_check(self._manager))
+        size = servable.batcher.task_size(inputs) if batched else 0
+        if size:
+            task, run_started = _Task(inputs, size, wake=False), time.perf_counter()
+            servable.batcher.queue(servable, sig, inputs, output_keys)._run_batch([task], size)  # pylint: disable=protected-access
+            if task.error is not None:
+                raise task.error
+            if servable.metrics is not None:
+                servable.metrics.record_runtime(servable.name, run_started)
+            results = task.outputs
+        else:
+            results = servable.run(sig, inputs, output_keys)
+        return predict_plan.response_bytes(servable, sig, results, output_keys, plan)
