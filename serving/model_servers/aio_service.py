@@ -1,4 +1,4 @@
-"""The default gRPC front end, on `grpc.aio` (`--grpc_aio=false`: grpc_service): the same services, one event loop.
+"""The grpc.aio gRPC front end (`--grpc_compiled=false`, or where the compiled one is not built or TLS is on).
 
 The other front end (grpc_service) is grpcio's thread-pool server: each request is handed from
 grpc's poller thread to a worker thread and back, and with batching each waiting request is a

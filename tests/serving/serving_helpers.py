@@ -37,6 +37,26 @@ def running_server(config, wait_for=(), **options):
         server.stop()
 
 
+@contextlib.contextmanager
+def counting_batches(server, name):
+    """The sizes of the Session runs model `name` makes inside the block (its run_direct counted)."""
+    from tensorflow_serving.apis import model_pb2
+
+    sizes = []
+    with server.manager.servable(model_pb2.ModelSpec(name=name)) as held:
+        original = held.run_direct
+
+        def counting(s, batched, keys):
+            sizes.append(len(next(iter(batched.values()))))
+            return original(s, batched, keys)
+
+        held.run_direct = counting
+        try:
+            yield sizes
+        finally:
+            del held.run_direct
+
+
 def config_for(**models):
     """ModelServerConfig text proto from name=base_path (latest version policy)."""
     from serving.config.model_config import parse_config_text

@@ -42,7 +42,7 @@ def _predict_all(port, inputs):
 def test_aio_batched_answers_exactly_as_thread_front_end_and_merges_runs(taxi_like_base):
     from serving.client import ServingClient, raw_input_dtypes, rows_to_inputs
     from serving.util import tensors
-    from serving_helpers import config_for, running_server, taxi_rows
+    from serving_helpers import config_for, counting_batches, running_server, taxi_rows
 
     config = config_for(taxi=str(taxi_like_base / "taxi"))
     rows = taxi_rows(48)
@@ -53,21 +53,10 @@ def test_aio_batched_answers_exactly_as_thread_front_end_and_merges_runs(taxi_li
         expected = [c.predict("taxi", i)[0]["probabilities"] for i in inputs]
     options = BatchingOptions(max_batch_size=16, batch_timeout_micros=2000, num_batch_threads=1)
     with running_server(config, wait_for=["taxi"], batching=options, grpc_aio=True) as server:
-        sizes = []
         with server.manager.servable(_spec("taxi")) as held:
-            sig = held.signature("serving_default")
-            original = held.run_direct
-
-            def counting(s, batched, keys):
-                sizes.append(len(next(iter(batched.values()))))
-                return original(s, batched, keys)
-
-            held.run_direct = counting
-            try:
-                answers = _predict_all(server.grpc_port, inputs)
-            finally:
-                del held.run_direct
-        assert sig.batchable
+            assert held.signature("serving_default").batchable
+        with counting_batches(server, "taxi") as sizes:
+            answers = _predict_all(server.grpc_port, inputs)
         for want, have in zip(expected, answers):
             assert not isinstance(have, BaseException), have
             np.testing.assert_allclose(tensors.to_ndarray(have.outputs["probabilities"]), want, atol=1e-6, rtol=0)

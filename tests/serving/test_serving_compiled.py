@@ -49,7 +49,7 @@ def test_compiled_batched_answers_exactly_as_thread_front_end_and_merges_runs(ta
 
     from serving.client import ServingClient, raw_input_dtypes, rows_to_inputs
     from serving.util import tensors
-    from serving_helpers import config_for, running_server, taxi_rows
+    from serving_helpers import config_for, counting_batches, running_server, taxi_rows
 
     config = config_for(taxi=str(taxi_like_base / "taxi"))
     rows = taxi_rows(48)
@@ -63,20 +63,8 @@ def test_compiled_batched_answers_exactly_as_thread_front_end_and_merges_runs(ta
             grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         assert server.front_end == "compiled"
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        sizes = []
-        with server.manager.servable(_spec("taxi")) as held:
-            original = held.run_direct
-
-            def counting(s, batched, keys):
-                sizes.append(len(next(iter(batched.values()))))
-                return original(s, batched, keys)
-
-            held.run_direct = counting
-            try:
-                with futures.ThreadPoolExecutor(16) as pool:
-                    answers = list(pool.map(lambda i: stub.Predict(_predict_request("taxi", i), timeout=60), inputs))
-            finally:
-                del held.run_direct
+        with counting_batches(server, "taxi") as sizes, futures.ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda i: stub.Predict(_predict_request("taxi", i), timeout=60), inputs))
     for want, have in zip(expected, answers):
         np.testing.assert_allclose(tensors.to_ndarray(have.outputs["probabilities"]), want, atol=1e-6, rtol=0)
     assert sum(sizes) == len(rows)
