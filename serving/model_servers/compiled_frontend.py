@@ -61,6 +61,10 @@ _OTHER_METHODS = {  # method -> (request class, handler, API name in the request
 }
 
 
+class FrontEndDidNotStart(OSError):
+    """The front end's process ended before it connected (e.g. its shared libraries are missing)."""
+
+
 def frontend_binary() -> Optional[str]:
     """The front end's executable ($SERVING_GRPC_FRONTEND, else `make grpc-frontend`'s build), or None."""
     path = os.environ.get(BINARY_ENV) or str(BUILT_BINARY)
@@ -154,7 +158,8 @@ class CompiledGrpcServer:
                 if self._process.poll() is not None or time.monotonic() > deadline:
                     code = self._process.poll()
                     self._end_process(1.0)
-                    raise OSError(f"the gRPC front end did not start (exit code {code})") from None
+                    raise FrontEndDidNotStart(f"the gRPC front end {self._binary} did not start (exit code {code}; "
+                                              "a missing gRPC C++ library exits 127)") from None
 
     def _hello(self):
         buffer = bytearray()

@@ -168,16 +168,22 @@ class ModelServer:
                 [(o.tls.server_key, o.tls.server_cert)], root_certificates=o.tls.custom_ca,
                 require_client_auth=o.tls.client_verify)
         if self.front_end == "compiled":
-            from serving.model_servers.compiled_frontend import CompiledGrpcServer
+            from serving.model_servers.compiled_frontend import CompiledGrpcServer, FrontEndDidNotStart
 
             self._grpc = CompiledGrpcServer(self.manager, grpc_options, max_workers=o.grpc_max_threads)
-            self.grpc_port = self._grpc.start(address)
-        elif self.front_end == "aio":
+            try:
+                self.grpc_port = self._grpc.start(address)
+            except FrontEndDidNotStart as err:
+                if o.grpc_compiled:  # required
+                    raise
+                log.warning("%s: serving gRPC on grpc.aio instead", err)
+                self.front_end = "aio"
+        if self.front_end == "aio":
             from serving.model_servers.aio_service import AioGrpcServer
 
             self._grpc = AioGrpcServer(self.manager, grpc_options, max_workers=o.grpc_max_threads)
             self.grpc_port = self._grpc.start(address, credentials)
-        else:
+        elif self.front_end == "threads":
             self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=o.grpc_max_threads,
                                                                 thread_name_prefix="grpc"),
                                      options=grpc_options, maximum_concurrent_rpcs=None)

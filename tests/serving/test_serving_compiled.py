@@ -190,3 +190,28 @@ def test_front_end_binary_env_points_at_another_build(monkeypatch, tmp_path):
     built = frontend_binary.__globals__["BUILT_BINARY"]
     monkeypatch.setenv("SERVING_GRPC_FRONTEND", str(built))
     assert frontend_binary() == str(built) and os.access(str(built), os.X_OK)
+
+
+def test_a_front_end_that_cannot_start_falls_back_to_grpc_aio_unless_required(testdata, monkeypatch, tmp_path):
+    """A built front end whose gRPC C++ libraries are gone (the loader exits 127) must not take the server
+    down when nobody asked for it: auto serves on grpc.aio; --grpc_compiled=true fails with the reason."""
+    from serving.model_servers.compiled_frontend import FrontEndDidNotStart
+    from serving.util import tensors
+    from serving_helpers import config_for, running_server
+
+    broken = tmp_path / "grpc_frontend"
+    broken.write_text("#!/bin/sh\nexit 127\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("SERVING_GRPC_FRONTEND", str(broken))
+    config = config_for(half=str(testdata / "saved_model_half_plus_two_cpu"))
+    with running_server(config, wait_for=["half"], grpc_compiled=None) as server, \
+            grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        assert server.front_end == "aio"
+        answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+            _predict_request("half", {"x": np.array([2.0], np.float32)}), timeout=30)
+        assert tensors.to_ndarray(answer.outputs["y"]).tolist() == [3.0]
+    with pytest.raises(FrontEndDidNotStart, match="exit code 127"):
+        with running_server(config, grpc_compiled=True):
+            pass
