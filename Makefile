@@ -25,7 +25,8 @@ FRONTEND_DIR := serving/model_servers/grpc_frontend
 FRONTEND     := $(FRONTEND_DIR)/build/grpc_frontend
 
 setup: $(STAMP)
-	@if pkg-config --exists grpc++ 2>/dev/null && command -v g++ >/dev/null; then $(MAKE) -s grpc-frontend; \
+	@if pkg-config --exists grpc++ 2>/dev/null && command -v g++ >/dev/null; then $(MAKE) -s grpc-frontend || \
+	   echo "WARNING: the compiled gRPC front end did not build (above): serve will use its grpc.aio front end" >&2; \
 	 else echo "note: gRPC C++ not installed ('make grpc-frontend-tools' as root): serve will use its grpc.aio front end"; fi
 
 grpc-frontend: $(FRONTEND)
