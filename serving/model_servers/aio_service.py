@@ -39,19 +39,10 @@ from serving.util.errors import ServingError, internal_error
 log = logging.getLogger("serving")
 
 
-def _with_api(api, handler, manager, request):
-    """The handler in a worker thread, with the API its Session run is labelled with (runtime_latency)."""
-    token = metrics_lib.current_api.set(api)
-    try:
-        return handler(manager, request)
-    finally:
-        metrics_lib.current_api.reset(token)
-
-
 def _in_worker(handler, api=None):
     """A method whose handler runs unchanged in a worker thread; with `api`, counted in the request
     metrics as the thread front end counts it (grpc_service._rpc)."""
-    call = functools.partial(_with_api, api, handler) if api is not None else handler
+    call = functools.partial(metrics_lib.with_api, api, handler)
 
     async def method(self, request, context):
         metrics = self._metrics if api is not None else None

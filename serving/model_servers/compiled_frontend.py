@@ -1,4 +1,4 @@
-"""The Python side of the compiled gRPC front end (`--grpc_frontend=compiled`; the default once built).
+"""The Python side of the compiled gRPC front end (`--grpc_compiled`; the default once built).
 
 In the grpc.aio front end every request costs the event loop's thread grpc.aio's per-call work
 (~22% of that thread under 16 clients) besides the request's own, and that thread caps the rate
@@ -86,8 +86,23 @@ def _frontend_flags(options) -> List[str]:
     return flags
 
 
-def _code(error: ServingError) -> int:
-    return error.code.value[0]
+def _error_answer(call_id: int, error: ServingError) -> bytes:
+    return protocol.encode_answer(call_id, error.code.value[0], error.message.encode())
+
+
+def _unparsable_answer(call_id: int) -> bytes:
+    return _error_answer(call_id, ServingError(grpc.StatusCode.INTERNAL, UNPARSABLE))
+
+
+def _run_as_batch(queue, servable, tasks: List[_Task], size: int) -> None:
+    """The tasks as one Session run of their queue (the thread front end's own batch code), each task
+    that ran counted in runtime_latency as `servable.run` counts a run."""
+    started = time.perf_counter()
+    queue._run_batch(tasks, size)  # pylint: disable=protected-access
+    if servable.metrics is not None:
+        for task in tasks:
+            if task.error is None:
+                servable.metrics.record_runtime(servable.name, started)
 
 
 class _Waiting:
@@ -259,7 +274,7 @@ class CompiledGrpcServer:
             try:
                 request = predict_pb2.PredictRequest.FromString(payload)
             except DecodeError:
-                answers.append(protocol.encode_answer(call_id, grpc.StatusCode.INTERNAL.value[0], UNPARSABLE.encode()))
+                answers.append(_unparsable_answer(call_id))
                 return
             servable = self._manager.servable(handlers._require_spec(request)).servable  # pylint: disable=protected-access
             sig, inputs, output_keys, plan, batched = predict_plan.prepare(
@@ -313,16 +328,13 @@ class CompiledGrpcServer:
                 del self._pending[queue], self._queued[queue]
 
     def _run_batch(self, queue, batch: List[_Waiting], size: int, answers: List[bytes]) -> None:
-        run_started = time.perf_counter()
-        queue._run_batch([entry.task for entry in batch], size)  # pylint: disable=protected-access
+        _run_as_batch(queue, batch[0].servable, [entry.task for entry in batch], size)
         for entry in batch:
             task, servable = entry.task, entry.servable
             try:
                 if task.error is not None:
                     answers.append(self._predict_error(entry.call_id, entry.request, entry.started, task.error))
                     continue
-                if servable.metrics is not None:
-                    servable.metrics.record_runtime(servable.name, run_started)
                 answers.append(self._answer_predict(entry.call_id, entry.request, entry.started, servable, entry.sig,
                                                     task.outputs, entry.output_keys, entry.plan))
             finally:
@@ -342,7 +354,7 @@ class CompiledGrpcServer:
     def _predict_error(self, call_id, request, started, error: ServingError) -> bytes:
         if request is not None:
             predict_plan.record(self._metrics, request, "Predict", error.code.name, started)
-        return protocol.encode_answer(call_id, _code(error), error.message.encode())
+        return _error_answer(call_id, error)
 
     def _answer_other(self, call_id: int, method: int, payload: bytes) -> None:
         """Any method but Predict, in a worker thread: its handler unchanged."""
@@ -351,20 +363,16 @@ class CompiledGrpcServer:
         try:
             request = request_class.FromString(payload)
         except DecodeError:
-            self._send([protocol.encode_answer(call_id, grpc.StatusCode.INTERNAL.value[0], UNPARSABLE.encode())])
+            self._send([_unparsable_answer(call_id)])
             return
-        token = metrics_lib.current_api.set(api) if api is not None else None
         try:
-            frame = protocol.encode_answer(call_id, 0, b"", handler(self._manager, request).SerializeToString())
-            status = "OK"
+            response = metrics_lib.with_api(api, handler, self._manager, request)
+            frame, status = protocol.encode_answer(call_id, 0, b"", response.SerializeToString()), "OK"
         except ServingError as err:
-            frame, status = protocol.encode_answer(call_id, _code(err), err.message.encode()), err.code.name
+            frame, status = _error_answer(call_id, err), err.code.name
         except Exception as err:  # noqa: BLE001 - report, do not crash the server
             error = internal_error(err, handler.__name__)
-            frame, status = protocol.encode_answer(call_id, _code(error), error.message.encode()), error.code.name
-        finally:
-            if token is not None:
-                metrics_lib.current_api.reset(token)
+            frame, status = _error_answer(call_id, error), error.code.name
         if api is not None:
             predict_plan.record(self._metrics, request, api, status, started)
         self._send([frame])
@@ -378,12 +386,10 @@ class CompiledGrpcServer:
             servable, parsed, handlers.signature_method_check(self._manager))
         size = servable.batcher.task_size(inputs) if batched else 0
         if size:
-            task, run_started = _Task(inputs, size, wake=False), time.perf_counter()
-            servable.batcher.queue(servable, sig, inputs, output_keys)._run_batch([task], size)  # pylint: disable=protected-access
+            task = _Task(inputs, size, wake=False)
+            _run_as_batch(servable.batcher.queue(servable, sig, inputs, output_keys), servable, [task], size)
             if task.error is not None:
                 raise task.error
-            if servable.metrics is not None:
-                servable.metrics.record_runtime(servable.name, run_started)
             results = task.outputs
         else:
             results = servable.run(sig, inputs, output_keys)

@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="BOOL",
                         help="stand-in only: serve gRPC on grpc.aio, one event loop instead of a thread per request "
                              "(default: true; false: grpcio's thread-pool server; see serving/README.md Speed)")
-    parser.add_argument("--grpc_compiled", "--grpc-compiled", nargs="?", const="true", default="auto",
+    parser.add_argument("--grpc_compiled", "--grpc-compiled", nargs="?", const=True, default="auto",
                         type=_auto_or_bool, metavar="auto|BOOL",
                         help="stand-in only: serve gRPC in the compiled front end (C++ gRPC in a child process, "
                              "the models here; `make grpc-frontend`). Default auto: when it is built and the "

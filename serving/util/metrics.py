@@ -40,6 +40,17 @@ LATENCY_BUCKETS = tuple(10.0 * 1.8 ** i for i in range(33))
 current_api: contextvars.ContextVar[str] = contextvars.ContextVar("serving_api", default="Predict")
 
 
+def with_api(api: Optional[str], fn, *args):
+    """`fn(*args)` with its Session runs labelled `api` in runtime_latency (`None`: as they are)."""
+    if api is None:
+        return fn(*args)
+    token = current_api.set(api)
+    try:
+        return fn(*args)
+    finally:
+        current_api.reset(token)
+
+
 def prometheus_name(name: str) -> str:
     """GetPrometheusMetricName: every character outside [a-zA-Z0-9_] becomes ':'."""
     new = re.sub(r"[^a-zA-Z0-9_]", ":", name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import serving  # noqa: F401  (sets the environment TensorFlow needs before it loads)
 
+import contextlib
 import os
 import shutil
 import signal
@@ -297,13 +298,20 @@ def test_shutdown_finishes_in_flight_calls_then_exits(backends, threads):
     assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
-def test_shutdown_grace_ends_unanswered_calls(backends):
+@contextlib.contextmanager
+def _call_left_unanswered(backends):
+    """A front end with one call in flight that its backend never answers: (backend, the call's future)."""
     ref = []
     backend = backends(answer=_delayed(ref))
     ref.append(backend)
     with backend.channel() as channel:
         in_flight = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict.future(_request("never"), timeout=20)
         backend.wait_for_calls(1)
+        yield backend, in_flight
+
+
+def test_shutdown_grace_ends_unanswered_calls(backends):
+    with _call_left_unanswered(backends) as (backend, in_flight):
         started = time.monotonic()
         backend.send(protocol.shutdown_frame(0.5))
         assert backend.process.wait(10) == 0
@@ -313,12 +321,7 @@ def test_shutdown_grace_ends_unanswered_calls(backends):
 
 @pytest.mark.parametrize("how", ["eof", "sigterm"])
 def test_eof_or_sigterm_exits_promptly(backends, how):
-    ref = []
-    backend = backends(answer=_delayed(ref))
-    ref.append(backend)
-    with backend.channel() as channel:
-        in_flight = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict.future(_request("never"), timeout=20)
-        backend.wait_for_calls(1)
+    with _call_left_unanswered(backends) as (backend, in_flight):
         started = time.monotonic()
         if how == "eof":
             backend.sock.shutdown(socket.SHUT_RDWR)
