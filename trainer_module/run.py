@@ -13,6 +13,7 @@ import tempfile
 import time
 from typing import Dict, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
@@ -67,9 +68,87 @@ def input_fn(file_pattern, data_accessor, tf_transform_output, batch_size: int, 
         ),
         tf_transform_output.transformed_metadata.schema,
     )
+    return _sharded(dataset)
+
+
+def _sharded(dataset: tf.data.Dataset) -> tf.data.Dataset:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+# A training split read more than once is parsed once and held in memory, up to this size. Parsing the
+# transformed tf.Examples competes with the training steps for the same two cores: 500 steps of 256 on
+# the default data's 10,036 rows (12.75 passes) took 6.45 s streamed from the TFRecords against 3.26 s
+# on batches already in memory (same process, same model; the parsing alone runs at ~46k rows/s).
+IN_MEMORY_MAX_BYTES = 1 << 30
+_READ_BATCH = 4096
+
+
+def reads_per_row(train_rows: Optional[int], steps: int, global_batch: int) -> float:
+    """How many times training reads each row of the split (0 when the rows are unknown)."""
+    return steps * global_batch / train_rows if train_rows else 0.0
+
+
+def in_memory_input_fn(file_pattern, data_accessor, tf_transform_output, batch_size: int, seed=None,
+                       max_bytes: int = IN_MEMORY_MAX_BYTES) -> Optional[tf.data.Dataset]:
+    """As `input_fn` (shuffled, repeated batches), from the split parsed once into memory.
+
+    Each pass over the rows is a fresh permutation of row indices (seeded: every worker draws the same,
+    so DATA sharding still hands each worker different batches), and a batch is a gather from the columns.
+    None when the split holds more than `max_bytes` or a feature is not dense: stream it (`input_fn`).
+    """
+    once = data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(batch_size=_READ_BATCH, label_key=features.LABEL_KEY, shuffle=False,
+                                       num_epochs=1),
+        tf_transform_output.transformed_metadata.schema,
+    )
+    parts: Dict[str, list] = {}
+    labels, size = [], 0
+    for batch, label in once:
+        for name, value in batch.items():
+            if not isinstance(value, tf.Tensor):  # sparse or ragged: no plain gather along the rows
+                return None
+            parts.setdefault(name, []).append(value.numpy())
+            size += parts[name][-1].nbytes
+        labels.append(label.numpy())
+        if size > max_bytes:
+            logging.info("training split over %d bytes: streamed, not held in memory", max_bytes)
+            return None
+    if not labels:
+        return None
+    columns = {name: tf.constant(np.concatenate(values)) for name, values in parts.items()}
+    label = tf.constant(np.concatenate(labels))
+    rows = int(label.shape[0])
+
+    def gather(indices):
+        return {name: tf.gather(column, indices) for name, column in columns.items()}, tf.gather(label, indices)
+
+    order = tf.data.Dataset.range(rows).shuffle(rows, seed=seed, reshuffle_each_iteration=True).repeat()
+    return _sharded(order.batch(batch_size, drop_remainder=True).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+
+
+def training_input(fn_args, tf_transform_output, settings: TrainingSettings, global_batch: int) -> tf.data.Dataset:
+    """The training batches: from memory when the split is read more than once and fits, else streamed."""
+    seed = int(settings.seed)
+    if reads_per_row(settings.train_rows, fn_args.train_steps, global_batch) > 1:
+        dataset = in_memory_input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, global_batch,
+                                     seed)
+        if dataset is not None:
+            logging.info("training split held in memory (%s rows)", settings.train_rows)
+            return dataset
+    return input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, global_batch, seed)
+
+
+def validation_input(fn_args, tf_transform_output, global_batch: int) -> tf.data.Dataset:
+    """The first `eval_steps` batches of the eval split, parsed once and replayed at every validation.
+
+    Validation always read just these (Keras restarts the validation iterator every epoch); the custom
+    loop now validates on the same batches each time too, so its curve points compare alike.
+    """
+    dataset = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, global_batch, shuffle=False)
+    return dataset.take(fn_args.eval_steps).cache().repeat()
 
 
 def curve_points(steps: int):
@@ -270,9 +349,8 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     global_batch = int(settings.batch_size) * strategy.num_replicas_in_sync
 
-    seed = int(settings.seed)
-    train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, global_batch, seed)
-    eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, global_batch, shuffle=False)
+    train_ds = training_input(fn_args, tf_transform_output, settings, global_batch)
+    eval_ds = validation_input(fn_args, tf_transform_output, global_batch)
     with strategy.scope():
         model = build_model(
             cardinalities_from(tf_transform_output), float(settings.learning_rate), decay_steps=fn_args.train_steps,

@@ -39,6 +39,9 @@ class TrainingSettings:
     # Set by the trainer executor from its raw_examples input: the raw eval split's files (a glob), which
     # calibrate the int8 TF Lite model and evaluate the TF Lite models beside the SavedModel.
     raw_eval_files: Optional[str] = None
+    # Set by the trainer executor, which counts them to size the training: the training split's rows. A
+    # split trained on more than once and small enough is parsed once and held in memory (run.training_input).
+    train_rows: Optional[int] = None
 
     @classmethod
     def from_custom_config(cls, custom_config) -> "TrainingSettings":

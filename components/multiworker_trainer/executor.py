@@ -40,9 +40,11 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
            exec_properties: Dict[str, Any]) -> None:
         custom_config = json_utils.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null")
         settings = TrainerSettings.from_custom_config(custom_config)
-        exec_properties = dict(with_raw_eval_files(input_dict, exec_properties, custom_config))
+        exec_properties = with_raw_eval_files(input_dict, exec_properties)
         # No num_steps: the steps follow the training split's rows (custom_config["epochs"]).
         plan = training_length.resolve(input_dict, exec_properties, custom_config, settings.workers)
+        # run_fn holds a split it reads more than once in memory: it needs the rows counted here.
+        exec_properties = _with_custom_config(exec_properties, train_rows=plan["train_rows"])
         model_run_dir = artifact_utils.get_single_uri(output_dict[standard_component_specs.MODEL_RUN_KEY])
         if settings.workers == 1:
             super().Do(input_dict, output_dict, exec_properties)
@@ -101,15 +103,20 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
         log.info("TFJob %s/%s succeeded in %.1f s", result.namespace, result.name, result.seconds)
 
 
-def with_raw_eval_files(input_dict, exec_properties, custom_config):
+def with_raw_eval_files(input_dict, exec_properties):
     """exec_properties whose custom_config names the raw eval split (`raw_examples` input), for run_fn."""
     raw = input_dict.get("raw_examples") or []
     if not raw:
         return exec_properties
     pattern = os.path.join(artifact_utils.get_split_uri(raw, "eval"), "*")
+    return _with_custom_config(exec_properties, raw_eval_files=pattern)
+
+
+def _with_custom_config(exec_properties, **values):
+    """A copy of exec_properties whose custom_config JSON also carries `values` (what run_fn reads)."""
+    custom_config = json_utils.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null")
     updated = dict(exec_properties)
-    updated[standard_component_specs.CUSTOM_CONFIG_KEY] = json_utils.dumps(
-        {**(custom_config or {}), "raw_eval_files": pattern})
+    updated[standard_component_specs.CUSTOM_CONFIG_KEY] = json_utils.dumps({**(custom_config or {}), **values})
     return updated
 
 
