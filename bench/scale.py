@@ -94,11 +94,13 @@ def dataset(rows: int, cache: Path) -> Path:
 # ---- measuring ----------------------------------------------------------------------------------------
 
 class MemorySampler:
-    """Peak of the summed RSS of a process and all its descendants, with the time of each sample."""
+    """Peak of the summed RSS of a process and all its descendants, with the time of each sample; and the
+    CPU time the tree has used by then (user + system of the live processes, plus what their exited,
+    reaped children used), so a component's CPU seconds are the difference across its time window."""
 
     def __init__(self, pid: int, every_s: float = 0.25):
         self.pid, self.every_s = pid, every_s
-        self.samples: List[tuple] = []  # (time, summed rss bytes, processes)
+        self.samples: List[tuple] = []  # (time, summed rss bytes, processes, CPU seconds used by the tree so far)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -118,7 +120,7 @@ class MemorySampler:
         except psutil.NoSuchProcess:
             return
         while not self._stop.is_set():
-            total, count = 0, 0
+            total, count, cpu = 0, 0, 0.0
             try:
                 procs = [root] + root.children(recursive=True)
             except psutil.NoSuchProcess:
@@ -126,21 +128,28 @@ class MemorySampler:
             for proc in procs:
                 try:
                     total += proc.memory_info().rss
+                    times = proc.cpu_times()
+                    cpu += times.user + times.system + times.children_user + times.children_system
                     count += 1
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
-            self.samples.append((time.time(), total, count))
+            self.samples.append((time.time(), total, count, cpu))
             self._stop.wait(self.every_s)
 
     def peak(self, start: float = 0.0, end: float = float("inf")) -> Optional[int]:
-        values = [rss for t, rss, _ in self.samples if start <= t <= end]
+        values = [rss for t, rss, _, _ in self.samples if start <= t <= end]
         return max(values) if values else None
+
+    def cpu_seconds(self, start: float = 0.0, end: float = float("inf")) -> Optional[float]:
+        """CPU seconds the tree used between the first and the last sample inside [start, end]."""
+        values = [cpu for t, _, _, cpu in self.samples if start <= t <= end]
+        return round(max(values) - min(values), 1) if len(values) > 1 else None
 
 
 def run_once(data: Path, home: Path, log: Path, extra: List[str]) -> dict:
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, "-m", "pipeline.cli", "run", "--home", str(home), "--data", str(data), *extra]
-    started = time.time()
+    started, cpu_before = time.time(), _children_cpu_seconds()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
         with MemorySampler(proc.pid) as memory:
@@ -148,7 +157,16 @@ def run_once(data: Path, home: Path, log: Path, extra: List[str]) -> dict:
     wall = time.time() - started
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {rc}); see {log}")
-    return {"wall_seconds": round(wall, 1), "peak_rss_bytes": memory.peak(), "memory": memory, "cmd": cmd}
+    cpu = _children_cpu_seconds() - cpu_before  # every process of the run, reaped (Beam, trainer workers...)
+    return {"wall_seconds": round(wall, 1), "peak_rss_bytes": memory.peak(), "memory": memory, "cmd": cmd,
+            "cpu_seconds": round(cpu, 1)}
+
+
+def _children_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def components_of(home: Path, memory: MemorySampler, rows: int):
@@ -171,6 +189,7 @@ def components_of(home: Path, memory: MemorySampler, rows: int):
             entry["rows_per_second"] = round(rows / node.seconds)
         if name in windows:
             entry["peak_rss_bytes"] = memory.peak(*windows[name])
+            entry["cpu_seconds"] = memory.cpu_seconds(*windows[name])
         out[name] = entry
     return out, run_view.of(result)
 
@@ -182,6 +201,8 @@ def measure(rows: int, cache: Path, workdir: Path, extra: List[str], second_run:
     per_component, view = components_of(home, first.pop("memory"), rows)
     record = {
         "rows": rows, "wall_seconds": first["wall_seconds"], "peak_rss_bytes": first["peak_rss_bytes"],
+        # On N cores no schedule of this work ends sooner than CPU / N: the floor any wall-time goal is against.
+        "cpu_seconds": first["cpu_seconds"], "cpu_floor_seconds": round(first["cpu_seconds"] / os.cpu_count(), 1),
         "rows_per_second": round(rows / first["wall_seconds"]), "components": per_component,
         "split_rows": view.rows, "trained_examples": view.training.examples if view.training else None,
         "accuracy": view.overall.get("binary_accuracy"), "auc": view.overall.get("auc"),
@@ -213,7 +234,7 @@ def _gib(n: Optional[int]) -> str:
 
 
 def table(results: dict) -> str:
-    head = ["rows", "wall s", "rows/s", "peak GiB (all procs)", *COMPONENTS[:1], "StatisticsGen", "Transform",
+    head = ["rows", "wall s", "CPU s (/ cores)", "rows/s", "peak GiB (all procs)", *COMPONENTS[:1], "StatisticsGen", "Transform",
             "Trainer", "Evaluator", "2nd run s (ratio)", "accuracy", "rows kept"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results["runs"]:
@@ -221,11 +242,15 @@ def table(results: dict) -> str:
 
         def cell(name):
             c = comp.get(name, {})
-            return "-" if not c.get("seconds") else f"{c['seconds']:.1f} s ({c.get('rows_per_second', 0):,}/s)"
+            if not c.get("seconds"):
+                return "-"
+            cpu = f", {c['cpu_seconds']:.0f} CPU s" if c.get("cpu_seconds") is not None else ""
+            return f"{c['seconds']:.1f} s{cpu} ({c.get('rows_per_second', 0):,}/s)"
 
         second = f"{r['second_run_seconds']:.1f} ({r['second_run_ratio']:.2f}x)" if "second_run_seconds" in r else "-"
         acc = "-" if r.get("accuracy") is None else f"{r['accuracy']:.4f}"
-        lines.append("| " + " | ".join([f"{r['rows']:,}", f"{r['wall_seconds']:.1f}", f"{r['rows_per_second']:,}",
+        cpu = f"{r['cpu_seconds']:.0f} ({r['cpu_floor_seconds']:.0f})" if r.get("cpu_seconds") is not None else "-"
+        lines.append("| " + " | ".join([f"{r['rows']:,}", f"{r['wall_seconds']:.1f}", cpu, f"{r['rows_per_second']:,}",
                                         _gib(r["peak_rss_bytes"]), cell("CsvExampleGen"), cell("StatisticsGen"),
                                         cell("Transform"), cell("Trainer"), cell("Evaluator"), second, acc,
                                         "yes" if r["rows_kept"] else "NO"]) + " |")
@@ -241,7 +266,9 @@ def write_markdown(results: dict) -> None:
         "",
         f"Measured {results['measured_at']} at commit `{results['commit']}` on {results['machine']['cpus']} cores"
         f" ({results['note']}). Command per size: `{results['runs'][0]['command']}` (fresh home, no cache), then"
-        " the same again on unchanged input (2nd run). Component cells: seconds (input rows / s).",
+        " the same again on unchanged input (2nd run). Component cells: seconds, CPU seconds of every process"
+        " while it ran (input rows / s). CPU s (/ cores): the run's CPU time over all its processes, and that"
+        " divided by the cores: no schedule of the same work on this machine ends sooner.",
         "",
         table(results),
         "",
@@ -270,7 +297,7 @@ def main(argv=None) -> int:
         for rows in sorted(args.rows):
             r = measure(rows, args.cache, Path(tmp), extra, second_run=not args.no_second_run)
             runs.append(r)
-            print(f"{rows:>9,} rows: {r['wall_seconds']:.1f} s, peak {_gib(r['peak_rss_bytes'])} GiB over all processes, "
+            print(f"{rows:>9,} rows: {r['wall_seconds']:.1f} s, {r['cpu_seconds']:.0f} CPU s, peak {_gib(r['peak_rss_bytes'])} GiB over all processes, "
                   + ", ".join(f"{n} {c['seconds']:.1f} s" for n, c in r["components"].items() if c.get("seconds"))
                   + (f"; second run {r['second_run_seconds']:.1f} s ({r['second_run_ratio']:.2f}x)" if "second_run_seconds" in r else ""))
     by_rows = {r["rows"]: r for r in runs}
