@@ -10,7 +10,6 @@ serialized execution, so `run_fn` sees the FnArgs it would see in process.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
