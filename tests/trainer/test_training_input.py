@@ -1,7 +1,6 @@
 """The training input held in memory (trainer_module.run.in_memory_input_fn) against the streamed one, on
 the transformed examples of a real pipeline run: every pass is a permutation of exactly the split's rows,
 passes differ, batches keep a static size, and what cannot be held is streamed."""
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +12,13 @@ from trainer_module import features, run
 
 @pytest.fixture(scope="module")
 def split(trainer_reference_run):
+    """The training files, data accessor and Transform output run_fn was given (TFX's own FnArgs of the run)."""
     import tensorflow_transform as tft
     from tfx.components.trainer import fn_args_utils
-    from tfx.components.util import tfxio_utils
 
-    inputs, _ = replay.last_trainer_execution(Path(trainer_reference_run.metadata_path))
-    accessor = fn_args_utils.DataAccessor(
-        tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(inputs["examples"], []),
-        record_batch_factory=None, data_view_decode_fn=None)
-    files = [os.path.join(inputs["examples"][0].uri, "Split-train", "*")]
-    return files, accessor, tft.TFTransformOutput(inputs["transform_graph"][0].uri)
+    inputs, exec_properties = replay.last_trainer_execution(Path(trainer_reference_run.metadata_path))
+    fn_args = fn_args_utils.get_common_fn_args(inputs, exec_properties)
+    return fn_args.train_files, fn_args.data_accessor, tft.TFTransformOutput(fn_args.transform_graph_path)
 
 
 def _rows(batch) -> list:
