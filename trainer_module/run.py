@@ -118,7 +118,8 @@ def in_memory_input_fn(file_pattern, data_accessor, tf_transform_output, batch_s
             return None
     if not labels:
         return None
-    # Column by column, each batch list dropped once joined: the split is held about once, not twice (batches and columns).
+    # Column by column, each batch list dropped once joined: at its peak the split is held about once,
+    # not twice (batches and columns).
     columns = {}
     for name in list(parts):
         columns[name] = tf.constant(np.concatenate(parts.pop(name)))
