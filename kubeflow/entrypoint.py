@@ -27,7 +27,7 @@ import traceback
 from typing import List, Optional
 
 import kubeflow  # noqa: F401  (TF_USE_LEGACY_KERAS)
-from kubeflow import lazy_tfx_components, object_store
+from kubeflow import executor_input, lazy_tfx_components, object_store
 
 ERROR_MARKER = "TAXI_STEP_ERROR:"
 
@@ -97,6 +97,9 @@ def main(argv: List[str]) -> int:
         return 2
     lazy_tfx_components.defer()  # before anything in this process imports under tfx.components
     module, args = argv[0], list(argv[1:])
+    args, adapted = executor_input.adapt_args(args)
+    for what, keys in adapted.items():
+        print(f"kubeflow.entrypoint: {what}: {', '.join(keys)}", file=sys.stderr, flush=True)
     minio = any(object_store.MINIO_SCHEME in arg for arg in args)
     object_store.configure_environment(minio=minio)
     if minio:

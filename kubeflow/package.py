@@ -95,22 +95,30 @@ def container_executors(spec: Dict) -> List[str]:
     return sorted(label for label, executor in executors.items() if "container" in executor)
 
 
-def with_pvc(spec: Dict, pvc_name: Optional[str], mount_path: str = str(storage.MOUNT_PATH),
-             pipeline_root: Optional[str] = None) -> Optional[Dict]:
-    """The platform spec mounting `pvc_name` in every container step (None: no volume).
+def platform_spec(spec: Dict, pvc_name: Optional[str], pipeline_root: Optional[str] = None,
+                  mount_path: str = str(storage.MOUNT_PATH)) -> Optional[Dict]:
+    """The KFP `PlatformSpec` of every container step: the shared volume, and the object store's credentials.
 
-    With an s3:// or minio:// pipeline root (given, or the spec's default), every step also gets
-    the credentials of Kubeflow's MinIO secret as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+    `pvc_name`: the PersistentVolumeClaim mounted at `mount_path` (None: no volume).
+    The credentials of Kubeflow's MinIO secret reach every step as AWS_ACCESS_KEY_ID /
+    AWS_SECRET_ACCESS_KEY unless the pipeline root (given, else the spec's default) is `gs://`
+    (Google's credentials come from the pod's service account). With no root at all the run takes the
+    cluster's default, which on self-hosted KFP is MinIO (`minio://mlpipeline/v2/artifacts`, or the
+    `kfp-launcher` ConfigMap's `defaultPipelineRoot`): TFX's steps read and write it themselves and
+    need the secret as much as the launcher does. None when there is nothing to add.
     """
-    if not pvc_name:
-        return None
-    platform = storage.pvc_platform_spec(container_executors(spec), pvc_name, mount_path)
+    labels = container_executors(spec)
+    executors: Dict[str, Dict] = {label: {} for label in labels}
+    if pvc_name:
+        pvc = storage.pvc_platform_spec(labels, pvc_name, mount_path)
+        executors = pvc["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     root = pipeline_root or spec.get("defaultPipelineRoot") or ""
-    if root.startswith((object_store.S3_SCHEME, object_store.MINIO_SCHEME)):
-        secret = object_store_secret_env()
-        for executor in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values():
-            executor["secretAsEnv"] = [secret]
-    return platform
+    if not root.startswith("gs://"):
+        for executor in executors.values():
+            executor["secretAsEnv"] = [object_store_secret_env()]
+    if not any(executors.values()):
+        return None
+    return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}
 
 
 def object_store_secret_env() -> Dict:

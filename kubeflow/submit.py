@@ -39,7 +39,7 @@ def build_package(spec_path: Path, workdir: Path, pvc: Optional[str],
         raise KubeflowError(f"{err}; recompile with `taxi-pipeline compile --image IMAGE`") from None
     root = package.check_pipeline_root(pipeline_root) or compiled_root
     if platform is None:
-        platform = package.with_pvc(spec, pvc)
+        platform = package.platform_spec(spec, pvc, root)
     target = workdir / "pipeline.yaml"
     target.write_text(package.dump_package(spec, platform))
     return target, root

@@ -96,7 +96,7 @@ def write_spec(job: Dict, output: Path) -> None:
     """JSON: the PipelineJob as TFX writes it. YAML: the KFP package with the volume mounts."""
     if output.suffix in (".yaml", ".yml"):
         spec = job["pipelineSpec"]
-        text = package.dump_package(spec, package.with_pvc(spec, storage.PVC_NAME))
+        text = package.dump_package(spec, package.platform_spec(spec, storage.PVC_NAME))
     else:
         text = package.dump_job(job)
     package.write_atomic(output, text)

@@ -49,7 +49,7 @@ def volume(tmp_path: Path) -> Path:
 def local_kfp(job, image, endpoint, tmp_path, vol, **kwargs):
     spec = job["pipelineSpec"]
     return LocalKfp(job, Container(engine(image)), work_dir=tmp_path / "pods", volumes={storage.PVC_NAME: vol},
-                    platform=package.with_pvc(spec, storage.PVC_NAME), secrets=SECRETS,
+                    platform=package.platform_spec(spec, storage.PVC_NAME), secrets=SECRETS,
                     env={"AWS_ENDPOINT_URL": endpoint}, log=lambda line: print(line, flush=True), **kwargs)
 
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kubeflow import entrypoint, object_store, package, storage
 
@@ -33,17 +34,44 @@ def test_workers_get_settings_by_value_and_credentials_only_by_secret_reference(
     assert object_store.worker_environment("gs://b/x", env) == ({}, {})
 
 
+def _executors(platform):
+    return platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
 def test_object_store_roots_mount_the_minio_secret_in_every_step():
     spec = {"defaultPipelineRoot": "minio://mlpipeline/v2",
             "deploymentSpec": {"executors": {"a": {"container": {}}, "r": {"resolver": {}}}}}
-    executors = package.with_pvc(spec, storage.PVC_NAME)["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    executors = _executors(package.platform_spec(spec, storage.PVC_NAME))
     assert set(executors) == {"a"}
     assert executors["a"]["secretAsEnv"] == [{"secretName": "mlpipeline-minio-artifact", "keyToEnv": [
         {"secretKey": "accesskey", "envVar": "AWS_ACCESS_KEY_ID"},
         {"secretKey": "secretkey", "envVar": "AWS_SECRET_ACCESS_KEY"}]}]
     spec["defaultPipelineRoot"] = "gs://bucket/root"
-    assert "secretAsEnv" not in package.with_pvc(spec, storage.PVC_NAME)["platforms"]["kubernetes"][
-        "deploymentSpec"]["executors"]["a"]
+    assert "secretAsEnv" not in _executors(package.platform_spec(spec, storage.PVC_NAME))["a"]
+    assert package.platform_spec(spec, None) is None  # gs:// and no volume: nothing to add
+
+
+def test_the_secret_reaches_every_step_without_a_compiled_root_and_without_a_volume():
+    """`submit` of a spec compiled without --pipeline-root: the cluster's default root is MinIO."""
+    spec = {"deploymentSpec": {"executors": {"a": {"container": {}}}}}
+    for platform in (package.platform_spec(spec, storage.PVC_NAME), package.platform_spec(spec, None),
+                     package.platform_spec(spec, None, "s3://bucket/root")):
+        assert _executors(platform)["a"]["secretAsEnv"][0]["secretName"] == "mlpipeline-minio-artifact"
+    assert "pvcMount" not in _executors(package.platform_spec(spec, None))["a"]
+    assert "secretAsEnv" not in _executors(package.platform_spec(spec, "claim", "gs://b/r"))["a"]
+
+
+def test_submit_without_a_pipeline_root_gives_every_step_the_credentials(tmp_path):
+    from kubeflow import submit
+
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps({"pipelineSpec": {
+        "root": {"dag": {"tasks": {}}}, "pipelineInfo": {"name": "p"},
+        "deploymentSpec": {"executors": {"a": {"container": {"image": "i"}}}}}}))
+    for root in (None, "s3://bucket/root"):
+        package_path, _ = submit.build_package(spec_path, tmp_path, "claim", root)
+        platform = list(yaml.safe_load_all(package_path.read_text()))[1]
+        assert _executors(platform)["a"]["secretAsEnv"][0]["secretName"] == "mlpipeline-minio-artifact", root
 
 
 @pytest.fixture
