@@ -90,8 +90,12 @@ def check_reachable(endpoint: str, timeout_s: float = 10.0) -> None:
 
 
 def submit(package_path: Path, endpoint: str, experiment: str, run_name: Optional[str],
-           namespace: Optional[str], pipeline_root: Optional[str]):
-    """Creates the run; returns kfp's RunPipelineResult. Errors become one readable line."""
+           namespace: Optional[str], pipeline_root: Optional[str], enable_caching: Optional[bool] = None):
+    """Creates the run; returns kfp's RunPipelineResult. Errors become one readable line.
+
+    `enable_caching`: None keeps each task's compiled `cachingOptions`; False/True sets every task's
+    (kfp.Client's `_override_caching_options`, SDK 2.5).
+    """
     import warnings
 
     import kfp
@@ -103,7 +107,7 @@ def submit(package_path: Path, endpoint: str, experiment: str, run_name: Optiona
             client = kfp.Client(host=endpoint, namespace=namespace or "kubeflow")  # checks /healthz
         return client.create_run_from_pipeline_package(
             str(package_path), arguments={}, run_name=run_name, experiment_name=experiment,
-            namespace=namespace, pipeline_root=pipeline_root)
+            namespace=namespace, pipeline_root=pipeline_root, enable_caching=enable_caching)
     except kfp_server_api.ApiException as err:
         log.info("KFP API error", exc_info=True)
         detail = (err.body or "").strip().splitlines()[0][:200] if err.body else ""

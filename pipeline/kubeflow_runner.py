@@ -130,6 +130,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "up to 128,000 examples)")
     parser.add_argument("--train-steps", type=int, default=defaults.train_steps,
                         help="a fixed number of training steps instead (overrides --epochs)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="compile every step with KFP's caching off (each run re-runs every step); by "
+                             "default a step is taken from KFP's cache when its inputs, the input data's "
+                             "fingerprint included, are unchanged")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -139,6 +143,7 @@ def main(args: argparse.Namespace) -> int:
         config = kubeflow_config(args.image, data=args.data, serving_base=args.serving_base,
                                  workers=args.workers, training_loop=args.training_loop,
                                  train_steps=args.train_steps, epochs=args.epochs,
+                                 enable_cache=not args.no_cache,
                                  **beam_runners.fields_from_args(args))
     except ValueError as err:  # PipelineConfig's own checks (counts below 1, ...)
         raise UserError(str(err)) from None

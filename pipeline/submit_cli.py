@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pvc", default=storage.PVC_NAME,
                         help=f"PersistentVolumeClaim mounted at {storage.MOUNT_PATH} in every step "
                              f"(default {storage.PVC_NAME}, from kubeflow/manifests)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="run every step, none from KFP's cache (overrides the caching compiled in)")
     parser.add_argument("--no-pvc", dest="pvc", action="store_const", const=None,
                         help="mount no volume (the cluster provides the compiled-in data and serving paths otherwise)")
 
@@ -43,7 +45,8 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="taxi-submit-") as workdir:
         package_path, root = submit.build_package(spec_path, Path(workdir), args.pvc, args.pipeline_root)
         submit.check_reachable(endpoint)
-        result = submit.submit(package_path, endpoint, args.experiment, args.run_name, args.namespace, root)
+        result = submit.submit(package_path, endpoint, args.experiment, args.run_name, args.namespace, root,
+                               enable_caching=False if args.no_cache else None)
     print(f"submitted run {result.run_id} to {endpoint} (experiment {args.experiment}, "
           f"pipeline root {root or 'cluster default'})")
     print(f"follow it at {endpoint}/#/runs/details/{result.run_id}")

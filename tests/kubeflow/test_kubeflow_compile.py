@@ -186,3 +186,12 @@ def test_s3_and_minio_pipeline_roots(root, tmp_path):
     assert main(["compile", "--image", IMAGE, "--output", str(out), "--pipeline-root", root + "/"]) == 0
     job = json.loads(out.read_text())
     assert job["runtimeConfig"]["gcsOutputDirectory"] == root
+
+
+def test_no_cache_compiles_every_step_with_caching_off(compiled_job, tmp_path):
+    out = tmp_path / "spec.json"
+    assert main(["compile", "--image", IMAGE, "--output", str(out), "--no-cache"]) == 0
+    compiled = tasks(json.loads(out.read_text()))
+    assert set(compiled) == set(tasks(compiled_job))
+    assert not any(task.get("cachingOptions", {}).get("enableCache") for task in compiled.values())
+    assert all(task["cachingOptions"]["enableCache"] for task in tasks(compiled_job).values())

@@ -166,3 +166,14 @@ def test_wrong_service_fails_fast_in_one_line(healthz, fragment, compiled_spec_p
     err = one_error_line(capsys)
     assert fragment in err and url in err
     assert not any(method == "POST" for method, _, _ in requests), "nothing is created"
+
+
+def test_no_cache_turns_off_every_tasks_cache(compiled_spec_path, compiled_job, fake_kfp):
+    url, requests = fake_kfp
+    compiled = compiled_job["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert all(task["cachingOptions"].get("enableCache") for task in compiled.values())
+    assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url, "--no-cache"]) == 0
+    run = next(body for method, path, body in requests if path == "/apis/v2beta1/runs")
+    tasks = run["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
+    assert tasks.keys() == compiled.keys()
+    assert not any(task.get("cachingOptions", {}).get("enableCache") for task in tasks.values())
