@@ -22,6 +22,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
+from tfx.dsl.io import fileio
 from tfx.types.standard_artifacts import ExampleAnomalies, ExampleStatistics, Model, Schema
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
@@ -107,7 +108,7 @@ def check(statistics_uri: str, schema_uri: str, baseline_model_uri: Optional[str
         report["note"] = "no blessed model yet: nothing to compare with"
         return report
     baseline_path = training_statistics_path(baseline_model_uri)
-    if not os.path.exists(baseline_path):
+    if not fileio.exists(baseline_path):
         report["note"] = f"the baseline model carries no training statistics ({baseline_path})"
         return report
     current = tfdv.load_stats_binary(os.path.join(statistics_uri, f"Split-{split}", "FeatureStats.pb"))
@@ -130,17 +131,14 @@ def DriftCheck(
 ):
     """Raise DataDriftError when a feature's distance exceeds its threshold (unless fail_on_drift is 0)."""
     report = check(statistics.uri, schema.uri, baseline_model.uri if baseline_model is not None else None, thresholds)
-    os.makedirs(drift.uri, exist_ok=True)
-    with open(os.path.join(drift.uri, DRIFT_FILE), "w") as f:
-        json.dump(report, f, indent=1)
+    # TFX's fileio, not os/open: on Kubeflow the artifact URIs are s3:// or gs:// (os.makedirs would make a
+    # local folder named "s3:" and leave the artifact in the bucket empty).
+    _write_json(os.path.join(drift.uri, DRIFT_FILE), report)
     drift.set_string_custom_property("drifted", ",".join(report["drifted"]))
     drift.set_string_custom_property("baseline_model", report["baseline_model"] or "")
     if report["drifted"] and fail_on_drift:
         # TFX removes a failed execution's output folder: keep the report where the run's read-back finds it.
-        kept = stopped_report_path(drift.uri)
-        os.makedirs(os.path.dirname(kept), exist_ok=True)
-        with open(kept, "w") as f:
-            json.dump(report, f, indent=1)
+        _write_json(stopped_report_path(drift.uri), report)
         raise DataDriftError(
             f"the data drifted from the data the served model was trained on: {describe(report['features'])}. "
             "If the change is expected, run again with --allow-drift (the new model then becomes the baseline)")
@@ -155,10 +153,16 @@ def stopped_report_path(drift_uri: str) -> str:
     return os.path.join(node_dir, STOPPED_DIR, os.path.basename(drift_uri.rstrip("/")) + ".json")
 
 
+def _write_json(uri: str, document: Dict[str, object]) -> None:
+    fileio.makedirs(os.path.dirname(uri))
+    with fileio.open(uri, "w") as f:
+        f.write(json.dumps(document, indent=1))
+
+
 def load_report(drift_uri: str) -> Optional[Dict[str, object]]:
-    """drift.json of a DriftCheck output, None when absent."""
+    """drift.json of a DriftCheck output (a local path or an object-store URI), None when absent."""
     path = os.path.join(drift_uri, DRIFT_FILE)
-    if not os.path.exists(path):
+    if not fileio.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    with fileio.open(path) as f:
+        return json.loads(f.read())
