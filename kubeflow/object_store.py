@@ -15,9 +15,10 @@ from the other's: `AWS_ENDPOINT_URL` (boto3) <-> `S3_ENDPOINT`, `S3_USE_HTTPS`, 
 `secretkey`; kubeflow/manifests maps them to these names).
 
 `minio://BUCKET/PATH` is the pipeline root self-hosted Kubeflow Pipelines uses by default: its
-launcher talks to the in-cluster MinIO for it. Neither filesystem knows that scheme, so the step
-entry point (`kubeflow.entrypoint`) hands TFX the same objects as `s3://BUCKET/PATH`, with the
-endpoint defaulting to Kubeflow's `minio-service.kubeflow:9000`.
+launcher talks to the in-cluster object store for it. Neither filesystem knows that scheme, so the step
+entry point (`kubeflow.entrypoint`) hands TFX the same objects as `s3://BUCKET/PATH`. KFP gives the
+step's pod no endpoint (no AWS_ENDPOINT_URL at any release), so it is found as the launcher finds it
+(`default_minio_endpoint`), unless `compile --s3-endpoint` put one in every step's environment.
 
 Nothing here imports TensorFlow at module level: it is imported by every Python process of the image.
 """
@@ -36,8 +37,11 @@ log = logging.getLogger(__name__)
 S3_SCHEME = "s3://"
 MINIO_SCHEME = "minio://"
 SCHEMES = ("gs://", S3_SCHEME, MINIO_SCHEME)
-# Kubeflow Pipelines' own MinIO (manifests of KFP 2.x: Service minio-service, namespace kubeflow).
-KFP_MINIO_ENDPOINT = "http://minio-service.kubeflow:9000"
+# The object store Kubeflow Pipelines installs, newest first (kubeflow/pipelines, backend/src/v2/objectstore/
+# config.go): SeaweedFS from 2.16.0 (2.17.0 :29 DefaultEndpointInMultiUserMode "seaweedfs.kubeflow:9000";
+# its Service maps 9000 to the S3 port 8333, manifests/kustomize/third-party/seaweedfs/base/seaweedfs/
+# seaweedfs-service.yaml), MinIO before (2.2.0 :31 and 2.5.0 :32 "minio-service.kubeflow:9000").
+KFP_MINIO_ENDPOINTS = ("seaweedfs.kubeflow:9000", "minio-service.kubeflow:9000")
 KFP_MINIO_SECRET = "mlpipeline-minio-artifact"
 KFP_MINIO_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "accesskey", "AWS_SECRET_ACCESS_KEY": "secretkey"}
 DEFAULT_REGION = "us-east-1"  # MinIO's default; the AWS SDKs need some region to sign requests
@@ -70,7 +74,7 @@ def configure_environment(env: Optional[MutableMapping[str, str]] = None, minio:
 
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or env.get("S3_ENDPOINT")
     if not endpoint and minio:
-        endpoint = KFP_MINIO_ENDPOINT
+        endpoint = "http://" + default_minio_endpoint(env)  # KFP's store is plain HTTP (disableSSL "true")
     if endpoint:
         url = endpoint if "://" in endpoint else ("https://" if env.get("S3_USE_HTTPS", "1") != "0" else "http://") + endpoint
         put("AWS_ENDPOINT_URL", url)
@@ -102,6 +106,35 @@ def worker_environment(uri: str, env: Optional[MutableMapping[str, str]] = None)
     plain = {k: env[k] for k in FORWARDED_SETTINGS if env.get(k)}
     secret = {name: (KFP_MINIO_SECRET, key) for name, key in KFP_MINIO_SECRET_KEYS.items()}
     return plain, secret
+
+
+def default_minio_endpoint(env: Optional[MutableMapping[str, str]] = None, resolves=None) -> str:
+    """host:port of the object store a `minio://` root means, as KFP's launcher finds it.
+
+    KFP 2.2-2.15 take `$MINIO_SERVICE_SERVICE_HOST:$MINIO_SERVICE_SERVICE_PORT` when the pod sees that
+    Service (objectstore/config.go 2.2.0:154-168, MinioDefaultEndpoint), else `minio-service.kubeflow:9000`;
+    2.16 and later `seaweedfs.kubeflow:9000`. A pod cannot tell which release runs it, so the first
+    of those names that resolves in the cluster's DNS is taken (SeaweedFS first); with none, SeaweedFS's
+    (the step then fails in one line naming it: `check_reachable`).
+    """
+    env = os.environ if env is None else env
+    if env.get("MINIO_SERVICE_SERVICE_HOST"):
+        return f"{env['MINIO_SERVICE_SERVICE_HOST']}:{env.get('MINIO_SERVICE_SERVICE_PORT') or '9000'}"
+    resolves = resolves or _resolves
+    for candidate in KFP_MINIO_ENDPOINTS:
+        if resolves(candidate.rsplit(":", 1)[0]):
+            return candidate
+    return KFP_MINIO_ENDPOINTS[0]
+
+
+def _resolves(host: str) -> bool:
+    import socket
+
+    try:
+        socket.getaddrinfo(host, None)
+        return True
+    except OSError:
+        return False
 
 
 def endpoint(env: Optional[MutableMapping[str, str]] = None) -> Optional[str]:
@@ -178,5 +211,9 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
                                "AWS_SECRET_ACCESS_KEY") from None
     except botocore.exceptions.ClientError as err:
         code = err.response.get("Error", {}).get("Code", "?")
+        if code in ("403", "AccessDenied", "Forbidden"):
+            # The store answered. Multi-user KFP 2.15+ gives each namespace a key limited to its own prefixes
+            # (profile controller sync.py, 2.17.0 :465-492): it may not HEAD the bucket, yet may write the root.
+            return
         raise ObjectStoreError(f"{where} refused bucket {bucket!r} of pipeline root {uri} (HTTP/S3 error {code}); "
                                "check the bucket exists and the credentials may use it") from None

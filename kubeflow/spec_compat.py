@@ -16,6 +16,10 @@ backend/src/v2/component/launcher_v2.go) does differently, and what is done abou
 3. Every container command goes through `kubeflow.entrypoint` (minio:// roots, S3 settings, the
    step's true exit status; see that module).
 
+4. Settings every step needs and KFP does not give (it sets no AWS_ENDPOINT_URL at any release):
+   `with_env` adds them to each container's `env`, which the driver puts in the pod (driver/driver.go
+   2.2.0:380-384, 2.17.0:289-293).
+
 Nothing here imports TFX; it edits the JSON.
 """
 from __future__ import annotations
@@ -71,6 +75,16 @@ def _wrap_commands(spec: Dict) -> None:
             command = container.get("command") or []
             if command[:2] == ["python", "-m"] and len(command) == 3 and command[2] != ENTRYPOINT[2]:
                 container["command"] = ENTRYPOINT + [command[2]]
+
+
+def with_env(spec: Dict, env: Dict[str, str]) -> None:
+    """Sets `env` (name -> value) in every container step of `spec`, in place."""
+    for executor in spec.get("deploymentSpec", {}).get("executors", {}).values():
+        container = executor.get("container")
+        if container is None or not env:
+            continue
+        kept = [item for item in container.get("env", []) if item.get("name") not in env]
+        container["env"] = kept + [{"name": name, "value": value} for name, value in sorted(env.items())]
 
 
 def check(spec: Dict) -> None:

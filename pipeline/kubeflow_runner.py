@@ -65,11 +65,14 @@ def kubeflow_config(image: str, data: Optional[str] = None, serving_base: Option
     )
 
 
-def compile_job(config: configs.PipelineConfig, pipeline_root: Optional[str] = None) -> Dict:
+def compile_job(config: configs.PipelineConfig, pipeline_root: Optional[str] = None,
+                s3_endpoint: Optional[str] = None) -> Dict:
     """Builds the pipeline from `config` and returns the compiled PipelineJob as a dict.
 
     The pipeline root given here replaces the in-cluster path `create_pipeline` put there; with
     none, the spec carries no root and the KFP backend uses its default (`kfp-launcher` ConfigMap).
+    `s3_endpoint`: the S3 API every step talks to (AWS_ENDPOINT_URL in each step's environment), for an
+    s3:// root outside AWS or a minio:// root whose store is not KFP's default one.
     """
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as v2
 
@@ -82,6 +85,8 @@ def compile_job(config: configs.PipelineConfig, pipeline_root: Optional[str] = N
                                             display_name=config.pipeline_name,
                                             use_pipeline_spec_2_1=True))  # what the KFP 2.x driver reads
     job = spec_compat.for_open_source_kfp(runner.run(tfx_pipeline, write_out=False))
+    if s3_endpoint:
+        spec_compat.with_env(job["pipelineSpec"], {"AWS_ENDPOINT_URL": s3_endpoint})
     runtime = job.setdefault("runtimeConfig", {})
     if pipeline_root:
         runtime["gcsOutputDirectory"] = pipeline_root
@@ -115,6 +120,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline-root", default=None, metavar="URI",
                         help="object store for TFX artifacts (gs://, s3:// or minio://bucket/path); default: the "
                              "cluster's default pipeline root")
+    parser.add_argument("--s3-endpoint", default=None, metavar="URL",
+                        help="S3 API of an s3:// or minio:// pipeline root outside AWS, e.g. "
+                             "http://minio.example:9000 (every step gets it as AWS_ENDPOINT_URL; KFP sets none). "
+                             "Default: AWS for s3://; for minio:// the store KFP installs (seaweedfs.kubeflow:9000 "
+                             "from KFP 2.16, minio-service.kubeflow:9000 before), found in the cluster's DNS")
     parser.add_argument("--data", default=None, metavar="DIR",
                         help=f"CSV directory as seen by the pipeline's pods (default {storage.DATA_DIR})")
     parser.add_argument("--serving-base", default=None, metavar="DIR",
@@ -151,7 +161,9 @@ def main(args: argparse.Namespace) -> int:
     if output.suffix not in (".json", ".yaml", ".yml"):
         raise UserError(f"--output {output} must end in .json (PipelineJob) or .yaml (KFP package)")
 
-    job = compile_job(config, pipeline_root)
+    if args.s3_endpoint and not args.s3_endpoint.startswith(("http://", "https://")):
+        raise UserError(f"--s3-endpoint {args.s3_endpoint!r} must be an http:// or https:// URL")
+    job = compile_job(config, pipeline_root, s3_endpoint=args.s3_endpoint)
     write_spec(job, output)
 
     steps = len(job["pipelineSpec"]["root"]["dag"]["tasks"])

@@ -195,3 +195,16 @@ def test_no_cache_compiles_every_step_with_caching_off(compiled_job, tmp_path):
     assert set(compiled) == set(tasks(compiled_job))
     assert not any(task.get("cachingOptions", {}).get("enableCache") for task in compiled.values())
     assert all(task["cachingOptions"]["enableCache"] for task in tasks(compiled_job).values())
+
+
+def test_s3_endpoint_reaches_every_step_as_aws_endpoint_url(tmp_path, capsys):
+    out = tmp_path / "spec.json"
+    assert main(["compile", "--image", IMAGE, "--output", str(out), "--pipeline-root", "s3://b/r",
+                 "--s3-endpoint", "http://minio.example:9000"]) == 0
+    executors = json.loads(out.read_text())["pipelineSpec"]["deploymentSpec"]["executors"]
+    containers = [e["container"] for e in executors.values() if "container" in e]
+    assert containers and all({"name": "AWS_ENDPOINT_URL", "value": "http://minio.example:9000"} in c["env"]
+                              for c in containers)
+    assert main(["compile", "--image", IMAGE, "--output", str(tmp_path / "x.json"),
+                 "--s3-endpoint", "minio.example:9000"]) == 2
+    assert "--s3-endpoint" in capsys.readouterr().err

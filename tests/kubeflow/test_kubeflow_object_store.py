@@ -21,9 +21,19 @@ def test_boto3_and_tensorflow_io_settings_are_filled_in_from_each_other():
     env = {"S3_ENDPOINT": "s3.example:443", "AWS_REGION": "eu-west-1"}
     object_store.configure_environment(env)
     assert env["AWS_ENDPOINT_URL"] == "https://s3.example:443" and env["AWS_DEFAULT_REGION"] == "eu-west-1"
-    env = {}
+    env = {"MINIO_SERVICE_SERVICE_HOST": "10.0.0.7", "MINIO_SERVICE_SERVICE_PORT": "9000"}  # KFP <= 2.15, same ns
     object_store.configure_environment(env, minio=True)
-    assert env["AWS_ENDPOINT_URL"] == object_store.KFP_MINIO_ENDPOINT
+    assert env["AWS_ENDPOINT_URL"] == "http://10.0.0.7:9000" and env["S3_USE_HTTPS"] == "0"
+
+
+@pytest.mark.parametrize("names, expected", [
+    ({"seaweedfs.kubeflow"}, "seaweedfs.kubeflow:9000"),  # KFP 2.16+ installs SeaweedFS
+    ({"minio-service.kubeflow"}, "minio-service.kubeflow:9000"),  # KFP 2.2-2.15: MinIO
+    ({"seaweedfs.kubeflow", "minio-service.kubeflow"}, "seaweedfs.kubeflow:9000"),
+    (set(), "seaweedfs.kubeflow:9000"),
+])
+def test_a_minio_root_finds_the_store_the_cluster_has(names, expected):
+    assert object_store.default_minio_endpoint({}, resolves=names.__contains__) == expected
 
 
 def test_workers_get_settings_by_value_and_credentials_only_by_secret_reference():
@@ -116,7 +126,7 @@ def test_entry_point_hands_tfx_s3_uris_for_minio_and_the_launcher_minio_back(fak
     assert "minio://" not in seen[1] and "s3://mlpipeline/v2/CsvExampleGen/1/examples" in seen[1]
     output = json.loads((fake_step / "output_metadata.json").read_text())
     assert output["artifacts"]["examples"]["artifacts"][0]["uri"] == "minio://mlpipeline/v2/CsvExampleGen/1/examples"
-    assert os.environ["AWS_ENDPOINT_URL"] == object_store.KFP_MINIO_ENDPOINT
+    assert os.environ["AWS_ENDPOINT_URL"] in ["http://" + e for e in object_store.KFP_MINIO_ENDPOINTS]
     # The step's Beam options reach its workers as given: no sdist of TFX (they run this image).
     assert json.loads((fake_step / "argv.json.beam_flags").read_text()) == ["--direct_num_workers=1"]
 
