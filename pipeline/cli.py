@@ -25,6 +25,8 @@ COMMANDS = {
     "predict": ("pipeline.predict_cli", "query a model server over gRPC with rows from a CSV or JSON file"),
     "compile": ("pipeline.kubeflow_runner", "write the Kubeflow Pipelines spec (KubeflowV2DagRunner)"),
     "submit": ("pipeline.submit_cli", "submit the compiled spec to a Kubeflow Pipelines endpoint"),
+    "kubeflow-manifests": ("pipeline.kubeflow_manifests",
+                           "write the volume, model server, RBAC and kfp-launcher ConfigMap for one namespace"),
     "status": ("pipeline.status", "last runs from ML Metadata: components, metrics, blessing, pushed version"),
     "report": ("pipeline.report", "a self-contained HTML report with plots of the last run"),
     "skew": ("pipeline.skew", "compare logged serving requests with the training statistics of the model that served them"),
