@@ -56,24 +56,24 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
         serving_model_dir = path_utils.serving_model_dir(model_uri)
         spec = job_spec.write_spec(job_spec.spec_path(model_run_dir), input_dict, output_dict, exec_properties)
 
+        def check_outputs(*_):
+            check_saved_model(serving_model_dir, settings.workers)
+            check_worker_reports(model_run_dir, settings.workers)
+
         if settings.uses_tfjob:
-            self._run_tfjob(settings, spec)
+            # Checked while the TFJob still exists: it is deleted only afterwards.
+            self._run_tfjob(settings, spec, on_success=check_outputs)
         else:
             log_dir = settings.log_dir or os.path.join(model_run_dir, "logs")
             results = local_launcher.LocalLauncher(settings.workers, Path(log_dir), settings.worker_timeout_s).run(spec)
             log.info("trainer workers finished: %s",
                      ", ".join(f"worker {r.index} in {r.seconds:.1f} s" for r in results))
-
-        if not fileio.exists(serving_model_dir):
-            raise RuntimeError(f"all {settings.workers} trainer workers succeeded but none saved a model to "
-                               f"{serving_model_dir}: run_fn must save the chief's model into "
-                               "fn_args.serving_model_dir")
-        check_worker_reports(model_run_dir, settings.workers)
+            check_outputs()
         training_length.write_record(model_run_dir, plan)
         store_training_statistics(input_dict, output_dict)
         log.info("multi-worker training complete; model in %s", serving_model_dir)
 
-    def _run_tfjob(self, settings: TrainerSettings, spec: str) -> None:
+    def _run_tfjob(self, settings: TrainerSettings, spec: str, on_success) -> None:
         api = tfjob_launcher.api_client(settings.kubernetes_api_url)
         namespace, image, service_account, pvc_mounts = settings.namespace, settings.image, None, None
         if tfjob_launcher.in_cluster():
@@ -98,7 +98,7 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
             env=env, secret_env=secret_env, active_deadline_s=int(settings.worker_timeout_s) + 60)
         launcher = tfjob_launcher.TFJobLauncher(namespace, settings.worker_timeout_s, api=api,
                                                 poll_interval_s=settings.poll_interval_s)
-        result = launcher.run(job)
+        result = launcher.run(job, on_success=on_success)
         log.info("TFJob %s/%s succeeded in %.1f s", result.namespace, result.name, result.seconds)
 
 
@@ -145,17 +145,34 @@ def _pipeline_volumes() -> Optional[Dict[str, str]]:
     return {storage.PVC_NAME: str(storage.MOUNT_PATH)} if os.path.isdir(str(storage.MOUNT_PATH)) else None
 
 
+def check_saved_model(serving_model_dir: str, workers: int) -> None:
+    if not fileio.exists(serving_model_dir):
+        raise RuntimeError(f"all {workers} trainer workers succeeded but none saved a model to "
+                           f"{serving_model_dir}: run_fn must save the chief's model into "
+                           "fn_args.serving_model_dir")
+
+
 def check_worker_reports(model_run_dir: str, workers: int) -> List[Dict]:
-    """Reads `<model_run>/workers/worker-<i>.json` (written by run_fn) and fails if they show that the
-    workers did not train as one synchronized job, e.g. each alone because TF_CONFIG was ignored."""
-    reports = []
-    for path in sorted(fileio.glob(os.path.join(model_run_dir, WORKER_REPORTS_DIR, "worker-*.json"))):
+    """Reads `<model_run>/workers/worker-<i>.json` (written by run_fn) for every i < `workers`.
+
+    Fails in one line naming the workers without a report: a worker that did not report may have
+    been stopped before it finished. Fails too if the reports show that the workers did not train
+    as one synchronized job, e.g. each alone because TF_CONFIG was ignored.
+    """
+    reports_dir = os.path.join(model_run_dir, WORKER_REPORTS_DIR)
+    reports, missing = [], []
+    for index in range(workers):
+        path = os.path.join(reports_dir, f"worker-{index}.json")
+        if not fileio.exists(path):
+            missing.append(index)
+            continue
         with fileio.open(path, "r") as f:  # fileio: the model run dir may be on an object store
             reports.append(json.loads(f.read()))
-    if not reports:
-        log.warning("run_fn wrote no worker reports under %s/%s; cannot confirm synchronized training",
-                    model_run_dir, WORKER_REPORTS_DIR)
-        return reports
+    if missing:
+        raise RuntimeError(
+            f"trainer worker{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of {workers} "
+            f"wrote no report under {reports_dir}: each worker's run_fn must finish and write "
+            "workers/worker-<task index>.json into fn_args.model_run_dir (was it stopped early? see its log)")
     unsynchronized = [r for r in reports if r.get("num_replicas_in_sync") != workers]
     if unsynchronized:
         raise RuntimeError(

@@ -2,7 +2,8 @@
 
 The Trainer step's pod is the TFJob's owner in spirit: the job is deleted on every way out of
 `run` (success, failure, timeout, KeyboardInterrupt, SIGTERM when Kubeflow terminates the run), so
-no worker pods outlive the step. A failure is reported with the failing pod's reason (OOMKilled,
+no worker pods outlive the step. On success the job is deleted only after `on_success` (the
+executor's check of the saved model and of every worker's report) has returned or raised. A failure is reported with the failing pod's reason (OOMKilled,
 Error with exit code, ImagePullBackOff, Evicted, ...) and the worker's own error line from its log.
 Talks to the API server through the official `kubernetes` client; `base_url` points it at any
 server (a `kubectl proxy`, or the fake API of the tests) instead of the in-cluster/kubeconfig one.
@@ -13,7 +14,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from components.multiworker_trainer import cancellation
 from components.multiworker_trainer import tfjob_manifest as manifest
@@ -115,18 +116,21 @@ class TFJobLauncher:
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
 
-    def run(self, job: Dict) -> TFJobResult:
-        """Creates `job`, waits for its end, deletes it; raises TFJobFailedError/TFJobTimedOutError/
-        cancellation.TrainingCancelled."""
+    def run(self, job: Dict, on_success: Optional[Callable[[TFJobResult], None]] = None) -> TFJobResult:
+        """Creates `job`, waits for its end, calls `on_success(result)` if it Succeeded, then deletes it;
+        raises TFJobFailedError/TFJobTimedOutError/cancellation.TrainingCancelled, or what on_success raises."""
         name = job["metadata"]["name"]
         started = time.monotonic()
         with cancellation.sigterm_raises(f"deleted TFJob {self.namespace}/{name}"):
             self._create(job)
             try:
                 final = self._follow(name, started + self.timeout_s)
+                result = TFJobResult(name, self.namespace, time.monotonic() - started, conditions_of(final))
+                if on_success is not None:
+                    on_success(result)
             finally:
                 self.delete(name)
-        return TFJobResult(name, self.namespace, time.monotonic() - started, conditions_of(final))
+        return result
 
     def _create(self, job: Dict) -> None:
         from kubernetes.client.rest import ApiException

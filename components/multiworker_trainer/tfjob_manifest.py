@@ -6,6 +6,25 @@ launcher does. Every pod runs the same worker entry point on the execution spec 
 executor wrote to the shared pipeline root. `restartPolicy: Never` and `backoffLimit: 0`: a
 restarted MWMS worker cannot rejoin a running collective, so a failure fails the job and the
 Trainer reports it instead of the operator looping.
+
+`successPolicy: AllWorkers`: with Worker replicas only, the operator's default policy calls the job
+Succeeded as soon as worker 0 exits, and then its cleanPodPolicy deletes the workers still
+running, possibly before they wrote their reports. With AllWorkers the job is Succeeded only once
+every worker pod has succeeded. The rules, from kubeflow/training-operator at v1.8.1 (what
+Kubeflow 1.9 ships; the same lines at v1.9.0 for Kubeflow 1.10 unless noted):
+- the field: `SuccessPolicy *SuccessPolicy json:"successPolicy,omitempty"` and
+  `SuccessPolicyAllWorkers SuccessPolicy = "AllWorkers"`, pkg/apis/kubeflow.org/v1/tensorflow_types.go:79
+  and :98; unset, SetDefaults_TFJob makes it "" (tensorflow_defaults.go:55-59);
+- the decision, for a job without Chief/Master: `if expected == 0 || (worker0Completed &&
+  *tfJob.Spec.SuccessPolicy != kubeflowv1.SuccessPolicyAllWorkers)` then Succeeded, where
+  expected = replicas - succeeded pods (pkg/controller.v1/tensorflow/tfjob_controller.go:468; :467 at v1.9.0);
+- on Succeeded or Failed the operator deletes, per `cleanPodPolicy`, the pods still Running or
+  Pending ("Running", pkg/controller.v1/common/job.go:57), none ("None", the default, job.go:49 and
+  tensorflow_defaults.go:52-54) or all ("All"); it deletes the TFJob itself only after
+  `ttlSecondsAfterFinished`, which we leave unset (job.go:420-425), so the launcher deletes it, after
+  the executor has read every worker's report.
+We keep cleanPodPolicy Running: after a worker failure the surviving peers (blocked in a collective)
+are stopped at once, and after an AllWorkers success there is no running pod left to delete.
 """
 from __future__ import annotations
 
@@ -20,6 +39,8 @@ GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "tfjobs"
 CONTAINER_NAME = "tensorflow"
 DEFAULT_PORT = 2222
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
+# Succeeded only when every Worker succeeded (see the module docstring for the operator's rules).
+SUCCESS_POLICY_ALL_WORKERS = "AllWorkers"
 WORKER_COMMAND = ["python", "-m", "components.multiworker_trainer.worker"]
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -88,6 +109,7 @@ def build_tfjob(*, name: str, namespace: str, image: str, num_workers: int, spec
         "metadata": {"name": name, "namespace": namespace, "labels": job_labels},
         "spec": {
             "runPolicy": run_policy,
+            "successPolicy": SUCCESS_POLICY_ALL_WORKERS,
             "tfReplicaSpecs": {
                 "Worker": {
                     "replicas": num_workers,

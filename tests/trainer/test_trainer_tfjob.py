@@ -47,6 +47,14 @@ def test_manifest_runs_n_workers_of_the_worker_entry_point():
     assert "TF_CONFIG" not in env  # the operator sets it per pod
 
 
+def test_manifest_asks_the_operator_to_wait_for_every_worker():
+    """Worker replicas only: with the default success policy the operator calls the job Succeeded when
+    worker 0 exits and then deletes the workers still running (cleanPodPolicy Running)."""
+    spec = _job()["spec"]
+    assert spec["successPolicy"] == "AllWorkers"
+    assert spec["runPolicy"]["cleanPodPolicy"] == "Running"  # a failed job's peers stop; a finished one keeps its pods
+
+
 def test_manifest_pod_template_is_a_valid_kubernetes_pod_template():
     import kubernetes_validate
 
@@ -179,16 +187,66 @@ def test_cancelled_trainer_deletes_its_job():
     assert fake.deleted == [NAME]
 
 
+# --- the fake operator's success policy, as the training operator's source decides it -------------
+
+_TWO_SPEED_WORKER = """
+import json, os, time
+index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+while index and not os.path.exists(os.environ["RELEASE"]):
+    time.sleep(0.05)
+"""
+
+
+def _wait_for(predicate, timeout_s=30.0):
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("policy", ["AllWorkers", None])
+def test_fake_operator_succeeds_by_the_success_policy(tmp_path, policy):
+    """Worker 0 exits at once, worker 1 waits for a file: with AllWorkers the job stays Running while
+    worker 1 runs; with the default policy it is Succeeded at once and worker 1's pod is deleted."""
+    job = tfjob_manifest.build_tfjob(name=NAME, namespace="ns", image="i", num_workers=2, spec_path=SPEC,
+                                     env={"RELEASE": str(tmp_path / "release")})
+    job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["command"] = [
+        "python", "-c", _TWO_SPEED_WORKER]
+    job["spec"]["successPolicy"] = policy
+    operator = LocalOperator()
+    try:
+        operator.created(job)
+        worker0, worker1 = operator.processes[NAME]
+        _wait_for(lambda: worker0.poll() is not None)
+        state = operator.status(job)["conditions"][-1]["type"]
+        if policy == "AllWorkers":
+            assert state == "Running" and worker1.poll() is None
+            assert [p["metadata"]["name"] for p in operator.pods(NAME)] == [f"{NAME}-worker-0", f"{NAME}-worker-1"]
+            (tmp_path / "release").touch()
+            _wait_for(lambda: worker1.poll() is not None)
+            assert operator.status(job)["conditions"][-1]["type"] == "Succeeded"
+            assert worker1.returncode == 0
+        else:
+            assert state == "Succeeded"
+            assert worker1.returncode == -signal.SIGKILL  # deleted by cleanPodPolicy Running
+            assert [p["metadata"]["name"] for p in operator.pods(NAME)] == [f"{NAME}-worker-0"]
+    finally:
+        operator.close()
+
+
 # --- the executor on the Kubeflow path, with the fake playing the training operator ----------------
 
 def test_executor_trains_through_a_tfjob_whose_pods_run_the_worker_entry_point(trainer_execution):
+    """Worker 1 writes its report seconds after worker 0 has exited: the job must not end before it."""
     execution = trainer_execution(workers=2, train_steps=10, image="registry.example/taxi:1", namespace="ns",
-                                  tfjob_poll_interval_s=0.2)
-    with FakeKubernetes(LocalOperator()) as fake:
+                                  tfjob_poll_interval_s=0.2, toy_report_delay_s=3)
+    operator = LocalOperator()
+    with FakeKubernetes(operator) as fake:
         execution.custom_config["kubernetes_api_url"] = fake.url
         execution.exec_properties["custom_config"] = json.dumps(execution.custom_config)
         execution.run()
     [job] = fake.created
+    assert [p.returncode for p in operator.processes[job["metadata"]["name"]]] == [0, 0]
     container = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example/taxi:1"
     assert container["args"] == ["--spec", str(execution.model_run_dir / "multiworker_spec.json")]
@@ -219,3 +277,31 @@ def test_in_a_pod_the_job_runs_the_steps_own_image_and_service_account(trainer_e
     assert pod_spec["serviceAccountName"] == "pipeline-runner"
     assert job["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == 3
     assert fake.deleted == [job["metadata"]["name"]]
+
+
+def test_the_reports_are_read_before_the_job_is_deleted_and_a_missing_one_fails(trainer_execution, monkeypatch):
+    """The job Succeeded and worker 0 saved the model, but worker 1 wrote no report: the Trainer fails
+    with one line naming worker 1, and it read the reports while the job (and its pods) still existed."""
+    from components.multiworker_trainer import executor
+
+    execution = trainer_execution(workers=2, image="registry.example/taxi:1", namespace="ns",
+                                  tfjob_poll_interval_s=0.05)
+    (execution.serving_model_dir).mkdir(parents=True)
+    (execution.serving_model_dir / "saved_model.pb").write_bytes(b"")
+    (execution.model_run_dir / "workers").mkdir()
+    (execution.model_run_dir / "workers" / "worker-0.json").write_text(
+        json.dumps({"task_index": 0, "num_replicas_in_sync": 2}))
+    deleted_when_read = []
+    check = executor.check_worker_reports
+    monkeypatch.setattr(executor, "check_worker_reports",
+                        lambda *a, **k: deleted_when_read.append(list(fake.deleted)) or check(*a, **k))
+    with FakeKubernetes(Scripted([[condition("Created"), condition("Running"), condition("Succeeded")]])) as fake:
+        execution.custom_config["kubernetes_api_url"] = fake.url
+        execution.exec_properties["custom_config"] = json.dumps(execution.custom_config)
+        with pytest.raises(RuntimeError) as failure:
+            execution.run()
+    message = str(failure.value)
+    assert "\n" not in message
+    assert message.startswith("trainer worker 1 of 2 wrote no report "), message
+    assert deleted_when_read == [[]]
+    assert fake.deleted == [fake.created[0]["metadata"]["name"]]

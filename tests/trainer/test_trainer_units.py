@@ -82,3 +82,16 @@ def test_pipeline_trainer_runs_this_executor_with_the_configured_workers(tmp_pat
     settings = TrainerSettings.from_custom_config(json.loads(trainer.exec_properties["custom_config"]))
     assert (settings.workers, settings.worker_timeout_s, settings.log_dir) == (2, 321, str(tmp_path / "logs"))
     assert json.loads(trainer.exec_properties["custom_config"])["training_loop"] == "custom"
+
+
+def test_a_missing_worker_report_fails_the_trainer_in_one_line_naming_the_worker(tmp_path):
+    workers = tmp_path / "workers"
+    workers.mkdir()
+    (workers / "worker-0.json").write_text(json.dumps({"task_index": 0, "num_replicas_in_sync": 3}))
+    with pytest.raises(RuntimeError) as failure:
+        check_worker_reports(str(tmp_path), 3)
+    message = str(failure.value)
+    assert "\n" not in message
+    assert message.startswith(f"trainer workers 1, 2 of 3 wrote no report under {workers}: "), message
+    with pytest.raises(RuntimeError, match="^trainer workers 0, 1 of 2 wrote no report"):
+        check_worker_reports(str(tmp_path / "elsewhere"), 2)

@@ -6,8 +6,10 @@ behaviour object:
 - `Scripted(states, pods, logs)`: the job walks through `states` (one per GET; the last repeats),
   with the given pod statuses and logs - for success, failure, timeout and cancel paths;
 - `LocalOperator()`: plays the training operator: runs each Worker replica's container command
-  as a local process with an operator-style TF_CONFIG (ports on loopback), reports Running /
-  Succeeded / Failed from their exit codes, serves their output as pod logs, kills them on delete;
+  as a local process with an operator-style TF_CONFIG (ports on loopback), derives the job's
+  conditions from their exit codes by the operator's own rules, success policy and cleanPodPolicy
+  included (`operator_conditions`, `finished_pods_to_delete`), serves their output as pod logs,
+  kills them on delete;
 - `ContainerOperator(engine, volumes, secrets)`: the same, but each Worker replica is a container of
   the job's image (host network, so TF_CONFIG's loopback ports reach each other), with the pod
   template's volumes bind-mounted from host directories and its env, secretKeyRef values included.
@@ -79,6 +81,48 @@ class Scripted:
         pass
 
 
+def operator_conditions(job: Dict, exit_codes: List[Optional[int]]) -> List[Dict]:
+    """The conditions kubeflow/training-operator v1.8.1 gives a Worker-only TFJob whose worker pods have
+    these exit codes (None: still running), as its TFJobReconciler.UpdateJobStatus decides
+    (pkg/controller.v1/tensorflow/tfjob_controller.go:464-511; same rules at v1.9.0, one line up):
+    - Succeeded when every worker succeeded, or - with the default success policy ("", which
+      SetDefaults_TFJob fills in: pkg/apis/kubeflow.org/v1/tensorflow_defaults.go:55-59) - as soon
+      as worker 0 did (`expected == 0 || (worker0Completed && *SuccessPolicy != AllWorkers)`,
+      tfjob_controller.go:468; worker0Completed: worker 0's pod Succeeded with exit code 0, :623);
+    - otherwise Running while any worker runs (:478);
+    - Failed when any worker failed (:486-511), appended last, which sets Running to False
+      (pkg/util/status.go:141-144) and leaves a Succeeded set in the same pass in place.
+    """
+    workers = job["spec"]["tfReplicaSpecs"]["Worker"]["replicas"]
+    policy = job["spec"].get("successPolicy") or ""
+    succeeded = sum(1 for c in exit_codes if c == 0)
+    running = sum(1 for c in exit_codes if c is None)
+    failed = len(exit_codes) - succeeded - running
+    worker0_completed = bool(exit_codes) and exit_codes[0] == 0
+    conditions = [condition("Created")]
+    if workers - succeeded == 0 or (worker0_completed and policy != "AllWorkers"):
+        conditions += [dict(condition("Running"), status="False"), condition("Succeeded")]
+    elif running > 0:
+        conditions.append(condition("Running"))
+    if failed > 0:
+        for c in conditions:
+            if c["type"] == "Running":
+                c["status"] = "False"
+        conditions.append(condition("Failed", message=f"TFJob has failed because {failed} Worker replica(s) failed."))
+    return conditions
+
+
+def finished_pods_to_delete(job: Dict, exit_codes: List[Optional[int]]) -> List[int]:
+    """The worker indexes whose pods the operator deletes when the job has just finished, per its
+    runPolicy.cleanPodPolicy (JobController.DeletePodsAndServices, pkg/controller.v1/common/job.go:43-71
+    at v1.8.1): None (the default, tensorflow_defaults.go:52-54) deletes nothing; Running deletes the pods
+    still Running or Pending (:57); All deletes every pod."""
+    policy = job["spec"].get("runPolicy", {}).get("cleanPodPolicy") or "None"
+    if policy == "None":
+        return []
+    return [i for i, code in enumerate(exit_codes) if policy == "All" or code is None]
+
+
 class LocalOperator:
     """Runs a TFJob's Worker replicas as local processes, as the training operator would run pods."""
 
@@ -86,6 +130,8 @@ class LocalOperator:
         self.processes: Dict[str, List[subprocess.Popen]] = {}
         self.logs_: Dict[str, str] = {}
         self.names: Dict[str, List[str]] = {}
+        self.final: Dict[str, Dict] = {}
+        self.removed: set = set()
 
     def created(self, job: Dict) -> None:
         from components.multiworker_trainer.local_launcher import free_ports
@@ -115,17 +161,32 @@ class LocalOperator:
             self.names[name].append(pod_name)
 
     def status(self, job: Dict) -> Dict:
-        codes = [p.poll() for p in self.processes[job["metadata"]["name"]]]
-        if any(c not in (None, 0) for c in codes):
-            return {"conditions": [condition("Created"), condition("Running"),
-                                   condition("Failed", message="TFJob has failed because 1 Worker replica(s) failed.")]}
-        if all(c == 0 for c in codes):
-            return {"conditions": [condition("Created"), condition("Running"), condition("Succeeded")]}
-        return {"conditions": [condition("Created"), condition("Running")]}
+        """The job's status as the operator would write it; once Succeeded or Failed it no longer changes
+        (ReconcileJobs only cleans up a finished job: common/job.go:122-145 at v1.8.1), and the pods the
+        cleanPodPolicy names are deleted at that moment."""
+        name = job["metadata"]["name"]
+        if name in self.final:
+            return self.final[name]
+        codes = [p.poll() for p in self.processes[name]]
+        conditions = operator_conditions(job, codes)
+        if conditions[-1]["type"] in ("Succeeded", "Failed"):
+            for index in finished_pods_to_delete(job, codes):
+                self._delete_pod(name, index)
+            self.final[name] = {"conditions": conditions}
+        return {"conditions": conditions}
+
+    def _delete_pod(self, job_name: str, index: int) -> None:
+        process = self.processes[job_name][index]
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        self.removed.add(self.names[job_name][index])
 
     def pods(self, job_name: str) -> List[Dict]:
         result = []
         for pod_name, process in zip(self.names.get(job_name, []), self.processes.get(job_name, [])):
+            if pod_name in self.removed:  # deleted by the operator's cleanPodPolicy
+                continue
             code = process.poll()
             if code is None:
                 result.append(pod(pod_name, job_name))
@@ -196,6 +257,11 @@ class ContainerOperator(LocalOperator):
                                                              start_new_session=True))
             self.names[name].append(pod_name)
             self.containers[name].append(pod_name)
+
+    def _delete_pod(self, job_name: str, index: int) -> None:
+        subprocess.run(self.engine + ["rm", "-f", self.names[job_name][index]], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        super()._delete_pod(job_name, index)
 
     def deleted(self, name: str) -> None:
         for pod_name in self.containers.get(name, []):

@@ -7,7 +7,8 @@ failure modes those tests need (`custom_config["toy_mode"]`):
   "hang"  worker `toy_worker` sleeps forever before training (its peer then blocks in a collective);
 Every worker writes its pid to `<model_run>/pids/worker-<i>.pid` first, and, once training is
 under way, `<model_run>/training-<i>` (so a test can kill a worker mid-training). `toy_step_sleep_s`
-slows each step down to keep training under way long enough.
+slows each step down to keep training under way long enough. `toy_report_delay_s` makes worker
+`toy_worker` wait that long after saving before it writes its report, so it finishes after worker 0.
 """
 import json
 import os
@@ -82,6 +83,8 @@ def run_fn(fn_args):
     finally:
         if not is_chief:
             shutil.rmtree(save_dir, ignore_errors=True)
+    if index == cfg.get("toy_worker", 1):
+        time.sleep(float(cfg.get("toy_report_delay_s", 0)))
     _write(os.path.join(fn_args.model_run_dir, "workers", f"worker-{index}.json"), json.dumps({
         "task_type": "worker", "task_index": index, "num_replicas_in_sync": strategy.num_replicas_in_sync,
         "steps": fn_args.train_steps, "examples_per_second": fn_args.train_steps * global_batch / seconds,
