@@ -4,14 +4,22 @@
 package YAML instead, so the spec is converted (`kubeflow/package.py`) into a temporary package
 that also mounts the shared volume in every step, then submitted with
 `kfp.Client(host=...).create_run_from_pipeline_package`. Every expected failure (no spec, a wrong
-URL, a refused run) raises `KubeflowError` with the line the user sees.
+URL, a refused run, refused credentials) raises `KubeflowError` with the line the user sees.
+
+Multi-user Kubeflow authenticates every API call: either a Kubernetes ServiceAccount token sent as
+`Authorization: Bearer` (kfp.Client's `existing_token`), which the KFP API server checks with a
+TokenReview for the audience `pipelines.kubeflow.org` (kubeflow/pipelines 2.5.0
+backend/src/apiserver/common/const.go:48-54, auth/auth.go:35-45), or the login cookie the browser
+got from the cluster's auth proxy (kfp.Client's `cookies`). The health check sends the same.
 """
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 from urllib.parse import urlparse
 
 import kubeflow  # noqa: F401  (TF_USE_LEGACY_KERAS, though nothing here loads TensorFlow)
@@ -62,39 +70,107 @@ def _reason(err: BaseException) -> str:
 
 
 HEALTHZ = "/apis/v2beta1/healthz"
+TOKEN_AUDIENCE = "pipelines.kubeflow.org"  # 2.5.0 backend/src/apiserver/common/const.go:48-54
+TOKEN_HINT = (f"`kubectl create token default-editor -n NAMESPACE --audience={TOKEN_AUDIENCE}` for --token, "
+              "or the browser's authservice_session cookie for --cookie")
 
 
-def check_reachable(endpoint: str, timeout_s: float = 10.0) -> None:
+def read_token(token: Optional[str], token_file: Optional[Path]) -> Optional[str]:
+    """--token or the contents of --token-file (whitespace stripped), None when neither is given."""
+    if token_file is not None:
+        try:
+            token = token_file.read_text()
+        except OSError as err:
+            raise KubeflowError(f"cannot read --token-file {token_file}: {err.strerror or err}") from None
+    if token is None:
+        return None
+    token = token.strip()
+    if not token or any(c.isspace() for c in token):
+        raise KubeflowError("the token is empty or has spaces in it; give the bare token " + TOKEN_HINT.split(" for")[0])
+    return token
+
+
+def auth_headers(token: Optional[str] = None, cookie: Optional[str] = None) -> Dict[str, str]:
+    """The headers kfp.Client sends for `existing_token` and `cookies` (SDK 2.5.0
+    kfp/client/client.py:291-294 api_key 'authorization' with prefix 'Bearer'; :187-195 cookie)."""
+    headers = {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if cookie:
+        headers["Cookie"] = cookie
+    return headers
+
+
+def token_namespace(token: Optional[str]) -> Optional[str]:
+    """The namespace a ServiceAccount token was made in, read (not verified) from its JWT claims.
+
+    Kubernetes puts it in the private claim `kubernetes.io.namespace` of tokens from
+    `kubectl create token` (kubernetes pkg/serviceaccount/claims.go, privateClaims). None for any
+    other token.
+    """
+    parts = (token or "").split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        namespace = claims.get("kubernetes.io", {}).get("namespace")
+    except (ValueError, AttributeError):
+        return None
+    return namespace if isinstance(namespace, str) and namespace else None
+
+
+def _auth_refused(endpoint: str, status: int, token: Optional[str], cookie: Optional[str]) -> KubeflowError:
+    given = " and ".join(name for name, value in (("token", token), ("cookie", cookie)) if value)
+    if given:
+        return KubeflowError(f"Kubeflow Pipelines at {endpoint} refused the {given} (HTTP {status}): expired, for "
+                             f"another cluster, or without access to the namespace; make a new one: {TOKEN_HINT}")
+    return KubeflowError(f"Kubeflow Pipelines at {endpoint} needs authentication (HTTP {status}, multi-user "
+                         f"Kubeflow?): give --token, --token-file or --cookie: {TOKEN_HINT}")
+
+
+def check_reachable(endpoint: str, timeout_s: float = 10.0, token: Optional[str] = None,
+                    cookie: Optional[str] = None) -> Dict:
     """One quick GET of the KFP health endpoint, so a wrong URL fails in seconds and in one line.
 
-    (kfp.Client's own check retries HTTP errors 5 times, 5 s apart, logging a traceback each time.)
+    Returns its answer (`multi_user` says whether runs need a namespace). Sends the same
+    credentials kfp.Client will. (kfp.Client's own check retries HTTP errors 5 times, 5 s apart,
+    logging a traceback each time.)
     """
-    import json
-
     import urllib3
 
     url = endpoint + HEALTHZ
     try:
-        response = urllib3.PoolManager().request("GET", url, timeout=timeout_s, retries=False)
+        response = urllib3.PoolManager().request("GET", url, headers=auth_headers(token, cookie),
+                                                 timeout=timeout_s, retries=False, redirect=False)
     except urllib3.exceptions.HTTPError as err:
         raise KubeflowError(f"cannot reach Kubeflow Pipelines at {endpoint} ({_reason(err)}); "
                         "check the URL and that the port-forward or ingress is up") from None
+    if response.status in (401, 403):
+        raise _auth_refused(endpoint, response.status, token, cookie)
+    if response.status in (301, 302, 303, 307, 308):  # the auth proxy's login page (oauth2-proxy, dex)
+        where = response.headers.get("Location", "?")
+        raise _auth_refused(endpoint, f"{response.status} to {where}", token, cookie)
     if response.status != 200:
         raise KubeflowError(f"{url} answered HTTP {response.status}: is {endpoint} the Kubeflow Pipelines API "
                         "(the ml-pipeline-ui or ml-pipeline service)?")
     try:
-        json.loads(response.data)
+        answer = json.loads(response.data)
     except ValueError:
-        raise KubeflowError(f"{url} answered, but not as the Kubeflow Pipelines API (a login page? "
-                        "authenticated endpoints are not supported; port-forward ml-pipeline-ui instead)") from None
+        answer = None
+    if not isinstance(answer, dict):
+        raise KubeflowError(f"{url} answered, but not as the Kubeflow Pipelines API (a login page? give --token "
+                            "or --cookie, or port-forward ml-pipeline-ui instead)")
+    return answer
 
 
 def submit(package_path: Path, endpoint: str, experiment: str, run_name: Optional[str],
-           namespace: Optional[str], pipeline_root: Optional[str], enable_caching: Optional[bool] = None):
+           namespace: Optional[str], pipeline_root: Optional[str], enable_caching: Optional[bool] = None,
+           token: Optional[str] = None, cookie: Optional[str] = None):
     """Creates the run; returns kfp's RunPipelineResult. Errors become one readable line.
 
     `enable_caching`: None keeps each task's compiled `cachingOptions`; False/True sets every task's
-    (kfp.Client's `_override_caching_options`, SDK 2.5).
+    (kfp.Client's `_override_caching_options`, SDK 2.5). `token`, `cookie`: kfp.Client's
+    `existing_token` and `cookies`.
     """
     import warnings
 
@@ -104,12 +180,15 @@ def submit(package_path: Path, endpoint: str, experiment: str, run_name: Optiona
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP >= 2.0.0-beta.2"
-            client = kfp.Client(host=endpoint, namespace=namespace or "kubeflow")  # checks /healthz
+            client = kfp.Client(host=endpoint, namespace=namespace or "kubeflow",  # checks /healthz
+                                existing_token=token, cookies=cookie)
         return client.create_run_from_pipeline_package(
             str(package_path), arguments={}, run_name=run_name, experiment_name=experiment,
             namespace=namespace, pipeline_root=pipeline_root, enable_caching=enable_caching)
     except kfp_server_api.ApiException as err:
         log.info("KFP API error", exc_info=True)
+        if err.status in (401, 403):
+            raise _auth_refused(endpoint, err.status, token, cookie) from None
         detail = (err.body or "").strip().splitlines()[0][:200] if err.body else ""
         raise KubeflowError(f"Kubeflow Pipelines at {endpoint} refused the run: HTTP {err.status} "
                         f"{err.reason}{': ' + detail if detail else ''}") from None

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from kubeflow import package, storage, submit
+from kubeflow.errors import KubeflowError
 from pipeline import configs
 
 DEFAULT_EXPERIMENT = "taxi-pipeline"
@@ -27,7 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"experiment to file the run under, created if missing (default {DEFAULT_EXPERIMENT})")
     parser.add_argument("--run-name", default=None, help="run name (default: spec file name and time)")
     parser.add_argument("--namespace", default=None,
-                        help="Kubeflow profile namespace (multi-user installs only)")
+                        help="Kubeflow profile namespace (multi-user installs; read from a ServiceAccount "
+                             "--token when not given)")
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument("--token", default=None,
+                      help="bearer token for a multi-user Kubeflow: `kubectl create token default-editor "
+                           f"-n NAMESPACE --audience={submit.TOKEN_AUDIENCE}`")
+    auth.add_argument("--token-file", type=Path, default=None, metavar="PATH",
+                      help="read the bearer token from this file instead")
+    parser.add_argument("--cookie", default=None, metavar="COOKIE",
+                        help="login cookie for a multi-user Kubeflow behind its auth proxy, "
+                             "e.g. 'authservice_session=...' copied from the browser")
     parser.add_argument("--pipeline-root", default=None, metavar="URI",
                         help="object store for TFX artifacts, overriding the one compiled in")
     parser.add_argument("--pvc", default=storage.PVC_NAME,
@@ -41,13 +52,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     endpoint = submit.check_endpoint(args.endpoint)
+    token = submit.read_token(args.token, args.token_file)
     spec_path = args.spec or package.default_spec_path(args.home or configs.default_home())
     with tempfile.TemporaryDirectory(prefix="taxi-submit-") as workdir:
         package_path, root = submit.build_package(spec_path, Path(workdir), args.pvc, args.pipeline_root)
-        submit.check_reachable(endpoint)
-        result = submit.submit(package_path, endpoint, args.experiment, args.run_name, args.namespace, root,
-                               enable_caching=False if args.no_cache else None)
-    print(f"submitted run {result.run_id} to {endpoint} (experiment {args.experiment}, "
+        health = submit.check_reachable(endpoint, token=token, cookie=args.cookie)
+        namespace = args.namespace
+        if health.get("multi_user") and not namespace:
+            namespace = submit.token_namespace(token)
+            if not namespace:
+                raise KubeflowError(f"Kubeflow Pipelines at {endpoint} is multi-user: give --namespace "
+                                    "(your profile's namespace, e.g. kubeflow-user-example-com)")
+        result = submit.submit(package_path, endpoint, args.experiment, args.run_name, namespace, root,
+                               enable_caching=False if args.no_cache else None, token=token, cookie=args.cookie)
+    print(f"submitted run {result.run_id} to {endpoint} (experiment {args.experiment}"
+          f"{', namespace ' + namespace if namespace else ''}, "
           f"pipeline root {root or 'cluster default'})")
     print(f"follow it at {endpoint}/#/runs/details/{result.run_id}")
     return 0

@@ -1,4 +1,5 @@
 """`taxi-pipeline submit`: readable failures, and what reaches a (fake, loopback) KFP API."""
+import base64
 import json
 import socket
 import threading
@@ -58,6 +59,16 @@ class FakeKfp(BaseHTTPRequestHandler):
     """Just enough of the KFP v2beta1 API for kfp.Client.create_run_from_pipeline_package."""
 
     requests = []
+    headers = []  # each request's headers (names in lower case), in order
+    multi_user = False
+    accepted = None  # (header, value) every request must carry, else 401; None: no auth
+
+    def _refused(self):
+        type(self).headers.append({name.lower(): value for name, value in self.headers.items()})
+        if self.accepted and self.headers.get(self.accepted[0]) != self.accepted[1]:
+            self._reply({"error": "Unauthenticated", "code": 16}, 401)
+            return True
+        return False
 
     def _reply(self, body, status=200):
         data = json.dumps(body).encode()
@@ -69,8 +80,10 @@ class FakeKfp(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802
         self.requests.append(("GET", self.path, None))
+        if self._refused():
+            return None
         if self.path.startswith("/apis/v2beta1/healthz"):
-            return self._reply({"multi_user": False})
+            return self._reply({"multi_user": self.multi_user})
         if self.path.startswith("/apis/v2beta1/experiments"):
             return self._reply({})  # no experiment of that name yet
         self._reply({"error": "not found"}, 404)
@@ -78,6 +91,8 @@ class FakeKfp(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.requests.append(("POST", self.path, body))
+        if self._refused():
+            return None
         if self.path == "/apis/v2beta1/experiments":
             return self._reply({"experiment_id": "exp-1", "display_name": body["display_name"]})
         if self.path == "/apis/v2beta1/runs":
@@ -92,8 +107,11 @@ class FakeKfp(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def fake_kfp():
+def fake_kfp(monkeypatch):
     FakeKfp.requests = []
+    FakeKfp.headers = []
+    monkeypatch.setattr(FakeKfp, "multi_user", False)
+    monkeypatch.setattr(FakeKfp, "accepted", None)
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKfp)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -177,3 +195,123 @@ def test_no_cache_turns_off_every_tasks_cache(compiled_spec_path, compiled_job, 
     tasks = run["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
     assert tasks.keys() == compiled.keys()
     assert not any(task.get("cachingOptions", {}).get("enableCache") for task in tasks.values())
+
+
+NS = "kubeflow-user-example-com"
+COOKIE = "authservice_session=MTcwMDAwMDAwMHxOd3dBTkRSYVZF"
+
+
+def service_account_token(namespace):
+    """The shape of a `kubectl create token` JWT: claims carry kubernetes.io.namespace (unsigned here)."""
+    def part(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    claims = {"aud": ["pipelines.kubeflow.org"], "sub": f"system:serviceaccount:{namespace}:default-editor",
+              "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": "default-editor"}}}
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+def posted(requests, path):
+    return next(body for method, p, body in requests if method == "POST" and p == path)
+
+
+def test_token_and_cookie_reach_every_request(compiled_spec_path, fake_kfp, monkeypatch, capsys):
+    url, requests = fake_kfp
+    token = service_account_token(NS)
+    monkeypatch.setattr(FakeKfp, "multi_user", True)
+    monkeypatch.setattr(FakeKfp, "accepted", ("Authorization", f"Bearer {token}"))
+    rc = main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url, "--token", token,
+               "--namespace", NS, "--cookie", COOKIE])
+    assert rc == 0, capsys.readouterr().err
+    assert len(FakeKfp.headers) == len(requests) >= 4  # our health check, kfp's, experiment, run
+    assert all(h.get("authorization") == f"Bearer {token}" and h.get("cookie") == COOKIE for h in FakeKfp.headers)
+    assert posted(requests, "/apis/v2beta1/experiments")["namespace"] == NS
+    assert f"namespace {NS}" in capsys.readouterr().out
+
+
+def test_token_file_and_namespace_read_from_the_token(compiled_spec_path, fake_kfp, monkeypatch, tmp_path):
+    url, requests = fake_kfp
+    token = service_account_token(NS)
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    monkeypatch.setattr(FakeKfp, "multi_user", True)
+    monkeypatch.setattr(FakeKfp, "accepted", ("Authorization", f"Bearer {token}"))
+    assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url, "--token-file", str(token_file)]) == 0
+    assert posted(requests, "/apis/v2beta1/experiments")["namespace"] == NS
+
+
+def test_cookie_alone_authenticates(compiled_spec_path, fake_kfp, monkeypatch):
+    url, requests = fake_kfp
+    monkeypatch.setattr(FakeKfp, "accepted", ("Cookie", COOKIE))
+    assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url, "--cookie", COOKIE]) == 0
+    assert all("authorization" not in h and h["cookie"] == COOKIE for h in FakeKfp.headers)
+
+
+def test_multi_user_without_a_namespace_is_one_line(compiled_spec_path, fake_kfp, monkeypatch, capsys):
+    url, requests = fake_kfp
+    monkeypatch.setattr(FakeKfp, "multi_user", True)
+    assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url, "--cookie", COOKIE]) == 2
+    err = one_error_line(capsys)
+    assert "multi-user" in err and "--namespace" in err
+    assert not any(method == "POST" for method, _, _ in requests)
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    ([], "needs authentication (HTTP 401"),
+    (["--token", "expired-token"], "refused the token (HTTP 401"),
+    (["--cookie", "authservice_session=old"], "refused the cookie (HTTP 401"),
+])
+def test_refused_credentials_are_one_line(extra, fragment, compiled_spec_path, fake_kfp, monkeypatch, capsys):
+    url, requests = fake_kfp
+    monkeypatch.setattr(FakeKfp, "accepted", ("Authorization", "Bearer good"))
+    started = time.monotonic()
+    assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url, "--namespace", NS, *extra]) == 2
+    assert time.monotonic() - started < 5, "no retry loop"
+    err = one_error_line(capsys)
+    assert fragment in err and url in err and "kubectl create token" in err
+    assert "--audience=pipelines.kubeflow.org" in err
+    assert not any(method == "POST" for method, _, _ in requests)
+
+
+def test_forbidden_run_is_one_line(compiled_spec_path, fake_kfp, monkeypatch, capsys):
+    """The token passes the health check, but the namespace is not the user's: 403 on the run."""
+    url, requests = fake_kfp
+
+    def do_post(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._reply({"error": "PermissionDenied", "code": 7}, 403)
+
+    monkeypatch.setattr(FakeKfp, "do_POST", do_post)
+    assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url, "--token", "t0k3n",
+                 "--namespace", "someone-else"]) == 2
+    err = one_error_line(capsys)
+    assert "refused the token (HTTP 403" in err and url in err
+
+
+def test_login_redirect_is_one_line(compiled_spec_path, fake_kfp, monkeypatch, capsys):
+    url, requests = fake_kfp
+
+    def do_get(self):
+        self.send_response(302)
+        self.send_header("Location", "/dex/auth?client_id=kubeflow-oidc-authservice")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    monkeypatch.setattr(FakeKfp, "do_GET", do_get)
+    assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url]) == 2
+    err = one_error_line(capsys)
+    assert "needs authentication (HTTP 302 to /dex/auth" in err and "--cookie" in err
+
+
+def test_token_and_token_file_exclude_each_other(compiled_spec_path, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["submit", "--spec", str(compiled_spec_path), "--endpoint", "http://127.0.0.1:1",
+              "--token", "a", "--token-file", str(tmp_path / "t")])
+
+
+def test_empty_token_file_is_one_line(compiled_spec_path, tmp_path, capsys):
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", "http://127.0.0.1:1",
+                 "--token-file", str(empty)]) == 2
+    assert "token is empty" in one_error_line(capsys)
