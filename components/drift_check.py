@@ -130,7 +130,9 @@ def DriftCheck(
     fail_on_drift: Parameter[int] = 1,
 ):
     """Raise DataDriftError when a feature's distance exceeds its threshold (unless fail_on_drift is 0)."""
-    report = check(statistics.uri, schema.uri, baseline_model.uri if baseline_model is not None else None, thresholds)
+    from components.serving_baseline import has_baseline  # an empty ServingBaseline (nothing served) is none
+
+    report = check(statistics.uri, schema.uri, baseline_model.uri if has_baseline(baseline_model) else None, thresholds)
     # TFX's fileio, not os/open: on Kubeflow the artifact URIs are s3:// or gs:// (os.makedirs would make a
     # local folder named "s3:" and leave the artifact in the bucket empty).
     _write_json(os.path.join(drift.uri, DRIFT_FILE), report)

@@ -106,6 +106,13 @@ class Executor(tfx_evaluator.Executor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
+        from components.serving_baseline import has_baseline
+
+        baseline = input_dict.get(standard_component_specs.BASELINE_MODEL_KEY) or []
+        if baseline and not has_baseline(baseline[0]):  # Kubeflow's ServingBaseline found nothing served yet
+            log.warning("no model is served yet: the candidate is checked against the absolute bars only, "
+                        "not against a baseline")
+            input_dict = {k: v for k, v in input_dict.items() if k != standard_component_specs.BASELINE_MODEL_KEY}
         output_uri = artifact_utils.get_single_uri(output_dict[constants.EVALUATION_KEY])
         key = _key(input_dict, exec_properties)
         earlier = self._reusable(input_dict, output_uri, key, exec_properties)

@@ -50,6 +50,7 @@ DRIFT_THRESHOLDS: Tuple[Tuple[str, str, float, str], ...] = (
 HISTOGRAM_BUCKETS = 200
 
 BEAM_MODES = ("in_memory", "multi_processing")
+BASELINES = ("latest_blessed", "serving")  # PipelineConfig.baseline
 
 
 def default_data_root() -> Path:
@@ -120,6 +121,11 @@ class PipelineConfig:
     beam_options: Tuple[str, ...] = ()  # further NAME=VALUE pipeline options (project=..., flink_master=...)
     enable_cache: bool = True
 
+    # What the Evaluator and the DriftCheck compare with: "latest_blessed" (TFX's resolver, an ML Metadata
+    # query) or "serving" (the newest version at the push destination: components/serving_baseline.py;
+    # Kubeflow's choice, whose open-source backend cannot run resolvers).
+    baseline: str = "latest_blessed"
+
     # Kubeflow: the image every step (and each TFJob worker) runs, and where TFJobs are created.
     kubeflow_image: Optional[str] = None
     kubeflow_namespace: str = "kubeflow"
@@ -128,6 +134,8 @@ class PipelineConfig:
         if self.beam_mode not in BEAM_MODES:
             raise ValueError(f"beam mode must be one of {BEAM_MODES}, not {self.beam_mode!r}")
         self.beam_pipeline_args()  # raises BeamConfigError (a ValueError) on incomplete runner settings
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}, not {self.baseline!r}")
         if self.training_loop not in TRAINING_LOOPS:
             raise ValueError(f"training loop must be one of {TRAINING_LOOPS}, not {self.training_loop!r}")
         if self.epochs is not None and not self.epochs > 0:

@@ -61,6 +61,7 @@ def kubeflow_config(image: str, data: Optional[str] = None, serving_base: Option
         schema_path=Path(str(storage.IMAGE_SCHEMA_PATH)),  # read inside the image, not here
         kubeflow_image=image,
         beam_mode="multi_processing",
+        baseline="serving",  # the open-source backend runs no resolver tasks: compare with the served model
         **changes,
     )
 

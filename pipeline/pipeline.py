@@ -34,6 +34,7 @@ from components.drift_check import DriftCheck
 from components.multiworker_trainer.component import Trainer
 from components.multiworker_trainer.executor import MultiWorkerExecutor
 from components.reusing_evaluator import ReusingEvaluator
+from components.serving_baseline import ServingBaseline
 from components.serving_validator import ServingValidator
 from pipeline import configs
 from trainer_module import features, preprocessing
@@ -117,15 +118,20 @@ def create_components(config: configs.PipelineConfig) -> List:
     anomalies_gate = AnomaliesGate(
         anomalies=example_validator.outputs["anomalies"], fail_on_anomalies=int(config.fail_on_anomalies)
     )
-    baseline = Resolver(
-        strategy_class=LatestBlessedModelStrategy,
-        model=Channel(type=standard_artifacts.Model),
-        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    if config.baseline == "serving":  # the model serving now (Kubeflow: its backend runs no resolvers)
+        baseline = ServingBaseline(serving_model_dir=str(config.serving_model_dir))
+        baseline_model = baseline.outputs["baseline_model"]
+    else:
+        baseline = Resolver(
+            strategy_class=LatestBlessedModelStrategy,
+            model=Channel(type=standard_artifacts.Model),
+            model_blessing=Channel(type=standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
+        baseline_model = baseline.outputs["model"]
     drift_check = DriftCheck(  # this run's data against the data the latest blessed model was trained on
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_gen.outputs["schema"],
-        baseline_model=baseline.outputs["model"],
+        baseline_model=baseline_model,
         thresholds=config.drift_thresholds_json(),
         fail_on_drift=int(config.fail_on_drift),
     )
@@ -159,7 +165,7 @@ def create_components(config: configs.PipelineConfig) -> List:
     evaluator = ReusingEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=baseline.outputs["model"],
+        baseline_model=baseline_model,
         eval_config=eval_config(config),
     ).with_id("Evaluator")
     serving_validator = ServingValidator(

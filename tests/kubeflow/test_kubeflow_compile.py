@@ -51,10 +51,14 @@ def test_all_steps_present_and_wired_in_order(compiled_job):
     assert {"Transform", "ImportSchemaGen"} <= upstream(compiled_job, "Trainer")
     evaluator_inputs = upstream(compiled_job, "Evaluator")
     assert "Trainer" in evaluator_inputs
-    # Resolver executors are Vertex-only (the open-source argo compiler rejects them): dropped,
-    # with the Evaluator's baseline input (kubeflow/spec_compat.py).
+    # Resolver executors are Vertex-only (the open-source argo compiler rejects them): the baseline of the
+    # Evaluator and the DriftCheck is the model serving now (components/serving_baseline.py).
     assert not any("resolver" in name for name in tasks(compiled_job))
-    assert "baseline_model" not in tasks(compiled_job)["Evaluator"]["inputs"]["artifacts"]
+    for step in ("Evaluator", "DriftCheck"):
+        assert tasks(compiled_job)[step]["inputs"]["artifacts"]["baseline_model"]["taskOutputArtifact"] == {
+            "outputArtifactKey": "baseline_model", "producerTask": "ServingBaseline"}
+    assert tasks(compiled_job)["ServingBaseline"]["inputs"]["parameters"]["serving_model_dir"]["runtimeValue"][
+        "constant"] == str(storage.SERVING_BASE / "taxi")
     assert {"Evaluator", "Trainer"} <= upstream(compiled_job, "Pusher")
     # The main chain is a strict order: each step runs after the one before it.
     chain = ["CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"]
