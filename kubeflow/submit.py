@@ -10,7 +10,9 @@ Multi-user Kubeflow authenticates every API call: either a Kubernetes ServiceAcc
 `Authorization: Bearer` (kfp.Client's `existing_token`), which the KFP API server checks with a
 TokenReview for the audience `pipelines.kubeflow.org` (kubeflow/pipelines 2.5.0
 backend/src/apiserver/common/const.go:48-54, auth/auth.go:35-45), or the login cookie the browser
-got from the cluster's auth proxy (kfp.Client's `cookies`). The health check sends the same.
+got from the cluster's auth proxy (kfp.Client's `cookies`; `oauth2_proxy_kubeflow` from Kubeflow
+1.9 on, kubeflow/manifests v1.10.0 common/oauth2-proxy/base/oauth2_proxy.cfg:67). The health check
+sends the same.
 """
 from __future__ import annotations
 
@@ -72,7 +74,8 @@ def _reason(err: BaseException) -> str:
 HEALTHZ = "/apis/v2beta1/healthz"
 TOKEN_AUDIENCE = "pipelines.kubeflow.org"  # 2.5.0 backend/src/apiserver/common/const.go:48-54
 TOKEN_HINT = (f"`kubectl create token default-editor -n NAMESPACE --audience={TOKEN_AUDIENCE}` for --token, "
-              "or the browser's authservice_session cookie for --cookie")
+              "or the browser's login cookie for --cookie ('oauth2_proxy_kubeflow=...' on Kubeflow 1.9+, "
+              "'authservice_session=...' before)")
 
 
 def read_token(token: Optional[str], token_file: Optional[Path]) -> Optional[str]:

@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     auth.add_argument("--token-file", type=Path, default=None, metavar="PATH",
                       help="read the bearer token from this file instead")
     parser.add_argument("--cookie", default=None, metavar="COOKIE",
-                        help="login cookie for a multi-user Kubeflow behind its auth proxy, "
-                             "e.g. 'authservice_session=...' copied from the browser")
+                        help="login cookie for a multi-user Kubeflow behind its auth proxy, copied from the "
+                             "browser: 'oauth2_proxy_kubeflow=...' (Kubeflow 1.9+) or 'authservice_session=...'")
     parser.add_argument("--pipeline-root", default=None, metavar="URI",
                         help="object store for TFX artifacts, overriding the one compiled in")
     parser.add_argument("--pvc", default=storage.PVC_NAME,
