@@ -129,6 +129,8 @@ class PipelineConfig:
     # Kubeflow: the image every step (and each TFJob worker) runs, and where TFJobs are created.
     kubeflow_image: Optional[str] = None
     kubeflow_namespace: str = "kubeflow"
+    # Secrets the TFJob workers pull kubeflow_image with; None: the Trainer step pod's own.
+    kubeflow_image_pull_secrets: Optional[Tuple[str, ...]] = TrainerSettings.image_pull_secrets
 
     def __post_init__(self):
         if self.beam_mode not in BEAM_MODES:
@@ -197,6 +199,8 @@ class PipelineConfig:
             "log_dir": str(self.log_dir),
             "image": self.kubeflow_image,  # set only in compiled Kubeflow pipelines: selects the TFJob launcher
             "namespace": self.kubeflow_namespace,
+            "image_pull_secrets": (None if self.kubeflow_image_pull_secrets is None
+                                   else list(self.kubeflow_image_pull_secrets)),
         }
 
     def drift_thresholds_json(self) -> str:

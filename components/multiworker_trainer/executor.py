@@ -23,7 +23,8 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import json_utils, path_utils
 
-from components.multiworker_trainer import job_spec, local_launcher, tfjob_launcher, tfjob_manifest, training_length
+from components.multiworker_trainer import (job_spec, local_launcher, step_pod, tfjob_launcher, tfjob_manifest,
+                                            training_length)
 from components.multiworker_trainer.settings import (  # noqa: F401  (TrainerConfigError re-exported)
     TRAINING_STATISTICS, TrainerConfigError, TrainerSettings)
 
@@ -74,28 +75,35 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
         log.info("multi-worker training complete; model in %s", serving_model_dir)
 
     def _run_tfjob(self, settings: TrainerSettings, spec: str, on_success) -> None:
+        """Trains as a TFJob whose workers run like this step (step_pod.py says why from its pod)."""
         api = tfjob_launcher.api_client(settings.kubernetes_api_url)
-        namespace, image, service_account, pvc_mounts = settings.namespace, settings.image, None, None
+        namespace, step = settings.namespace, None
         if tfjob_launcher.in_cluster():
             namespace = tfjob_launcher.current_namespace(namespace)
             try:
-                own_image, service_account = tfjob_launcher.own_pod(api, namespace)
+                step = step_pod.read(api, namespace)
             except Exception as err:  # noqa: BLE001  (RBAC may forbid reading pods: go on with the config)
                 log.warning("could not read this step's pod (%s); TFJob workers get the namespace's default "
-                            "service account", err)
-                own_image = None
-            image = image or own_image
-            pvc_mounts = _pipeline_volumes()
+                            "service account and only the configured image pull secrets", err)
+        image = settings.image or (step.image if step else None)
         if not image:
             raise TrainerConfigError("a TFJob needs the pipeline image: set it in the pipeline config "
                                      "(`taxi-pipeline compile --image ...`)")
+        pull_secrets = settings.image_pull_secrets
+        if pull_secrets is None:
+            pull_secrets = step.image_pull_secrets if step else ()
+        if step:
+            pvc_mounts = step.pvc_mounts
+        else:
+            pvc_mounts = _pipeline_volumes() if tfjob_launcher.in_cluster() else None
         from kubeflow import object_store
 
         env, secret_env = object_store.worker_environment(spec)  # an s3:// root: same store, same secret
         job = tfjob_manifest.build_tfjob(
             name=tfjob_manifest.job_name("taxi-trainer"), namespace=namespace, image=image,
-            num_workers=settings.workers, spec_path=spec, service_account=service_account, pvc_mounts=pvc_mounts,
-            env=env, secret_env=secret_env, active_deadline_s=int(settings.worker_timeout_s) + 60)
+            num_workers=settings.workers, spec_path=spec, service_account=step.service_account if step else None,
+            pvc_mounts=pvc_mounts, image_pull_secrets=pull_secrets, env=env, secret_env=secret_env,
+            active_deadline_s=int(settings.worker_timeout_s) + 60)
         launcher = tfjob_launcher.TFJobLauncher(namespace, settings.worker_timeout_s, api=api,
                                                 poll_interval_s=settings.poll_interval_s)
         result = launcher.run(job, on_success=on_success)
@@ -137,12 +145,19 @@ def store_training_statistics(input_dict, output_dict) -> Optional[str]:
 
 
 def _pipeline_volumes() -> Optional[Dict[str, str]]:
-    """The shared volume every pipeline step mounts (kubeflow/storage.py), if this step has it mounted."""
+    """A guess for when this step's pod cannot be read: the compiled-in claim (kubeflow/storage.py) if
+    its mount path exists here. Wrong for a run submitted with `--pvc OTHER`, hence the warning."""
     try:
         from kubeflow import storage
     except ImportError:
         return None
-    return {storage.PVC_NAME: str(storage.MOUNT_PATH)} if os.path.isdir(str(storage.MOUNT_PATH)) else None
+    if not os.path.isdir(str(storage.MOUNT_PATH)):
+        return None
+    log.warning("TFJob workers mount claim %s (the compiled-in name) at %s: if the run was submitted with another "
+                "--pvc they will not start; let the step's service account get pods "
+                "(kubeflow/manifests/trainer-role.yaml) so they mount what the step has", storage.PVC_NAME,
+                storage.MOUNT_PATH)
+    return {storage.PVC_NAME: str(storage.MOUNT_PATH)}
 
 
 def check_saved_model(serving_model_dir: str, workers: int) -> None:

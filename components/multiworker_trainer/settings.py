@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Optional
+import re
+from typing import Any, Dict, Optional, Tuple
 
 # Where the Trainer stores the train split's statistics inside the exported SavedModel (servers ignore
 # assets.extra): the DriftCheck and `skew` read them back from a served model.
 TRAINING_STATISTICS = os.path.join("assets.extra", "training_statistics.pb")
 
 KUBE_API_URL_ENV = "TRAINER_KUBE_API_URL"
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 class TrainerConfigError(ValueError):
@@ -31,6 +33,8 @@ class TrainerSettings:
     namespace: str = "kubeflow"
     kubernetes_api_url: Optional[str] = None
     poll_interval_s: float = 5.0
+    # Secrets the TFJob workers pull the image with; None: the Trainer step pod's own (step_pod.py).
+    image_pull_secrets: Optional[Tuple[str, ...]] = None
 
     @classmethod
     def from_custom_config(cls, custom_config: Optional[Dict[str, Any]]) -> "TrainerSettings":
@@ -44,11 +48,23 @@ class TrainerSettings:
         return cls(workers=workers, worker_timeout_s=float(timeout), log_dir=cfg.get("log_dir") or None,
                    image=cfg.get("image") or None, namespace=cfg.get("namespace") or cls.namespace,
                    kubernetes_api_url=cfg.get("kubernetes_api_url") or os.environ.get(KUBE_API_URL_ENV) or None,
-                   poll_interval_s=float(cfg.get("tfjob_poll_interval_s", cls.poll_interval_s)))
+                   poll_interval_s=float(cfg.get("tfjob_poll_interval_s", cls.poll_interval_s)),
+                   image_pull_secrets=_secret_names(cfg.get("image_pull_secrets")))
 
     @property
     def uses_tfjob(self) -> bool:
         return self.workers > 1 and bool(self.image or self.kubernetes_api_url or _in_cluster())
+
+
+def _secret_names(value) -> Optional[Tuple[str, ...]]:
+    """None (unset), or Secret names from a list or a comma-separated string; [] or "" means none."""
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and _DNS_SUBDOMAIN.match(n) for n in names):
+        raise TrainerConfigError(f"image_pull_secrets must be Kubernetes Secret names (a list, or names separated "
+                                 f"by commas), not {value!r}")
+    return tuple(names)
 
 
 def _in_cluster() -> bool:

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 from components.multiworker_trainer import cancellation
 from components.multiworker_trainer import tfjob_manifest as manifest
@@ -61,23 +61,6 @@ def current_namespace(default: str) -> str:
             return f.read().strip() or default
     except OSError:
         return default
-
-
-def own_pod(api, namespace: str) -> Tuple[Optional[str], Optional[str]]:
-    """(image, service account) of the pod this code runs in; Kubeflow step pods are named $HOSTNAME.
-
-    The TFJob's workers run the step's own image with the step's own service account, so they
-    reach the pipeline root exactly as the step does.
-    """
-    from kubernetes import client
-
-    pod_name = os.environ.get("HOSTNAME")
-    if not pod_name:
-        return None, None
-    pod = client.CoreV1Api(api).read_namespaced_pod(pod_name, namespace, _request_timeout=REQUEST_TIMEOUT_S)
-    containers = pod.spec.containers or []
-    main = next((c for c in containers if c.name == "main"), containers[0] if containers else None)
-    return (main.image if main else None), pod.spec.service_account_name
 
 
 @dataclasses.dataclass

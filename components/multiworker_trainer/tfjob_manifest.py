@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "TFJob"
@@ -59,14 +59,16 @@ def build_tfjob(*, name: str, namespace: str, image: str, num_workers: int, spec
                 env: Optional[Dict[str, str]] = None, secret_env: Optional[Dict[str, tuple]] = None,
                 resources: Optional[Dict] = None,
                 service_account: Optional[str] = None, labels: Optional[Dict[str, str]] = None,
-                pvc_mounts: Optional[Dict[str, str]] = None,
+                pvc_mounts: Optional[Dict[str, str]] = None, image_pull_secrets: Sequence[str] = (),
                 active_deadline_s: Optional[int] = None, image_pull_policy: str = "IfNotPresent") -> Dict:
     """The TFJob as a plain dict (what CustomObjectsApi posts and what `kubectl apply` reads).
 
     `secret_env` (env name -> (secret, key)): object-store credentials, read from the secret in the pod;
     `service_account`: the Trainer step's own, so workers get the same object-store access to the
     pipeline root; `pvc_mounts` (claim name -> mount path): the volumes the pipeline steps mount,
-    so paths in the spec (data, logs) mean the same in the workers.
+    so paths in the spec (data, logs) mean the same in the workers; `image_pull_secrets`: Secret
+    names for the pod's `imagePullSecrets`, so workers can pull the image from the private registry
+    the step's own image came from.
     """
     if num_workers < 1:
         raise ValueError(f"a TFJob needs at least 1 worker, not {num_workers}")
@@ -94,6 +96,8 @@ def build_tfjob(*, name: str, namespace: str, image: str, num_workers: int, spec
     pod_spec: Dict = {"containers": [container]}
     if service_account:
         pod_spec["serviceAccountName"] = service_account
+    if image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": secret} for secret in image_pull_secrets]
     if pvc_mounts:
         volumes = [(f"volume-{i}", claim, path) for i, (claim, path) in enumerate(sorted(pvc_mounts.items()))]
         container["volumeMounts"] = [{"name": v, "mountPath": path} for v, _, path in volumes]

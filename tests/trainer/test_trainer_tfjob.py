@@ -55,6 +55,13 @@ def test_manifest_asks_the_operator_to_wait_for_every_worker():
     assert spec["runPolicy"]["cleanPodPolicy"] == "Running"  # a failed job's peers stop; a finished one keeps its pods
 
 
+def test_manifest_pulls_with_the_given_image_pull_secrets():
+    pod_spec = tfjob_manifest.build_tfjob(name=NAME, namespace="ns", image="i", num_workers=2, spec_path=SPEC,
+                                          image_pull_secrets=["regcred", "mirror"])["spec"]["tfReplicaSpecs"]["Worker"]
+    assert pod_spec["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    assert "imagePullSecrets" not in _job()["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
+
+
 def test_manifest_pod_template_is_a_valid_kubernetes_pod_template():
     import kubernetes_validate
 
@@ -257,26 +264,92 @@ def test_executor_trains_through_a_tfjob_whose_pods_run_the_worker_entry_point(t
     assert (execution.serving_model_dir / "saved_model.pb").exists()
 
 
-def test_in_a_pod_the_job_runs_the_steps_own_image_and_service_account(trainer_execution, monkeypatch):
-    """Inside a Kubeflow step pod with no image configured, the workers run the step's image with the
-    step's service account; a job that 'succeeds' without saving a model still fails the Trainer."""
-    own_pod = {"metadata": {"name": "trainer-step-pod", "namespace": "ns"},
-               "spec": {"serviceAccountName": "pipeline-runner",
-                        "containers": [{"name": "main", "image": "registry.example/taxi@sha256:abc"}]}}
+def _step_pod(pull_secrets=("private-registry",), claim="run-claim-from-submit", **spec):
+    """A KFP step pod as the API returns it: the PVC the run was submitted with, KFP's own volumes."""
+    volumes = [{"name": "kfp-launcher", "emptyDir": {}}]
+    mounts = [{"name": "kfp-launcher", "mountPath": "/kfp-launcher"}]
+    if claim:
+        volumes.append({"name": "pvc-1a2b", "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": "pvc-1a2b", "mountPath": "/mnt/taxi"})
+    return {"metadata": {"name": "trainer-step-pod", "namespace": "ns"},
+            "spec": {"serviceAccountName": "pipeline-runner", "volumes": volumes,
+                     "imagePullSecrets": [{"name": n} for n in pull_secrets],
+                     "containers": [{"name": "wait", "image": "argoproj/argoexec"},
+                                    {"name": "main", "image": "registry.example/taxi@sha256:abc",
+                                     "volumeMounts": mounts}], **spec}}
+
+
+def _job_from_a_step_pod(trainer_execution, monkeypatch, own_pod, **custom_config):
+    """The TFJob the executor creates inside a step pod (the job 'succeeds' without a model: the
+    Trainer then fails, which these tests do not look at)."""
     states = [[condition("Created"), condition("Running"), condition("Succeeded")]]
     with FakeKubernetes(Scripted(states), own_pods={"trainer-step-pod": own_pod}) as fake:
         monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
         monkeypatch.setenv("HOSTNAME", "trainer-step-pod")
+        monkeypatch.delenv("KFP_POD_NAME", raising=False)
         execution = trainer_execution(workers=3, namespace="ns", kubernetes_api_url=fake.url,
-                                      tfjob_poll_interval_s=0.05)
+                                      tfjob_poll_interval_s=0.05, **custom_config)
         with pytest.raises(RuntimeError, match="all 3 trainer workers succeeded but none saved a model"):
             execution.run()
     [job] = fake.created
+    assert fake.deleted == [job["metadata"]["name"]]
+    return job
+
+
+def test_in_a_pod_the_job_runs_the_steps_own_image_and_service_account(trainer_execution, monkeypatch):
+    """Inside a Kubeflow step pod with no image configured, the workers run the step's image with the
+    step's service account; a job that 'succeeds' without saving a model still fails the Trainer."""
+    job = _job_from_a_step_pod(trainer_execution, monkeypatch, _step_pod())
     pod_spec = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
     assert pod_spec["containers"][0]["image"] == "registry.example/taxi@sha256:abc"
     assert pod_spec["serviceAccountName"] == "pipeline-runner"
     assert job["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == 3
-    assert fake.deleted == [job["metadata"]["name"]]
+
+
+@pytest.mark.parametrize("configured, expected", [
+    (None, [{"name": "private-registry"}]),  # default: what the step itself was pulled with
+    (["other-registry", "private-registry"], [{"name": "other-registry"}, {"name": "private-registry"}]),
+    ([], None),  # configured off
+])
+def test_workers_get_the_steps_image_pull_secrets_unless_configured(trainer_execution, monkeypatch,
+                                                                   configured, expected):
+    extra = {} if configured is None else {"image_pull_secrets": configured}
+    job = _job_from_a_step_pod(trainer_execution, monkeypatch, _step_pod(), **extra)
+    assert job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"].get("imagePullSecrets") == expected
+
+
+@pytest.mark.parametrize("claim", ["run-claim-from-submit", None])
+def test_workers_mount_the_claim_the_step_has_mounted(trainer_execution, monkeypatch, tmp_path, claim):
+    """`submit --pvc NAME` reaches the step pod only; the workers mount what it mounted, at the same
+    path, and nothing when it has no claim (`--no-pvc`), even where the default mount path exists."""
+    from kubeflow import storage
+
+    monkeypatch.setattr(storage, "MOUNT_PATH", tmp_path)  # a mount path that exists here
+    job = _job_from_a_step_pod(trainer_execution, monkeypatch, _step_pod(claim=claim))
+    pod_spec = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
+    if claim:
+        assert pod_spec["volumes"] == [{"name": "volume-0", "persistentVolumeClaim": {"claimName": claim}}]
+        assert pod_spec["containers"][0]["volumeMounts"] == [{"name": "volume-0", "mountPath": "/mnt/taxi"}]
+    else:
+        assert "volumes" not in pod_spec and "volumeMounts" not in pod_spec["containers"][0]
+
+
+def test_a_step_pod_that_cannot_be_read_falls_back_to_the_compiled_in_claim(trainer_execution, monkeypatch,
+                                                                            tmp_path, caplog):
+    from kubeflow import storage
+
+    monkeypatch.setattr(storage, "MOUNT_PATH", tmp_path)
+    states = [[condition("Created"), condition("Succeeded")]]
+    with FakeKubernetes(Scripted(states)) as fake:  # no such pod: 404, as when RBAC forbids it
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+        monkeypatch.setenv("HOSTNAME", "trainer-step-pod")
+        execution = trainer_execution(workers=2, namespace="ns", kubernetes_api_url=fake.url, image="reg/taxi:1",
+                                      tfjob_poll_interval_s=0.05)
+        with pytest.raises(RuntimeError, match="none saved a model"):
+            execution.run()
+    pod_spec = fake.created[0]["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
+    assert pod_spec["volumes"] == [{"name": "volume-0", "persistentVolumeClaim": {"claimName": storage.PVC_NAME}}]
+    assert f"TFJob workers mount claim {storage.PVC_NAME}" in caplog.text
 
 
 def test_the_reports_are_read_before_the_job_is_deleted_and_a_missing_one_fails(trainer_execution, monkeypatch):

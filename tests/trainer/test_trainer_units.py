@@ -95,3 +95,38 @@ def test_a_missing_worker_report_fails_the_trainer_in_one_line_naming_the_worker
     assert message.startswith(f"trainer workers 1, 2 of 3 wrote no report under {workers}: "), message
     with pytest.raises(RuntimeError, match="^trainer workers 0, 1 of 2 wrote no report"):
         check_worker_reports(str(tmp_path / "elsewhere"), 2)
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, None),  # unset: the TFJob workers get the Trainer step pod's own
+    ([], ()),
+    (["regcred"], ("regcred",)),
+    ("regcred, mirror", ("regcred", "mirror")),
+])
+def test_image_pull_secrets_setting(value, expected):
+    assert TrainerSettings.from_custom_config({"image_pull_secrets": value}).image_pull_secrets == expected
+
+
+@pytest.mark.parametrize("value", [[1], ["Not A Name"], {"name": "x"}])
+def test_bad_image_pull_secrets_are_one_line_errors(value):
+    with pytest.raises(TrainerConfigError, match="image_pull_secrets must be Kubernetes Secret names"):
+        TrainerSettings.from_custom_config({"image_pull_secrets": value})
+
+
+@pytest.mark.parametrize("secrets", [None, ("regcred",)])
+def test_pipeline_config_passes_the_image_pull_secrets_to_the_trainer(tmp_path, secrets):
+    from pipeline import configs
+
+    config = configs.PipelineConfig(home=tmp_path, kubeflow_image_pull_secrets=secrets)
+    custom_config = json.loads(json.dumps(config.trainer_custom_config()))  # as the exec property carries it
+    assert TrainerSettings.from_custom_config(custom_config).image_pull_secrets == secrets
+
+
+def test_the_step_pod_is_named_by_kfp_before_the_hostname(monkeypatch):
+    from components.multiworker_trainer import step_pod
+
+    monkeypatch.setenv("HOSTNAME", "custom-hostname")
+    monkeypatch.setenv("KFP_POD_NAME", "taxi-pipeline-abc-system-container-impl-123")
+    assert step_pod.pod_name() == "taxi-pipeline-abc-system-container-impl-123"
+    monkeypatch.delenv("KFP_POD_NAME")
+    assert step_pod.pod_name() == "custom-hostname"
