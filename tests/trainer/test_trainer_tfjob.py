@@ -62,12 +62,43 @@ def test_manifest_pulls_with_the_given_image_pull_secrets():
     assert "imagePullSecrets" not in _job()["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
 
 
+def _job_with_every_option():
+    return tfjob_manifest.build_tfjob(
+        name=NAME, namespace="ns", image="registry.example/taxi:1", num_workers=2, spec_path=SPEC,
+        env={"AWS_REGION": "us-east-1"}, secret_env={"AWS_ACCESS_KEY_ID": ("mlpipeline-minio-artifact", "accesskey")},
+        resources={"limits": {"memory": "4Gi"}}, service_account="pipeline-runner",
+        pvc_mounts={"run-claim": "/mnt/taxi"}, image_pull_secrets=["regcred"], active_deadline_s=960)
+
+
 def test_manifest_pod_template_is_a_valid_kubernetes_pod_template():
+    """kubernetes-validate ships core schemas only, none for a CRD's kind such as TFJob: the Worker pod
+    template, the part the operator copies into each pod, is checked against the core schema."""
     import kubernetes_validate
 
-    template = _job()["spec"]["tfReplicaSpecs"]["Worker"]["template"]
+    job = _job_with_every_option()
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        kubernetes_validate.validate(job, "1.29.0", strict=True)  # if this starts to pass: validate the TFJob
+    template = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]
+    assert template["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
                                   "template": template}, "1.29.0", strict=True)
+
+
+# The TFJob CRD's structural schema at kubeflow/training-operator v1.8.1
+# (manifests/base/crds/kubeflow.org_tfjobs.yaml: spec properties at lines 49-124, runPolicy's at 58-110,
+# a replica spec's at 128-140). The API server silently prunes fields a CRD does not declare, so a
+# misspelt `successPolicy` would leave the default policy in force without any error.
+CRD_SPEC_FIELDS = {"enableDynamicWorker", "runPolicy", "successPolicy", "tfReplicaSpecs"}
+CRD_RUN_POLICY_FIELDS = {"activeDeadlineSeconds", "backoffLimit", "cleanPodPolicy", "schedulingPolicy", "suspend",
+                         "ttlSecondsAfterFinished"}
+CRD_REPLICA_FIELDS = {"replicas", "restartPolicy", "template"}
+
+
+def test_manifest_uses_only_fields_the_tfjob_crd_declares():
+    spec = _job_with_every_option()["spec"]
+    assert set(spec) <= CRD_SPEC_FIELDS
+    assert set(spec["runPolicy"]) <= CRD_RUN_POLICY_FIELDS
+    assert set(spec["tfReplicaSpecs"]["Worker"]) <= CRD_REPLICA_FIELDS
 
 
 @pytest.mark.parametrize("bad, message", [
