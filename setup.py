@@ -22,6 +22,7 @@ setuptools.setup(
         "scipy",  # bench/serving_warmup's sign test (also through TFMA)
     ],
     extras_require={"test": ["pytest", "kubernetes-validate", "import-linter", "prometheus_client", "moto[s3]",
-                             "flask", "flask-cors"]},
+                             "flask", "flask-cors",
+                             "hypothesis==6.155.2"]},  # the serving fuzzer (tests/serving/test_serving_fuzz.py)
     entry_points={"console_scripts": ["taxi-pipeline=pipeline.cli:main"]},
 )
