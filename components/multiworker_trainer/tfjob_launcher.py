@@ -3,8 +3,9 @@
 The Trainer step's pod is the TFJob's owner in spirit: the job is deleted on every way out of
 `run` (success, failure, timeout, KeyboardInterrupt, SIGTERM when Kubeflow terminates the run), so
 no worker pods outlive the step. On success the job is deleted only after `on_success` (the
-executor's check of the saved model and of every worker's report) has returned or raised. A failure is reported with the failing pod's reason (OOMKilled,
-Error with exit code, ImagePullBackOff, Evicted, ...) and the worker's own error line from its log.
+executor's check of the saved model and of every worker's report) has returned or raised. A
+failure is reported with the failing pod's reason (OOMKilled, Error with exit code,
+ImagePullBackOff, Evicted, ...) and the worker's own error line from its log.
 Talks to the API server through the official `kubernetes` client; `base_url` points it at any
 server (a `kubectl proxy`, or the fake API of the tests) instead of the in-cluster/kubeconfig one.
 """
