@@ -19,6 +19,9 @@ which reproduces each rule) sends two things TFX cannot read:
    does not name it, so the launcher keeps the artifact it provisioned (`mergeRuntimeArtifacts`
    changes only the outputs the executor output lists).
 
+3. Parameters that exist only for KFP's cache key (`input_fingerprint`, kubeflow/input_fingerprint.py)
+   are taken out: TFX's executors take their exec properties as given.
+
 TFX's internals this relies on (the flag names, `_retrieve_class_path`'s reading of the type) are
 checked by `tests/kubeflow/test_kubeflow_executor_input.py` against the installed TFX.
 """
@@ -31,6 +34,7 @@ INVOCATION_FLAG = "--json_serialized_invocation_args"
 INPUTS_SPEC_FLAG = "--json_serialized_inputs_spec_args"
 # driver/driver.go (2.5.0: provisionOutputs; 2.17.0 the same): the launcher's log artifact.
 BACKEND_OUTPUT_KEYS = ("executor-logs",)
+CACHE_KEY_PARAMETERS = ("input_fingerprint",)  # kubeflow/spec_compat.py add_input_fingerprint
 
 
 def flag_value(args: List[str], flag: str) -> Tuple[Optional[int], Optional[str]]:
@@ -73,6 +77,14 @@ def drop_backend_outputs(executor_input: Dict) -> List[str]:
     return dropped
 
 
+def drop_cache_key_parameters(executor_input: Dict) -> List[str]:
+    values = executor_input.get("inputs", {}).get("parameterValues") or {}
+    dropped = [key for key in CACHE_KEY_PARAMETERS if key in values]
+    for key in dropped:
+        del values[key]
+    return dropped
+
+
 def adapt_args(args: List[str]) -> Tuple[List[str], Dict[str, List[str]]]:
     """The step's arguments with the ExecutorInput adapted; and what was changed (for the log).
 
@@ -89,7 +101,8 @@ def adapt_args(args: List[str]) -> Tuple[List[str], Dict[str, List[str]]]:
     except ValueError:  # TFX's own parser says what is wrong with it
         return list(args), {}
     changes = {"restored input types": restore_input_types(executor_input, inputs_spec),
-               "dropped backend outputs": drop_backend_outputs(executor_input)}
+               "dropped backend outputs": drop_backend_outputs(executor_input),
+               "dropped cache-key parameters": drop_cache_key_parameters(executor_input)}
     changes = {what: keys for what, keys in changes.items() if keys}
     if not changes:
         return list(args), {}

@@ -10,13 +10,14 @@ backend/src/v2/component/launcher_v2.go) does differently, and what is done abou
    `use_pipeline_spec_2_1=True`; `check` refuses a spec that still has the old fields.
 2. Resolver executors (TFX's LatestBlessedModelResolver, `deploymentSpec.executors.*.resolver`,
    an MLMD query Vertex runs): the argo compiler rejects the whole pipeline ("resolver executors
-   not implemented", compiler/argocompiler/dag.go). They are removed, with the inputs that read
-   them (the Evaluator's `baseline_model`): on Kubeflow the Evaluator checks the absolute bars
-   only, as on a first local run, not "no regression against the last blessed model".
+   not implemented", compiler/argocompiler/dag.go). The pipeline compiled for Kubeflow has none
+   (its baseline is `components/serving_baseline.py`); any left are removed with the inputs that
+   read them, and `check` refuses them.
 3. Every container command goes through `kubeflow.entrypoint` (minio:// roots, S3 settings, the
    step's true exit status; see that module).
 
-4. Settings every step needs and KFP does not give (it sets no AWS_ENDPOINT_URL at any release):
+4. The input data's fingerprint in KFP's cache key (`add_input_fingerprint`, `kubeflow/input_fingerprint.py`).
+5. Settings every step needs and KFP does not give (it sets no AWS_ENDPOINT_URL at any release):
    `with_env` adds them to each container's `env`, which the driver puts in the pod (driver/driver.go
    2.2.0:380-384, 2.17.0:289-293).
 
@@ -77,6 +78,41 @@ def _wrap_commands(spec: Dict) -> None:
                 container["command"] = ENTRYPOINT + [command[2]]
 
 
+FINGERPRINT_TASK = "InputFingerprint"
+FINGERPRINT_PARAMETER = "input_fingerprint"  # kubeflow/input_fingerprint.py PARAMETER (no TFX import here)
+
+
+def add_input_fingerprint(spec: Dict, example_gen: str = "CsvExampleGen") -> None:
+    """An uncached first task fingerprinting `example_gen`'s input files, its output a parameter of
+    `example_gen`, so KFP's cache key changes when the data does (kubeflow/input_fingerprint.py)."""
+    tasks = spec["root"]["dag"]["tasks"]
+    if example_gen not in tasks or FINGERPRINT_TASK in tasks:
+        return
+    task = tasks[example_gen]
+    component = spec["components"][task["componentRef"]["name"]]
+    container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+    label, name = f"{FINGERPRINT_TASK}_executor", FINGERPRINT_TASK
+    spec["deploymentSpec"]["executors"][label] = {"container": {
+        "image": container["image"], "command": ENTRYPOINT + ["kubeflow.input_fingerprint"],
+        "args": ["--input-base", "{{$.inputs.parameters['input_base']}}",
+                 "--input-config", "{{$.inputs.parameters['input_config']}}",
+                 "--output", "{{$.outputs.parameters['fingerprint'].output_file}}"]}}
+    spec["components"][name] = {
+        "executorLabel": label,
+        "inputDefinitions": {"parameters": {"input_base": {"parameterType": "STRING"},
+                                            "input_config": {"parameterType": "STRING"}}},
+        "outputDefinitions": {"parameters": {"fingerprint": {"parameterType": "STRING"}}}}
+    parameters = task["inputs"]["parameters"]
+    tasks[FINGERPRINT_TASK] = {
+        "taskInfo": {"name": FINGERPRINT_TASK}, "componentRef": {"name": name},
+        "cachingOptions": {},  # enableCache false: it must look at the files on every run
+        "inputs": {"parameters": {"input_base": parameters["input_base"], "input_config": parameters["input_config"]}}}
+    parameters[FINGERPRINT_PARAMETER] = {"taskOutputParameter": {"producerTask": FINGERPRINT_TASK,
+                                                                 "outputParameterKey": "fingerprint"}}
+    component["inputDefinitions"]["parameters"][FINGERPRINT_PARAMETER] = {"parameterType": "STRING"}
+    task["dependentTasks"] = sorted(set(task.get("dependentTasks", [])) | {FINGERPRINT_TASK})
+
+
 def with_env(spec: Dict, env: Dict[str, str]) -> None:
     """Sets `env` (name -> value) in every container step of `spec`, in place."""
     for executor in spec.get("deploymentSpec", {}).get("executors", {}).values():
@@ -92,6 +128,8 @@ def check(spec: Dict) -> None:
     problems = []
     for name, task in spec["root"]["dag"]["tasks"].items():
         for param, value in task.get("inputs", {}).get("parameters", {}).items():
+            if "runtimeValue" not in value and "taskOutputParameter" not in value:
+                problems.append(f"{name}.{param}: neither a constant nor an upstream task's output")
             if "constantValue" in value.get("runtimeValue", {}):
                 problems.append(f"{name}.{param}: runtimeValue.constantValue (schema 2.0; the KFP driver reads `constant`)")
     for name, component in spec.get("components", {}).items():
@@ -110,5 +148,6 @@ def for_open_source_kfp(job: Dict) -> Dict:
     spec = job["pipelineSpec"]
     _drop_resolvers(spec)
     _wrap_commands(spec)
+    add_input_fingerprint(spec)
     check(spec)
     return job

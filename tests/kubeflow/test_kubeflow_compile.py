@@ -44,7 +44,7 @@ def container(job, task):
 
 def test_all_steps_present_and_wired_in_order(compiled_job):
     assert set(PIPELINE_STEPS) <= set(tasks(compiled_job))
-    assert not upstream(compiled_job, "CsvExampleGen")
+    assert upstream(compiled_job, "CsvExampleGen") == {"InputFingerprint"}  # KFP's cache sees the data
     assert "CsvExampleGen" in upstream(compiled_job, "StatisticsGen")
     assert {"StatisticsGen", "ImportSchemaGen"} <= upstream(compiled_job, "ExampleValidator")
     assert {"CsvExampleGen", "ImportSchemaGen"} <= upstream(compiled_job, "Transform")
@@ -68,7 +68,8 @@ def test_all_steps_present_and_wired_in_order(compiled_job):
 
 def test_every_step_runs_the_image_through_tfx_v2_entrypoint(compiled_job):
     executors = compiled_job["pipelineSpec"]["deploymentSpec"]["executors"]
-    containers = {label: e["container"] for label, e in executors.items() if "container" in e}
+    containers = {label: e["container"] for label, e in executors.items()
+                  if "container" in e and label != "InputFingerprint_executor"}  # ours: its own test below
     assert len(containers) >= len(PIPELINE_STEPS)
     for label, spec in containers.items():
         assert spec["image"] == IMAGE, label
@@ -198,7 +199,8 @@ def test_no_cache_compiles_every_step_with_caching_off(compiled_job, tmp_path):
     compiled = tasks(json.loads(out.read_text()))
     assert set(compiled) == set(tasks(compiled_job))
     assert not any(task.get("cachingOptions", {}).get("enableCache") for task in compiled.values())
-    assert all(task["cachingOptions"]["enableCache"] for task in tasks(compiled_job).values())
+    assert all(task["cachingOptions"]["enableCache"] for name, task in tasks(compiled_job).items()
+               if name != "InputFingerprint")
 
 
 def test_s3_endpoint_reaches_every_step_as_aws_endpoint_url(tmp_path, capsys):
@@ -212,3 +214,33 @@ def test_s3_endpoint_reaches_every_step_as_aws_endpoint_url(tmp_path, capsys):
     assert main(["compile", "--image", IMAGE, "--output", str(tmp_path / "x.json"),
                  "--s3-endpoint", "minio.example:9000"]) == 2
     assert "--s3-endpoint" in capsys.readouterr().err
+
+
+def test_the_input_datas_fingerprint_is_in_example_gens_cache_key(compiled_job):
+    """KFP's cache key sees a task's parameters, not the files it reads (kubeflow/input_fingerprint.py)."""
+    fingerprint = tasks(compiled_job)["InputFingerprint"]
+    assert not fingerprint.get("cachingOptions", {}).get("enableCache")
+    example_gen = tasks(compiled_job)["CsvExampleGen"]
+    assert example_gen["inputs"]["parameters"]["input_fingerprint"] == {
+        "taskOutputParameter": {"producerTask": "InputFingerprint", "outputParameterKey": "fingerprint"}}
+    assert fingerprint["inputs"]["parameters"]["input_base"] == example_gen["inputs"]["parameters"]["input_base"]
+    command = container(compiled_job, "InputFingerprint")
+    assert command["command"][-1] == "kubeflow.input_fingerprint" and command["image"] == IMAGE
+
+
+def test_the_fingerprint_changes_with_the_data_and_only_then(tmp_path):
+    from kubeflow import input_fingerprint
+
+    config = '{"splits": [{"name": "single_split", "pattern": "*"}]}'
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "data.csv").write_text("a,b\n1,2\n")
+    out = tmp_path / "out" / "fingerprint"
+    assert input_fingerprint.main(["--input-base", str(data), "--input-config", config, "--output", str(out)]) == 0
+    first = out.read_text()
+    assert input_fingerprint.fingerprint(str(data), config) == first
+    (data / "data.csv").write_text("a,b\n1,2\n3,4\n")
+    assert input_fingerprint.fingerprint(str(data), config) != first
+    # No files: a fingerprint all the same; CsvExampleGen then fails with its own message, naming the folder.
+    assert input_fingerprint.main(["--input-base", str(tmp_path / "none"), "--input-config", config,
+                                   "--output", str(out)]) == 0 and "num_files:0" in out.read_text()

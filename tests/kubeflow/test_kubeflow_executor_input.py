@@ -76,3 +76,11 @@ def test_a_typed_input_is_left_as_sent():
     document = _executor_input("2.17.0")
     document["inputs"]["artifacts"]["examples"]["artifacts"][0]["type"] = {"schemaTitle": "tfx.Examples"}
     assert executor_input.restore_input_types(document, INPUTS_SPEC) == []
+
+
+def test_the_cache_key_parameter_never_reaches_tfx():
+    document = _executor_input("2.2.0")
+    document["inputs"]["parameterValues"]["input_fingerprint"] = "split:single_split,num_files:1"
+    adapted, changes = executor_input.adapt_args([executor_input.INVOCATION_FLAG, json.dumps(document)])
+    assert changes["dropped cache-key parameters"] == ["input_fingerprint"]
+    assert json.loads(adapted[1])["inputs"]["parameterValues"] == {"exclude_splits": "[]"}
