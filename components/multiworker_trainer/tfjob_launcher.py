@@ -124,7 +124,10 @@ class TFJobLauncher:
             self.custom.create_namespaced_custom_object(manifest.GROUP, manifest.VERSION, self.namespace,
                                                         manifest.PLURAL, job, _request_timeout=REQUEST_TIMEOUT_S)
         except ApiException as err:
-            hint = {404: "is the Kubeflow training operator (TFJob CRD) installed?",
+            hint = {404: ("this cluster has no TFJob kind (tfjobs.kubeflow.org/v1): standalone Kubeflow Pipelines ships "
+                          "no training operator; install it with kubectl apply --server-side -k "
+                          '"github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.2" '
+                          "(kubeflow/README.md), or train with --workers 1"),
                     403: "does the pipeline's service account have RBAC to create tfjobs.kubeflow.org?",
                     409: "a TFJob of that name already exists"}.get(err.status, "")
             raise TFJobFailedError(f"could not create TFJob {self.namespace}/{name}: HTTP {err.status} "

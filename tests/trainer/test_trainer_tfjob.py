@@ -190,8 +190,11 @@ def test_job_that_never_finishes_times_out_with_why_and_is_deleted():
 
 def test_create_refused_says_what_to_check():
     with FakeKubernetes(Scripted([[]]), fail_create=404) as fake:
-        with pytest.raises(TFJobFailedError, match="is the Kubeflow training operator .TFJob CRD. installed"):
+        with pytest.raises(TFJobFailedError) as failure:
             _launcher(fake).run(_job())
+    message = str(failure.value)
+    assert "no TFJob kind" in message and "training-operator.git/manifests/overlays/standalone" in message
+    assert "\n" not in message
     assert fake.deleted == []
 
 
