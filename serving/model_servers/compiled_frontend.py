@@ -4,17 +4,25 @@ In the grpc.aio front end every request costs the event loop's thread grpc.aio's
 (~22% of that thread under 16 clients) besides the request's own, and that thread caps the rate
 (bench/RESULTS.md, session 11). Here a C++ process (grpc_frontend/grpc_frontend.cc, gRPC's
 generic async API) owns the port and hands each call's method and request bytes over one Unix
-socket (frontend_protocol); one dispatch thread here reads whatever has arrived in one go, answers
-it, and writes every answer of that round in one go. So:
+socket (frontend_protocol); one dispatch thread here reads whatever has arrived in one go, parses
+it, checks what each request declares (serving.util.request_cost: microseconds) and hands the work
+on, so no request's model run or decoding holds up the requests of other signatures and models:
 - the Predicts read together on a batched signature are one batch (TF Serving's batch thread
-  likewise takes what queued while the previous batch ran): no waiting loop, no futures;
-- Predict without batching runs on the dispatch thread as it arrives;
+  likewise takes what queued while the previous batch ran): no waiting loop, no futures. A batch
+  runs in a batch thread, one batch of a queue at a time, queues of other signatures and models
+  side by side; what arrives meanwhile is the queue's next batch;
+- Predict without batching runs in a worker thread;
+- a Predict whose tensors declare more than predict_plan.INLINE_DECODE_BYTES is decoded and run in
+  one of two threads of its own, so large requests wait for each other, not the others waiting;
 - every other method runs its handler unchanged in a worker thread, as in the other front ends.
 Status codes and messages are the other front ends' (the same handlers and plans:
 serving.model_servers.predict_plan); anything unexpected leaves as INTERNAL without Python text.
+Before issue 29 the runs were on the dispatch thread: a Predict declaring 10,000,000 string elements
+cost 0.27 s there and every other client waited behind it.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -50,6 +58,8 @@ RECV_BYTES = 1 << 20
 START_TIMEOUT_S = 30.0
 # What gRPC servers answer when a request's bytes do not parse (grpcio's words; a C++ server says INTERNAL too).
 UNPARSABLE = "Exception deserializing request!"
+HEAVY_THREADS = 2  # threads decoding and running the Predicts over predict_plan.INLINE_DECODE_BYTES
+BATCH_THREADS = 8  # threads running batches (one batch per queue at a time)
 
 _OTHER_METHODS = {  # method -> (request class, handler, API name in the request metrics or None)
     protocol.CLASSIFY: (classification_pb2.ClassificationRequest, handlers.classify, "Classify"),
@@ -124,6 +134,13 @@ class CompiledGrpcServer:
         self._flags = _frontend_flags(options)
         self._binary = binary or frontend_binary()
         self._pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-frontend-worker")
+        self._batch_pool = futures.ThreadPoolExecutor(max_workers=BATCH_THREADS, thread_name_prefix="grpc-frontend-batch")
+        self._heavy_pool = futures.ThreadPoolExecutor(max_workers=HEAVY_THREADS, thread_name_prefix="grpc-frontend-heavy")
+        # A batch thread that finished a queue's batch says so here and wakes the dispatch thread.
+        self._finished: collections.deque = collections.deque()
+        self._in_flight: set = set()  # queues with a batch running (the dispatch thread's own)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
         self._process: Optional[subprocess.Popen] = None
         self._sock: Optional[socket.socket] = None
         self._send_lock = threading.Lock()
@@ -218,7 +235,10 @@ class CompiledGrpcServer:
         self._end_process(grace_s + 10)
         if self._thread is not None:
             self._thread.join(grace_s + 10)
-        self._pool.shutdown(wait=False)
+        for pool in (self._pool, self._batch_pool, self._heavy_pool):
+            pool.shutdown(wait=False)
+        self._wake_r.close()
+        self._wake_w.close()
         self._process = None
 
     def _send(self, frames) -> None:
@@ -231,18 +251,24 @@ class CompiledGrpcServer:
 
     # -- dispatch --------------------------------------------------------------------------
     def _serve(self) -> None:
-        sock, buffer = self._sock, bytearray()
+        sock, wake, buffer = self._sock, self._wake_r, bytearray()
         while True:
+            deadline = self._next_deadline()
             try:
-                if self._pending:  # a batch is waiting for its batch_timeout_micros
-                    readable, _, _ = select.select([sock], [], [], max(0.0, self._next_deadline() - time.monotonic()))
-                    chunk = sock.recv(RECV_BYTES) if readable else None
-                else:
-                    chunk = sock.recv(RECV_BYTES)
-            except OSError:
-                chunk = b""
-            if chunk == b"":
+                readable, _, _ = select.select([sock, wake], [], [],
+                                               None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except (OSError, ValueError):  # the socket was closed under us
                 break
+            if wake in readable:
+                self._take_finished()
+            chunk = None
+            if sock in readable:
+                try:
+                    chunk = sock.recv(RECV_BYTES)
+                except OSError:
+                    chunk = b""
+                if chunk == b"":
+                    break
             answers: List[bytes] = []
             if chunk:
                 buffer += chunk
@@ -257,7 +283,7 @@ class CompiledGrpcServer:
                         self._predict(call_id, payload, answers)
                     elif method in _OTHER_METHODS:
                         self._pool.submit(self._answer_other, call_id, method, payload)
-            self._run_due_batches(answers)
+            self._start_due_batches()
             if answers:
                 self._send(answers)
         for waiting in self._pending.values():  # the front end is gone: nobody to answer
@@ -267,7 +293,18 @@ class CompiledGrpcServer:
         if not self._stopping:
             log.error("the gRPC front end exited (code %s): gRPC is no longer served", self._process.poll())
 
+    def _take_finished(self) -> None:
+        """Queues whose batch thread finished: free to start their next batch."""
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while self._finished:
+            self._in_flight.discard(self._finished.popleft())
+
     def _predict(self, call_id: int, payload: bytes, answers: List[bytes]) -> None:
+        """Parse and check a Predict here; its decoding (when large) and its run go to other threads."""
         started = time.perf_counter()
         request = servable = None
         try:
@@ -277,16 +314,20 @@ class CompiledGrpcServer:
                 answers.append(_unparsable_answer(call_id))
                 return
             servable = self._manager.servable(handlers._require_spec(request)).servable  # pylint: disable=protected-access
+            if predict_plan.declared_bytes(request) > predict_plan.INLINE_DECODE_BYTES:
+                self._heavy_pool.submit(self._predict_apart, call_id, request, started, servable)
+                servable = None  # released by _predict_apart
+                return
             sig, inputs, output_keys, plan, batched = predict_plan.prepare(
                 servable, request, handlers.signature_method_check(self._manager))
             size = servable.batcher.task_size(inputs) if batched else 0
             if size:
                 self._enqueue(_Waiting(call_id, request, started, servable, sig, output_keys, plan,
                                        _Task(inputs, size, wake=False)))
-                servable = None  # released once its batch has run
-                return
-            results = servable.run(sig, inputs, output_keys)
-            answers.append(self._answer_predict(call_id, request, started, servable, sig, results, output_keys, plan))
+            else:
+                self._pool.submit(self._run_alone, call_id, request, started, servable, sig, inputs, output_keys,
+                                  plan)
+            servable = None  # released once its run is done
         except ServingError as err:
             answers.append(self._predict_error(call_id, request, started, err))
         except Exception as err:  # noqa: BLE001 - report, do not crash the server
@@ -294,6 +335,40 @@ class CompiledGrpcServer:
         finally:
             if servable is not None:
                 servable.release()
+
+    def _run_alone(self, call_id, request, started, servable, sig, inputs, output_keys, plan) -> None:
+        """An unbatched Predict's run, in a worker thread; the answer sent from there."""
+        try:
+            try:
+                results = servable.run(sig, inputs, output_keys)
+            except ServingError as err:
+                frame = self._predict_error(call_id, request, started, err)
+            except Exception as err:  # noqa: BLE001
+                frame = self._predict_error(call_id, request, started, internal_error(err, "predict"))
+            else:
+                frame = self._answer_predict(call_id, request, started, servable, sig, results, output_keys, plan)
+        finally:
+            servable.release()
+        self._send([frame])
+
+    def _predict_apart(self, call_id, request, started, servable) -> None:
+        """A Predict whose tensors declare more than INLINE_DECODE_BYTES: checked (request_cost refuses
+        it here in microseconds when it is over a limit), decoded and run in a thread of its own; when
+        batched it runs through the servable's batch queue as the thread-pool front end runs it."""
+        try:
+            try:
+                sig, inputs, output_keys, plan, _ = predict_plan.prepare(
+                    servable, request, handlers.signature_method_check(self._manager))
+                results = servable.run(sig, inputs, output_keys)
+            except ServingError as err:
+                frame = self._predict_error(call_id, request, started, err)
+            except Exception as err:  # noqa: BLE001
+                frame = self._predict_error(call_id, request, started, internal_error(err, "predict"))
+            else:
+                frame = self._answer_predict(call_id, request, started, servable, sig, results, output_keys, plan)
+        finally:
+            servable.release()
+        self._send([frame])
 
     def _enqueue(self, entry: _Waiting) -> None:
         queue = entry.servable.batcher.queue(entry.servable, entry.sig, entry.task.inputs, entry.output_keys)
@@ -304,41 +379,52 @@ class CompiledGrpcServer:
         self._pending.setdefault(queue, []).append(entry)
         self._queued[queue] = queued + entry.task.size
 
-    def _next_deadline(self) -> float:
-        return min(waiting[0].task.enqueued + queue._options.batch_timeout_micros / 1e6  # pylint: disable=protected-access
-                   for queue, waiting in self._pending.items())
+    def _next_deadline(self) -> Optional[float]:
+        """When the dispatch thread must wake without input: the earliest batch_timeout_micros of a queue
+        that waits with no batch running (None: wait for input or a finished batch)."""
+        deadlines = [waiting[0].task.enqueued + queue._options.batch_timeout_micros / 1e6  # pylint: disable=protected-access
+                     for queue, waiting in self._pending.items() if queue not in self._in_flight]
+        return min(deadlines) if deadlines else None
 
-    def _run_due_batches(self, answers: List[bytes]) -> None:
-        """Run every queue's waiting Predicts as batches of at most max_batch_size, except a batch that
-        is not full while its head is younger than batch_timeout_micros (it waits for more)."""
+    def _start_due_batches(self) -> None:
+        """Start, for each queue with no batch running, a batch of its waiting Predicts (at most
+        max_batch_size), unless it is not full while its head is younger than batch_timeout_micros."""
         for queue in list(self._pending):
+            if queue in self._in_flight:
+                continue
             waiting, o = self._pending[queue], queue._options  # pylint: disable=protected-access
-            while waiting:
-                if (o.batch_timeout_micros > 0 and self._queued[queue] < o.max_batch_size
-                        and time.monotonic() < waiting[0].task.enqueued + o.batch_timeout_micros / 1e6):
-                    break
-                batch, size = [], 0
-                while waiting and size + waiting[0].task.size <= o.max_batch_size:
-                    entry = waiting.pop(0)
-                    batch.append(entry)
-                    size += entry.task.size
-                self._queued[queue] -= size
-                self._run_batch(queue, batch, size, answers)
+            if (o.batch_timeout_micros > 0 and self._queued[queue] < o.max_batch_size
+                    and time.monotonic() < waiting[0].task.enqueued + o.batch_timeout_micros / 1e6):
+                continue
+            batch, size = [], 0
+            while waiting and size + waiting[0].task.size <= o.max_batch_size:
+                entry = waiting.pop(0)
+                batch.append(entry)
+                size += entry.task.size
+            self._queued[queue] -= size
             if not waiting:
                 del self._pending[queue], self._queued[queue]
+            self._in_flight.add(queue)
+            self._batch_pool.submit(self._run_batch, queue, batch, size)
 
-    def _run_batch(self, queue, batch: List[_Waiting], size: int, answers: List[bytes]) -> None:
-        _run_as_batch(queue, batch[0].servable, [entry.task for entry in batch], size)
-        for entry in batch:
-            task, servable = entry.task, entry.servable
+    def _run_batch(self, queue, batch: List[_Waiting], size: int) -> None:
+        """One batch in a batch thread: run, answer, then free its queue for the next batch."""
+        try:
+            _run_as_batch(queue, batch[0].servable, [entry.task for entry in batch], size)
+            answers = [self._predict_error(entry.call_id, entry.request, entry.started, entry.task.error)
+                       if entry.task.error is not None else
+                       self._answer_predict(entry.call_id, entry.request, entry.started, entry.servable, entry.sig,
+                                            entry.task.outputs, entry.output_keys, entry.plan)
+                       for entry in batch]
+            self._send(answers)
+        finally:
+            for entry in batch:
+                entry.servable.release()
+            self._finished.append(queue)
             try:
-                if task.error is not None:
-                    answers.append(self._predict_error(entry.call_id, entry.request, entry.started, task.error))
-                    continue
-                answers.append(self._answer_predict(entry.call_id, entry.request, entry.started, servable, entry.sig,
-                                                    task.outputs, entry.output_keys, entry.plan))
-            finally:
-                servable.release()
+                self._wake_w.send(b"\0")
+            except OSError:  # stopping
+                pass
 
     def _answer_predict(self, call_id, request, started, servable, sig, results, output_keys, plan) -> bytes:
         try:

@@ -62,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stand-in only: how long a Python thread keeps the GIL while another waits for it "
                              "(sys.setswitchinterval; Python's own default is 5). Default %(default)s: gRPC's "
                              "poller thread hands every arrived request to the event loop under the GIL")
+    parser.add_argument("--request_memory_budget_bytes", "--request-memory-budget-bytes", type=int,
+                        default=None, metavar="BYTES",
+                        help="stand-in only: the most a request's input tensors may take once decoded (a short "
+                             "*_val list is padded to the shape it declares); more is RESOURCE_EXHAUSTED before "
+                             "any decoding. Default 64 MiB (serving/util/request_cost.py)")
     flags.add_tf_serving_flags(parser)
 
 
@@ -105,6 +110,7 @@ def server_options(args, config):
     from serving.batching import batcher as batching
     from serving.model_servers.server import ServerOptions, parse_monitoring_config, parse_ssl_config
     from serving.servables.warmup import WarmupOptions
+    from serving.util.request_cost import RequestLimits
 
     batching_options = None
     if args.enable_batching:
@@ -149,6 +155,11 @@ def server_options(args, config):
         raise UserError(f"--num_request_iterations_for_warmup must be >= 0, not {args.num_request_iterations_for_warmup}")
     if args.rest_api_port < 0:
         raise UserError(f"--rest_api_port must be >= 0 (0 disables REST), not {args.rest_api_port}")
+    request_limits = RequestLimits()
+    if getattr(args, "request_memory_budget_bytes", None) is not None:
+        if args.request_memory_budget_bytes < 1:
+            raise UserError(f"--request_memory_budget_bytes must be >= 1, not {args.request_memory_budget_bytes}")
+        request_limits = RequestLimits(max_request_bytes=args.request_memory_budget_bytes)
     for name in ("port", "grpc_max_threads"):
         if getattr(args, name) < (0 if name == "port" else 1):
             raise UserError(f"--{name} must be {'>= 0' if name == 'port' else '>= 1'}, not {getattr(args, name)}")
@@ -168,6 +179,7 @@ def server_options(args, config):
         prometheus_path=prometheus_path,
         grpc_aio=getattr(args, "grpc_aio", True),
         grpc_compiled=getattr(args, "grpc_compiled", None),
+        request_limits=request_limits,
         grpc_reuseport=getattr(args, "grpc_reuseport", False) or getattr(args, "grpc_processes", 1) > 1)
 
 
@@ -220,7 +232,9 @@ def main(args, default_model=None) -> int:
             f"--host={args.host}", "--backend=standin", f"--run_in_caller_thread={str(args.run_in_caller_thread).lower()}",
             f"--grpc_aio={str(args.grpc_aio).lower()}", "--grpc_reuseport=true",
             f"--grpc_compiled={'auto' if args.grpc_compiled is None else str(args.grpc_compiled).lower()}",
-            f"--gil_switch_interval_ms={args.gil_switch_interval_ms}"]
+            f"--gil_switch_interval_ms={args.gil_switch_interval_ms}",
+            *([f"--request_memory_budget_bytes={args.request_memory_budget_bytes}"]
+              if args.request_memory_budget_bytes is not None else [])]
     if not args.gil_switch_interval_ms > 0:
         raise UserError(f"--gil_switch_interval_ms must be > 0, not {args.gil_switch_interval_ms}")
     return run_standin(server_options(args, config), extra_processes=processes - 1, child_argv=child_argv,

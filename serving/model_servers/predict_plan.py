@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from serving.servables import handlers
 from serving.servables.servable import DEFAULT_SIGNATURE
-from serving.util import tensors, wire
+from serving.util import request_cost, tensors, wire
+from serving.util.errors import ServingError
 
 MAX_PLANS = 256  # per servable version: (signature, input names, output filter) combinations that passed
+# A Predict whose tensors declare more than this once decoded is decoded and run away from a front end's
+# dispatch thread or event loop (serving.model_servers.compiled_frontend): a batch of 1,000 tf.Examples
+# of 300 bytes declares ~0.3 MiB, and 1 MiB of floats decodes in ~0.1 ms.
+INLINE_DECODE_BYTES = 1 << 20
 
 
 class PredictPlan:
@@ -18,7 +23,7 @@ class PredictPlan:
     first request has passed every check of predict_prepare: later requests with the same names
     only decode their tensors (and their dtypes are checked) and get response bytes directly."""
 
-    __slots__ = ("sig", "inputs", "output_keys", "encoder", "batched")
+    __slots__ = ("sig", "inputs", "output_keys", "encoder", "batched", "batch_limit")
 
     def __init__(self, servable, sig, output_keys):
         self.sig = sig
@@ -27,9 +32,11 @@ class PredictPlan:
         self.encoder = wire.ResponseEncoder(servable.name, servable.version, sig.name, self.output_keys,
                                             {k: sig.outputs[k].dtype for k in self.output_keys})
         self.batched = servable.batcher is not None and sig.batchable
+        self.batch_limit = servable.batcher.options.max_batch_size if self.batched else None
 
     def decode(self, servable, request_inputs):
-        """predict_prepare's input decoding and checks, in its order (values, then dtypes)."""
+        """predict_prepare's input decoding and checks, in its order (cost, values, then dtypes)."""
+        self.cost(servable, request_inputs)
         arrays, mismatch = {}, False
         for alias, dtype in self.inputs:
             proto = request_inputs[alias]
@@ -39,6 +46,23 @@ class PredictPlan:
         if mismatch:
             servable.check_dtypes(self.sig, {alias: request_inputs[alias].dtype for alias, _ in self.inputs})
         return arrays
+
+    def cost(self, servable, request_inputs) -> int:
+        """The request's declared cost checked before any decoding (serving.util.request_cost): its bytes."""
+        return request_cost.check_inputs({alias: request_inputs[alias] for alias, _ in self.inputs},
+                                         servable.request_limits, self.batch_limit)
+
+
+def declared_bytes(request) -> int:
+    """What the request's input tensors declare they take once decoded (serving.util.request_cost),
+    in O(rank) per tensor; a tensor that cannot be parsed counts 0 (its Predict fails at once)."""
+    total = 0
+    for alias, proto in request.inputs.items():
+        try:
+            total += request_cost.tensor_bytes(proto, request_cost.declared_shape(proto, alias)[1])
+        except ServingError:
+            pass
+    return total
 
 
 def prepare(servable, request, method_check: bool):

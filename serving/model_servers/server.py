@@ -23,6 +23,7 @@ from serving.model_servers.rest import RestServer
 from serving.servables import warmup
 from serving.servables.servable import SavedModelServable, session_config
 from serving.util.errors import ServerConfigError
+from serving.util.request_cost import RequestLimits
 from serving.util.metrics import ServingMetrics
 
 log = logging.getLogger("serving")
@@ -68,6 +69,8 @@ class ServerOptions:
     # is built and neither TLS nor grpc_aio=False asks for a Python one; True: required; False: never.
     grpc_compiled: Optional[bool] = None
     grpc_reuseport: bool = False  # SO_REUSEPORT: several server processes share the port (processes.py)
+    # stand-in only: per-request bounds checked before any input is decoded (--request_memory_budget_bytes)
+    request_limits: RequestLimits = RequestLimits()
 
 
 class ModelServer:
@@ -109,6 +112,7 @@ class ModelServer:
             servable.metrics = self.metrics
         if self.options.batching is not None:
             servable.batcher = ServableBatcher(self.options.batching)
+        servable.request_limits = self.options.request_limits
         try:  # before the manager marks the version AVAILABLE; a failed warmup fails the load
             warmup.run_warmup(servable, path, self.options.warmup, self.metrics, predict=self._warm_predict)
         except Exception:

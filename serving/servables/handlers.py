@@ -12,7 +12,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      inference_pb2, model_management_pb2, model_pb2, predict_pb2, regression_pb2)
 
 from serving.core.request_logger import RequestLoggingError, log_request
-from serving.util import tensors
+from serving.util import request_cost, tensors
 from serving.util.errors import ServingError, invalid_argument, unimplemented
 from serving.servables.servable import (CLASSIFY_METHOD, DEFAULT_SIGNATURE, PREDICT_METHOD, REGRESS_METHOD)
 
@@ -220,6 +220,7 @@ def _on_examples(manager, request, response, preprocess, postprocess):
         if sig is None:
             raise invalid_argument(f"No signature was found with the name: {key}")
         input_alias, output_keys = preprocess(sig, signature_method_check(manager))
+        request_cost.check_examples(request.input, servable.request_limits)
         examples = serialized_examples(request.input)
         out = _run_on_examples(servable, sig, input_alias, output_keys, examples)
         response.result.CopyFrom(postprocess(out, len(examples)))
@@ -271,6 +272,7 @@ def multi_inference(manager, request: inference_pb2.MultiInferenceRequest):
             else:
                 raise unimplemented(f"Unsupported signature method_name: {task.method_name}")
             plans.append((task, sig, input_alias, keys, postprocess))
+        request_cost.check_examples(request.input, servable.request_limits)
         examples = serialized_examples(request.input)
         for task, sig, input_alias, keys, postprocess in plans:
             out = _run_on_examples(servable, sig, input_alias, keys, examples)

@@ -19,7 +19,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from serving.util import tensors
+from serving.util import request_cost, tensors
 from serving.util.errors import failed_precondition, internal_error, invalid_argument
 
 log = logging.getLogger("serving")
@@ -140,6 +140,9 @@ class SavedModelServable:
         self._refs_cv = threading.Condition()
         self.batcher = None  # set by the manager when batching is on (serving.batching.batcher.ServableBatcher)
         self.metrics = None  # set by the server when monitoring is on (serving.util.metrics.ServingMetrics)
+        # Per-request bounds checked before any input is decoded (serving.util.request_cost); the server
+        # sets its own (ServerOptions.request_limits).
+        self.request_limits = request_cost.RequestLimits()
         # The grpc.aio front end's checked request plans (serving.model_servers.aio_service._PredictPlan),
         # kept here so they go with the version when it unloads.
         self.aio_plans: Dict[tuple, object] = {}
@@ -191,7 +194,8 @@ class SavedModelServable:
         value (TF2 functions with default arguments); an unknown name fails. Shapes are the graph's
         business (TF Serving does not check them). Dtypes are checked after the output filter,
         where TF Serving's Session run checks them (`check_dtypes`, given the DataTypes returned
-        beside the arrays).
+        beside the arrays). Before any tensor is decoded, the request's cost is checked from what its
+        tensors declare (`check_cost`).
         """
         sent, expected = set(request_inputs), set(sig.inputs)
         if len(sent) > len(expected) or (len(sent) < len(expected) and not sig.defaults):
@@ -199,6 +203,7 @@ class SavedModelServable:
                 f"input size does not match signature: {len(sent)}!={len(expected)} len({{{','.join(sorted(sent))}}}) "
                 f"!= len({{{','.join(sorted(expected))}}}). Sent extra: {{{','.join(sorted(sent - expected))}}}. "
                 f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
+        self.check_cost(sig, {alias: request_inputs[alias] for alias in sent & expected})
         arrays, dtypes = {}, {}
         for alias in sorted(sig.inputs):
             proto = request_inputs.get(alias)
@@ -217,6 +222,12 @@ class SavedModelServable:
                 f"Inputs contains invalid name. Used request inputs: {','.join(sorted(sent & expected))}, "
                 f"request input: {','.join(sorted(sent))}")
         return arrays, dtypes
+
+    def check_cost(self, sig: Signature, protos: Mapping[str, object]) -> int:
+        """The input tensors' shapes, batch size and bytes as declared, refused before decoding
+        (serving.util.request_cost); the bytes they will take."""
+        batch_limit = self.batcher.options.max_batch_size if self.batcher is not None and sig.batchable else None
+        return request_cost.check_inputs(protos, self.request_limits, batch_limit)
 
     @staticmethod
     def check_dtypes(sig: Signature, dtypes: Mapping[str, int]) -> None:
