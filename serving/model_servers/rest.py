@@ -20,7 +20,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving.core.request_logger import log_request
 from serving.servables import handlers
-from serving.model_servers import rest_codec
+from serving.model_servers import json_iterative, rest_codec
 from serving.servables.servable import DEFAULT_SIGNATURE
 from serving.util import metrics as metrics_lib
 from serving.util.errors import (ServingError, failed_precondition, http_status, internal_error, invalid_argument,
@@ -63,7 +63,9 @@ _RAPIDJSON_WORDS = (
 
 def _parse_json(raw: bytes):
     """json_tensor.cc ParseJson: one JSON object (rapidjson with kParseStopWhenDoneFlag: whatever
-    follows the first value is ignored), NaN and Infinity allowed; rapidjson's error words."""
+    follows the first value is ignored), NaN and Infinity allowed; rapidjson's error words. Nested
+    past Python's recursion limit, the body is parsed again without recursion (json_iterative), as
+    rapidjson's kParseIterativeFlag parses any depth."""
     if not raw:
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
@@ -74,7 +76,10 @@ def _parse_json(raw: bytes):
     if start == len(text):
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
-        body, _ = json.JSONDecoder().raw_decode(text, start)
+        try:
+            body, _ = json.JSONDecoder().raw_decode(text, start)
+        except RecursionError:
+            body, _ = json_iterative.raw_decode(text, start)
     except json.JSONDecodeError as err:
         words = next((w for prefix, w in _RAPIDJSON_WORDS if err.msg.startswith(prefix)), None)
         if words is None and err.msg.startswith("Expecting ',' delimiter"):

@@ -19,7 +19,7 @@ from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2, predict_pb2, regression_pb2
 
-from serving.util import tensors
+from serving.util import request_cost, tensors
 from serving.util.errors import ServingError, invalid_argument
 
 
@@ -32,10 +32,45 @@ _TF_TYPE_NAMES = {types_pb2.DT_FLOAT: "float", types_pb2.DT_DOUBLE: "double", ty
                   types_pb2.DT_UINT32: "uint32", types_pb2.DT_UINT64: "uint64"}
 
 
-def _debug(value) -> str:
-    """JsonValueToDebugString: compact JSON, cut at 256 bytes."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
-    return text[:256]
+def _debug(value, limit: int = 256) -> str:
+    """JsonValueToDebugString: compact JSON, cut at 256 bytes (json_tensor.cc kMaxJsonDebugStringBytes).
+    Written with an explicit stack and stopped at the limit, so a value nested past Python's recursion
+    limit (json_iterative) or a body of 100 MB costs what the first 256 bytes cost."""
+    parts, size, stack, current = [], 0, [], value
+    while True:
+        if isinstance(current, dict):
+            piece = "{"
+            stack.append([iter(current.items()), "}", True, True])
+        elif isinstance(current, list):
+            piece = "["
+            stack.append([iter(current), "]", False, True])
+        else:
+            piece = json.dumps(current, ensure_ascii=False, allow_nan=True)
+        parts.append(piece)
+        size += len(piece)
+        while True:  # the next value to write, closing the containers that end first
+            if size >= limit or not stack:
+                return "".join(parts)[:limit]
+            frame = stack[-1]
+            item = next(frame[0], _END)
+            if item is _END:
+                parts.append(frame[1])
+                size += 1
+                stack.pop()
+                continue
+            separator = "" if frame[3] else ","
+            frame[3] = False
+            if frame[2]:
+                name, current = item
+                separator += json.dumps(name, ensure_ascii=False) + ":"
+            else:
+                current = item
+            parts.append(separator)
+            size += len(separator)
+            break
+
+
+_END = object()
 
 
 def _json_type(value) -> str:
@@ -152,9 +187,19 @@ def _fill(value, level: int, dtype: int, shape, out: list) -> None:
         _fill(item, level + 1, dtype, shape, out)
 
 
-def _tensor(value, dtype: int) -> tuple:
-    """(shape, flat values) of one JSON value."""
+class _Unparsable(ServingError):
+    """A JSON value of more dimensions than a TensorShape holds: the "tensor parsing error" TF Serving's
+    Predict answers for it (Tensor::FromProto refuses the shape), not wrapped in the JSON's context."""
+
+    def __init__(self, name: str):
+        super().__init__(grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {name}")
+
+
+def _tensor(value, dtype: int, name: str, outer_dims: int = 0) -> tuple:
+    """(shape, flat values) of one JSON value; `outer_dims` more dimensions wrap it (rows: one)."""
     shape = _dense_shape(value)
+    if len(shape) + outer_dims > request_cost.MAX_DIMENSIONS:  # and _fill recurses once per dimension
+        raise _Unparsable(name)
     values: list = []
     _fill(value, 0, dtype, shape, values)
     return shape, values
@@ -193,7 +238,7 @@ def _instances(instances, inputs_info, request) -> None:
     def add(item, name):
         if name not in inputs_info:
             raise invalid_argument(f"JSON object: does not have named input: {name}")
-        shape, values = _tensor(item, inputs_info[name].dtype)
+        shape, values = _tensor(item, inputs_info[name].dtype, name, outer_dims=1)
         if name not in sizes:
             sizes[name], shapes[name] = len(values), shape
         elif sizes[name] != len(values):
@@ -210,6 +255,8 @@ def _instances(instances, inputs_info, request) -> None:
             for name, item in element.items():
                 try:
                     add(item, name)
+                except _Unparsable:
+                    raise
                 except ServingError as err:
                     raise invalid_argument(f"Failed to process element: {count} key: {name} of 'instances' list. "
                                            f"Error: {_status_text(err)}") from None
@@ -221,6 +268,8 @@ def _instances(instances, inputs_info, request) -> None:
                 raise invalid_argument(f"Expecting value/list but got object at item {count} of input list")
             try:
                 add(element, names[0])
+            except _Unparsable:
+                raise
             except ServingError as err:
                 raise invalid_argument(f"Failed to process element: {count} of 'instances' list. "
                                        f"Error: {_status_text(err)}") from None
@@ -235,13 +284,13 @@ def _columns(inputs, inputs_info, request) -> None:
             raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple input tensors "
                                    "required as per tensorinfo_map")
         name = next(iter(inputs_info))
-        shape, values = _tensor(inputs, inputs_info[name].dtype)
+        shape, values = _tensor(inputs, inputs_info[name].dtype, name)
         _to_proto(values, shape, inputs_info[name].dtype, request.inputs[name])
         return
     for name in sorted(inputs_info):
         if name not in inputs:
             raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
-        shape, values = _tensor(inputs[name], inputs_info[name].dtype)
+        shape, values = _tensor(inputs[name], inputs_info[name].dtype, name)
         _to_proto(values, shape, inputs_info[name].dtype, request.inputs[name])
 
 
