@@ -226,13 +226,23 @@ def runtime_artifact_from_mlmd(artifact_id: int, record: Mapping) -> Dict:
     return {"name": str(artifact_id), "uri": record["uri"], "type": {"instanceSchema": ""}, "metadata": metadata}
 
 
-def resolve_parameters(task_inputs: Mapping, definitions: Mapping) -> Dict:
-    """Input parameters as the driver resolves them: only `runtimeValue.constant` (2.2.0 D:1138-1139,
-    2.5.0 D:1590-1667, 2.17.0 R:375-497), checked against the component's parameterType (2.2.0
+def resolve_parameters(task_inputs: Mapping, definitions: Mapping,
+                       upstream: Mapping[str, Mapping[str, object]] = {}) -> Dict:
+    """Input parameters as the driver resolves them: an upstream task's output parameter
+    (`taskOutputParameter`, 2.2.0 D:1094-1133; 2.5.0 D:1590-1667; 2.17.0 R:375-497), else only
+    `runtimeValue.constant` (2.2.0 D:1138-1139), checked against the component's parameterType (2.2.0
     D:954-1033, 2.17.0 R:169-256): STRING takes any value as text, other types need the same JSON kind.
-    Raises ValueError with the driver's wording."""
+    `upstream`: task -> its output parameters. Raises ValueError with the driver's wording."""
     values = {}
     for name, spec in (task_inputs.get("parameters") or {}).items():
+        output = spec.get("taskOutputParameter")
+        if output:
+            produced = upstream.get(output["producerTask"], {})
+            if output["outputParameterKey"] not in produced:
+                raise ValueError(f"cannot find output parameter key {output['outputParameterKey']!r} in producer "
+                                 f"task {output['producerTask']!r}")
+            values[name] = produced[output["outputParameterKey"]]
+            continue
         runtime = spec.get("runtimeValue")
         if runtime is None or "constant" not in runtime:
             kind = next(iter(runtime), "?") if runtime else next(iter(spec), "?")

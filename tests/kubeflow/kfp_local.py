@@ -1,47 +1,42 @@
-"""A local stand-in for the open-source Kubeflow Pipelines 2.x backend: runs a compiled PipelineJob's
-tasks one by one, each in a real container of the pipeline image. A test harness, not a product runtime.
+"""A local stand-in for the open-source Kubeflow Pipelines 2.x backend, by release: runs a compiled
+PipelineJob's tasks one by one, each in a real container of the pipeline image, as that release's driver
+and launcher would. A test harness, not a product runtime.
 
-It follows kubeflow/pipelines at tag 2.17.0 (the current KFP backend release), file by file:
-- backend/src/v2/driver/root_dag.go, metadata/client.go (GetPipeline): the run's pipeline root
-  is `<runtimeConfig.gcsOutputDirectory>/<pipelineInfo.name>/<run id>`;
-- backend/src/v2/driver/resolve.go (resolveInputs): parameters come only from
-  `runtimeValue.constant` (any other kind is "not implemented"), are checked against the
-  component's `parameterType` (a non-string for STRING is converted to text, other mismatches
-  fail), artifacts from the producer task's recorded outputs;
-- backend/src/v2/metadata/converter.go (toRuntimeArtifact) and client.go (RecordArtifact,
-  OutputArtifact.ToRuntimeArtifact): a downstream task sees an upstream artifact as
-  name = its MLMD id, uri, metadata = properties + custom properties (ints and bools become numbers,
-  `display_name` and `store_session_info` added), type = `{instanceSchema: <the producer's output schema>}`;
-- backend/src/v2/driver/driver.go (provisionOutputs): output URIs `<run root>/<task>/<uuid>/<name>`,
-  output parameters in /tmp/kfp/outputs/<name>, the executor output file
-  `LocalPathForURI(<run root>/<task>/<uuid>)/output_metadata.json`;
-- backend/src/v2/component/launcher_v2.go: the executor input gets the component's parameter
-  defaults (addDefaultParams), `{{$}}` and the `{{$.inputs...}}` / `{{$.outputs...}}` placeholders are
-  replaced in command and args (compileCmdAndArgs, getPlaceholders), local output folders are
-  created (prepareOutputFolders), the command runs, then the executor output file is read
-  (getExecutorOutputFile: missing = empty), its artifacts merged into the provisioned ones
-  (mergeRuntimeArtifacts: uri and metadata), local artifact folders uploaded under the pipeline
-  root (KeyFromURI must find the root's prefix), output parameters collected, artifacts recorded;
-- backend/src/v2/compiler/argocompiler/dag.go: importer/resolver executors are refused.
-Kubernetes specifics come from the platform spec that `taxi-pipeline submit` sends (pvcMount,
-secretAsEnv as kfp-kubernetes compiles them); the volume is a host directory bind-mounted at
-its in-cluster path, a secret a dict.
+The rules are `kfp_backend.py`'s (one per release: 2.2.0, 2.5.0, 2.17.0), each cited to its Go file and
+line at that tag; the launcher's in-pod work is `kfp_launcher.py`, run inside the task's container as the
+image's user. Per task:
+- driver (here): input parameters (`resolve_parameters`), input artifacts as the driver reads them back
+  from ML Metadata (`runtime_artifact_from_mlmd`: no type, `instanceSchema: ""`), outputs provisioned
+  (`provision_outputs`: `executor-logs` from 2.5.0, the release's URI layout and output file), the
+  component's `{{$}}` and placeholders filled in after the launcher's addDefaultParams;
+- pod: only the emptyDirs the release mounts (`Backend.empty_dirs`: /kfp-launcher alone on 2.2.0), each
+  world-writable as an emptyDir is; the PVCs of the platform spec; the environment exactly as the release
+  gives it (`pod_environment`: no AWS_ENDPOINT_URL unless the compiled step sets one) plus what
+  Kubernetes itself adds (`kubelet_env`); the cluster's DNS names (`cluster_hosts`) as /etc/hosts;
+- launcher (in the pod): output folders, download of every input, the command, the executor output
+  merged, uploads, output parameters (`kfp_launcher.py`);
+- record (here): each output as RecordArtifact stores it (`record_artifact`), which is all a
+  downstream task's driver will see.
+The launcher opens the object store with the run's session (`session_info`: the default MinIO session
+of the release for a minio:// root, the `kfp-launcher` ConfigMap's `providers` otherwise).
 
-Not emulated: caching (every task runs), retries, the MLMD server (an in-memory record), the
-Argo workflow around the pods, the `lifecycle.preCacheCheck` hook (the open-source driver ignores it too).
+Not emulated (one place: kfp_backend.py's docstring lists them): the Argo workflow, the MLMD server,
+the cache (every task runs; `kfp_backend.cache_fingerprint` says what its key would see), retries.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Dict, List, Optional
 
-LOCAL_ROOTS = {"gs://": "/gcs/", "minio://": "/minio/", "s3://": "/s3/"}
+import kfp_backend as kb
+
+HERE = Path(__file__).resolve().parent
 TERMINATED_ERROR_MARKERS = ("TAXI_STEP_ERROR:", "TRAINER_WORKER_ERROR:")
 
 
@@ -53,54 +48,14 @@ class TaskFailed(RuntimeError):
         self.task, self.reason = task, reason
 
 
-def local_path_for_uri(uri: str) -> str:
-    """component.LocalPathForURI."""
-    for scheme, local in LOCAL_ROOTS.items():
-        if uri.startswith(scheme):
-            return local + uri[len(scheme):]
-    raise ValueError(f"failed to generate local path for URI {uri}: unsupported storage scheme")
-
-
-def prefixed_bucket(root: str) -> str:
-    """objectstore.ParseBucketConfig(root).PrefixedBucket()."""
-    match = re.match(r"(^[a-z][a-z0-9]+:///?)([^/?]+)(/[^?]*)?(\?.+)?$", root)
-    if not match or match.group(1) not in LOCAL_ROOTS:
-        raise ValueError(f"parse bucket config failed: unsupported pipeline root {root!r}")
-    prefix = (match.group(3) or "").strip("/")
-    return match.group(1) + (f"{match.group(2)}/{prefix}" if prefix else match.group(2))
-
-
-def _text(value) -> str:
-    """metadata.PbValueToText (for a non-string value given to a STRING parameter)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return f"{value:g}" if isinstance(value, float) and value.is_integer() else str(value)
-    return json.dumps(value)
-
-
-@dataclasses.dataclass
-class RecordedArtifact:
-    """An artifact as ML Metadata holds it after the launcher's RecordArtifact."""
-
-    id: int
-    uri: str
-    schema: str
-    custom_properties: Dict
-
-    def runtime_artifact(self) -> Dict:
-        """OutputArtifact.ToRuntimeArtifact: what a downstream task's driver puts in its executor input."""
-        return {"name": str(self.id), "uri": self.uri, "type": {"instanceSchema": self.schema},
-                "metadata": dict(self.custom_properties)}
-
-
 @dataclasses.dataclass
 class TaskResult:
     name: str
     executor_input: Dict
     executor_output: Dict
-    outputs: Dict[str, RecordedArtifact]
+    outputs: Dict[str, Dict]  # key -> the MLMD record (kfp_backend.record_artifact)
     log: str
+    downloaded: Dict  # what the launcher downloaded before the command: {"objects": n, "bytes": n}
 
 
 class Container:
@@ -122,26 +77,31 @@ class Container:
 
 
 class LocalKfp:
-    """Runs one PipelineJob: `LocalKfp(job, ...).run()` -> {task: TaskResult}; raises TaskFailed."""
+    """Runs one PipelineJob as KFP `backend` would: `LocalKfp(job, ...).run()` -> {task: TaskResult}."""
 
-    def __init__(self, job: Dict, container: Container, *, work_dir: Path, volumes: Dict[str, Path],
-                 platform: Optional[Dict] = None, secrets: Optional[Dict[str, Dict[str, str]]] = None,
-                 env: Optional[Dict[str, str]] = None, s3_client=None, image: Optional[str] = None,
-                 run_id: Optional[str] = None, log=print):
-        self.job, self.spec = job, job["pipelineSpec"]
+    def __init__(self, job: Dict, container: Container, *, backend: kb.Backend, work_dir: Path,
+                 volumes: Dict[str, Path], platform: Optional[Dict] = None,
+                 secrets: Optional[Dict[str, Dict[str, str]]] = None, launcher_config: Optional[Dict] = None,
+                 cluster_hosts: Optional[Dict[str, str]] = None, kubelet_env: Optional[Dict[str, str]] = None,
+                 image: Optional[str] = None, run_id: Optional[str] = None, log=print):
+        self.job, self.spec, self.backend = job, job["pipelineSpec"], backend
         self.container, self.work_dir = container, Path(work_dir)
         self.volumes = volumes  # claim name -> host directory
         self.platform = (platform or {}).get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}) \
             .get("executors", {})
-        self.secrets, self.env, self.s3, self.image_override = secrets or {}, env or {}, s3_client, image
+        self.secrets, self.image_override = secrets or {}, image
+        self.cluster_hosts = cluster_hosts or {}
+        self.env = dict(kubelet_env or {})  # what Kubernetes adds to every pod (KUBERNETES_SERVICE_HOST, ...)
         self.run_id = run_id or str(uuid.uuid4())
-        root = (job.get("runtimeConfig") or {}).get("gcsOutputDirectory") or self.spec.get("defaultPipelineRoot")
-        if not root:
-            raise ValueError("no pipeline root: neither runtimeConfig.gcsOutputDirectory nor defaultPipelineRoot")
+        launcher_config = launcher_config or {}
+        # The root DAG driver: runtimeConfig's root, else the kfp-launcher ConfigMap's, else the default.
+        root = (job.get("runtimeConfig") or {}).get("gcsOutputDirectory") or self.spec.get("defaultPipelineRoot") \
+            or launcher_config.get("defaultPipelineRoot") or kb.DEFAULT_PIPELINE_ROOT
         self.pipeline_root = root
-        self.bucket_prefix = prefixed_bucket(root)
-        self.run_root = f"{root.rstrip('/')}/{self.spec['pipelineInfo']['name']}/{self.run_id}"
-        self.records: Dict[str, Dict[str, RecordedArtifact]] = {}
+        self.run_root = backend.run_root(root, self.spec["pipelineInfo"]["name"], self.run_id)
+        self.session = kb.session_info(backend, root, launcher_config.get("providers"))
+        self.mlmd: Dict[str, Dict[str, Dict]] = {}  # task -> output key -> {"id", "record"}
+        self.output_parameters: Dict[str, Dict[str, object]] = {}  # task -> its output parameters
         self.next_id = 1
         self.log = log
 
@@ -163,76 +123,43 @@ class LocalKfp:
     # --- driver -----------------------------------------------------------------------------
     def _inputs(self, name: str, task: Dict, component: Dict) -> Dict:
         definitions = component.get("inputDefinitions", {}).get("parameters", {})
-        parameters = {}
-        for param, spec in task.get("inputs", {}).get("parameters", {}).items():
-            runtime = spec.get("runtimeValue")
-            if runtime is None or "constant" not in runtime:
-                kind = next(iter(runtime), "?") if runtime else next(iter(spec), "?")
-                raise TaskFailed(name, f"driver: input parameter {param!r}: parameter spec of type {kind} not implemented")
-            parameters[param] = runtime["constant"]
-        for param, definition in definitions.items():  # handleParamTypeValidationAndConversion
-            if param not in parameters:
-                if not definition.get("isOptional") and "defaultValue" not in definition:
-                    raise TaskFailed(name, f"driver: neither value nor default value provided for non-optional parameter {param!r}")
-                continue
-            kind, value = definition.get("parameterType"), parameters[param]
-            if kind == "STRING":
-                if not isinstance(value, str):
-                    parameters[param] = _text(value)
-            elif isinstance(value, str) or (
-                    isinstance(value, bool) and kind != "BOOLEAN") or (
-                    isinstance(value, (int, float)) and not isinstance(value, bool)
-                    and kind not in ("NUMBER_INTEGER", "NUMBER_DOUBLE")):
-                raise TaskFailed(name, f"driver: input parameter {param!r} type mismatch: expect {kind}, got {type(value).__name__}")
+        try:
+            parameters = kb.resolve_parameters(task.get("inputs", {}), definitions, self.output_parameters)
+        except ValueError as err:
+            raise TaskFailed(name, f"driver: {err}") from None
         artifacts = {}
         for key, spec in task.get("inputs", {}).get("artifacts", {}).items():
             output = spec.get("taskOutputArtifact")
             if not output:
                 raise TaskFailed(name, f"driver: artifact spec {spec} not implemented")
-            produced = self.records.get(output["producerTask"], {}).get(output["outputArtifactKey"])
+            produced = self.mlmd.get(output["producerTask"], {}).get(output["outputArtifactKey"])
             if produced is None:
                 raise TaskFailed(name, f"driver: cannot find output artifact key {output['outputArtifactKey']!r} "
                                        f"in producer task {output['producerTask']!r}")
-            artifacts[key] = {"artifacts": [produced.runtime_artifact()]}
+            artifacts[key] = {"artifacts": [kb.runtime_artifact_from_mlmd(produced["id"], produced["record"])]}
         return {"parameterValues": parameters, "artifacts": artifacts}
 
-    def _outputs(self, name: str, component: Dict) -> Dict:
-        task_root = f"{self.run_root}/{name}/{uuid.uuid4()}"
-        definitions = component.get("outputDefinitions", {})
-        artifacts = {}
-        for key, spec in definitions.get("artifacts", {}).items():
-            artifact = {"name": key, "uri": f"{task_root}/{key}", "type": spec["artifactType"]}
-            if spec.get("metadata"):
-                artifact["metadata"] = spec["metadata"]
-            artifacts[key] = {"artifacts": [artifact]}
-        parameters = {key: {"outputFile": f"/tmp/kfp/outputs/{key}"} for key in definitions.get("parameters", {})}
-        return {"artifacts": artifacts, "parameters": parameters,
-                "outputFile": local_path_for_uri(task_root) + "/output_metadata.json"}
-
-    # --- launcher ---------------------------------------------------------------------------
+    # --- launcher: placeholders (launcher_v2.go compileCmdAndArgs / getPlaceholders) ----------
     @staticmethod
     def _placeholders(executor_input: Dict) -> Dict[str, str]:
         found = {}
         for key, artifacts in executor_input["inputs"].get("artifacts", {}).items():
             first = artifacts["artifacts"][0]
             found[f"{{{{$.inputs.artifacts['{key}'].uri}}}}"] = first["uri"]
-            found[f"{{{{$.inputs.artifacts['{key}'].path}}}}"] = local_path_for_uri(first["uri"])
+            found[f"{{{{$.inputs.artifacts['{key}'].path}}}}"] = kb.local_path_for_uri(first["uri"])
         for key, artifacts in executor_input["outputs"].get("artifacts", {}).items():
             first = artifacts["artifacts"][0]
             found[f"{{{{$.outputs.artifacts['{key}'].uri}}}}"] = first["uri"]
-            found[f"{{{{$.outputs.artifacts['{key}'].path}}}}"] = local_path_for_uri(first["uri"])
+            found[f"{{{{$.outputs.artifacts['{key}'].path}}}}"] = kb.local_path_for_uri(first["uri"])
         for key, value in executor_input["inputs"].get("parameterValues", {}).items():
             found[f"{{{{$.inputs.parameters['{key}']}}}}"] = value if isinstance(value, str) else (
-                _text(value) if not isinstance(value, (list, dict)) else json.dumps(value, separators=(",", ":")))
+                kb._text(value) if not isinstance(value, (list, dict)) else json.dumps(value, separators=(",", ":")))
         for key, param in executor_input["outputs"].get("parameters", {}).items():
             found[f"{{{{$.outputs.parameters['{key}'].output_file}}}}"] = param["outputFile"]
         return found
 
     def _compile_args(self, executor_input: Dict, component: Dict, container: Dict) -> List[str]:
-        with_defaults = json.loads(json.dumps(executor_input))  # addDefaultParams
-        for param, definition in component.get("inputDefinitions", {}).get("parameters", {}).items():
-            if "defaultValue" in definition and param not in with_defaults["inputs"]["parameterValues"]:
-                with_defaults["inputs"]["parameterValues"][param] = definition["defaultValue"]
+        with_defaults = kb.add_default_params(executor_input, component.get("inputDefinitions", {}).get("parameters", {}))
         document = json.dumps(with_defaults, separators=(",", ":"))
         placeholders = self._placeholders(with_defaults)
         compiled = []
@@ -243,63 +170,47 @@ class LocalKfp:
             compiled.append(arg)
         return compiled
 
-    def _mounts_and_env(self, label: str, local_root: Path) -> (Dict[str, str], Dict[str, str]):
-        mounts = {str(local_root / local.strip("/")): local.rstrip("/") for local in LOCAL_ROOTS.values()}
-        mounts[str(local_root / "tmp-kfp")] = "/tmp/kfp"
-        env = dict(self.env)
+    # --- pod --------------------------------------------------------------------------------
+    def _pod(self, name: str, label: str, container: Dict, pod_dir: Path):
+        """(mounts host -> target, environment) of the task's pod."""
+        mounts = {}
+        for target in self.backend.empty_dirs:  # emptyDirs: world-writable, as Kubernetes makes them
+            host = pod_dir / ("emptydir" + target.replace("/", "-"))
+            host.mkdir(parents=True, exist_ok=True)
+            host.chmod(0o777)
+            mounts[str(host)] = target
+        hosts = pod_dir / "hosts"
+        hosts.write_text("127.0.0.1 localhost\n" + "".join(f"{ip} {host}\n" for host, ip in self.cluster_hosts.items()))
+        mounts[str(hosts)] = "/etc/hosts"
         config = self.platform.get(label, {})
         for mount in config.get("pvcMount", []):
             claim = mount.get("constant") or mount.get("pvcNameParameter", {}).get("runtimeValue", {}).get("constant")
             if claim not in self.volumes:
-                raise KeyError(f"no volume for PersistentVolumeClaim {claim!r}")
+                raise TaskFailed(name, f"PersistentVolumeClaim {claim!r} not found")
             mounts[str(self.volumes[claim])] = mount["mountPath"]
+        secret_env = {}
         for secret in config.get("secretAsEnv", []):
-            name = secret.get("secretName") or secret.get("secretNameParameter", {}).get("runtimeValue", {}).get("constant")
-            data = self.secrets.get(name)
+            secret_name = secret.get("secretName") or \
+                secret.get("secretNameParameter", {}).get("runtimeValue", {}).get("constant")
+            data = self.secrets.get(secret_name)
             if data is None:
-                raise KeyError(f"secret {name!r} not found")
+                raise TaskFailed(name, f"secret {secret_name!r} not found")
             for mapping in secret.get("keyToEnv", []):
-                env[mapping["envVar"]] = data[mapping["secretKey"]]
+                secret_env[mapping["envVar"]] = data[mapping["secretKey"]]
+        env = {**self.env, **kb.pod_environment(self.backend, f"kfp-{name.lower()}", str(uuid.uuid4()),
+                                                  container.get("env", []), secret_env)}
         return mounts, env
 
-    def _upload(self, local_root: Path, artifact: Dict) -> None:
-        """objectstore.UploadBlob of the artifact's local folder (TFX writes remote URIs itself: usually empty)."""
-        local = local_root / local_path_for_uri(artifact["uri"]).lstrip("/")
-        if not local.exists():
-            return
-        files = [p for p in local.rglob("*") if p.is_file()] if local.is_dir() else [local]
-        if files and self.s3 is None:
-            raise RuntimeError(f"cannot upload {local}: no object store client")
-        bucket, key = artifact["uri"].split("://", 1)[1].split("/", 1)
-        for path in files:
-            relative = path.relative_to(local).as_posix() if local.is_dir() else ""
-            blob = "/".join(p for p in [key, relative] if p)
-            self.s3.upload_file(str(path), bucket, blob)
-
-    def _record(self, key: str, artifact: Dict) -> RecordedArtifact:
-        schema_kind = artifact.get("type", {})
-        if "instanceSchema" in schema_kind:
-            schema = schema_kind["instanceSchema"]
-        elif "schemaTitle" in schema_kind:
-            schema = "title: " + schema_kind["schemaTitle"]
-        else:
-            raise ValueError(f"failed to determine schema for output {key!r}")
-        properties = {}
-        for name, value in (artifact.get("metadata") or {}).items():  # toMLMDArtifact, then toRuntimeArtifact
-            if name == "_kfp_workspace":
-                continue
-            properties[name] = float(int(value)) if isinstance(value, bool) else (
-                float(value) if isinstance(value, (int, float)) else
-                {"list": value} if isinstance(value, list) else
-                {"struct": value} if isinstance(value, dict) else value)
-        properties.setdefault("display_name", key)
-        properties.setdefault("store_session_info", json.dumps({"Provider": self.pipeline_root.split("://")[0],
-                                                                 "Params": {}}))
-        record = RecordedArtifact(self.next_id, artifact["uri"],
-                                  # RecordArtifact keeps GetType().GetInstanceSchema(): "" for schemaTitle types
-                                  schema_kind.get("instanceSchema", ""), properties)
-        self.next_id += 1
-        return record
+    def _launcher_session(self) -> Dict:
+        """The session as the launcher opens it, the secret read for it (the Kubernetes API read)."""
+        params = dict(self.session.get("Params", {}))
+        if params.get("fromEnv") == "true":
+            raise ValueError("a fromEnv session (an s3:// root with no kfp-launcher providers entry) opens AWS "
+                             "itself; give the harness a launcher_config with providers")
+        secret = self.secrets[params["secretName"]]
+        return {"endpoint": params.get("endpoint"), "region": params.get("region"),
+                "disableSSL": params.get("disableSSL", "false") == "true",
+                "accessKey": secret[params["accessKeyKey"]], "secretKey": secret[params["secretKeyKey"]]}
 
     def run_task(self, name: str) -> TaskResult:
         task = self.spec["root"]["dag"]["tasks"][name]
@@ -310,48 +221,43 @@ class LocalKfp:
             kind = next(iter(executor), "none")
             raise TaskFailed(name, f"{kind} executors not implemented (open-source KFP backend)")
         container = executor["container"]
-        executor_input = {"inputs": self._inputs(name, task, component), "outputs": self._outputs(name, component)}
+        task_root = self.backend.task_root(self.run_root, name, str(uuid.uuid4()))
+        executor_input = {"inputs": self._inputs(name, task, component),
+                          "outputs": kb.provision_outputs(self.backend, task_root, component.get("outputDefinitions", {}))}
         argv = self._compile_args(executor_input, component, container)
 
-        local_root = self.work_dir / name
-        for sub in ("gcs", "minio", "s3", "tmp-kfp"):
-            (local_root / sub).mkdir(parents=True, exist_ok=True)
-        for artifacts in executor_input["outputs"]["artifacts"].values():  # prepareOutputFolders
-            local = Path(local_path_for_uri(artifacts["artifacts"][0]["uri"]))
-            (local_root / local.parent.relative_to("/")).mkdir(parents=True, exist_ok=True)
-        for path in [local_root] + list(local_root.rglob("*")):  # the image runs as a non-root user
-            if path.is_dir():
-                path.chmod(0o777)
-        mounts, env = self._mounts_and_env(label, local_root)
+        pod_dir = self.work_dir / name
+        if pod_dir.exists():
+            shutil.rmtree(pod_dir)
+        mounts, env = self._pod(name, label, container, pod_dir)
+        launcher_dir = next(Path(h) for h, t in mounts.items() if t == "/kfp-launcher")
+        for source in ("kfp_launcher.py", "kfp_backend.py"):
+            shutil.copy(HERE / source, launcher_dir / source)
+        (launcher_dir / "task.json").write_text(json.dumps({
+            "version": self.backend.version, "executorInput": executor_input, "runRoot": self.run_root,
+            "session": self._launcher_session()}))
         image = self.image_override or container["image"]
-        self.log(f"[kfp-local] {name}: {' '.join(argv[:4])} ... in {image}")
-        result = self.container.run(image, argv, mounts, env, name=f"kfp-{self.run_id[:8]}-{name.lower()}"[:60])
+        self.log(f"[kfp-{self.backend.version}] {name}: {' '.join(argv[:4])} ... in {image}")
+        command = ["python", "/kfp-launcher/kfp_launcher.py", "/kfp-launcher/task.json", "--"] + argv
+        result = self.container.run(image, command, mounts, env, name=f"kfp-{self.run_id[:8]}-{name.lower()}"[:60])
+        outcome_file = launcher_dir / "result.json"
+        outcome = json.loads(outcome_file.read_text()) if outcome_file.exists() else {}
         if result.returncode != 0:
-            raise TaskFailed(name, _failure_line(result.stdout, result.returncode))
+            reason = outcome.get("launcherError") or _failure_line(result.stdout, result.returncode)
+            raise TaskFailed(name, reason if "exit code" in reason else f"{reason} (exit code {result.returncode})")
 
-        output_file = local_root / executor_input["outputs"]["outputFile"].lstrip("/")
-        executor_output = json.loads(output_file.read_text()) if output_file.exists() else {}
         recorded = {}
-        for key, artifacts in executor_input["outputs"]["artifacts"].items():
-            artifact = artifacts["artifacts"][0]
-            produced = (executor_output.get("artifacts", {}).get(key) or {}).get("artifacts") or []
-            if produced:  # mergeRuntimeArtifacts
-                if produced[0].get("uri"):
-                    artifact["uri"] = produced[0]["uri"]
-                if produced[0].get("metadata"):
-                    artifact.setdefault("metadata", {}).update(produced[0]["metadata"])
-            if not artifact["uri"].startswith(self.bucket_prefix):
-                raise TaskFailed(name, f"launcher: failed to upload output artifact {key!r}: URI {artifact['uri']!r} "
-                                       f"does not have expected bucket prefix {self.bucket_prefix!r}")
-            self._upload(local_root, artifact)
-            recorded[key] = self._record(key, artifact)
-        for key, param in executor_input["outputs"]["parameters"].items():  # collectOutputParameters
-            if key not in executor_output.get("parameterValues", {}):
-                path = local_root / "tmp-kfp" / Path(param["outputFile"]).relative_to("/tmp/kfp")
-                if not path.exists():
-                    raise TaskFailed(name, f"launcher: failed to read output parameter {key!r}")
-        self.records[name] = recorded
-        return TaskResult(name, executor_input, executor_output, recorded, result.stdout)
+        for key, artifact in outcome["outputs"].items():  # the launcher's RecordArtifact
+            try:
+                record = kb.record_artifact(self.backend, key, artifact, self.session)
+            except ValueError as err:
+                raise TaskFailed(name, f"launcher: {err}") from None
+            recorded[key] = {"id": self.next_id, "record": record}
+            self.next_id += 1
+        self.mlmd[name] = recorded
+        self.output_parameters[name] = outcome.get("parameters", {})
+        return TaskResult(name, executor_input, outcome.get("executorOutput", {}),
+                          {k: v["record"] for k, v in recorded.items()}, result.stdout, outcome["downloaded"])
 
     def run(self, stop_after: Optional[str] = None) -> Dict[str, TaskResult]:
         """Every task in dependency order (or up to `stop_after` and what it needs)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -23,12 +24,25 @@ def client(endpoint: str):
                         aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 @contextlib.contextmanager
-def s3_server(*buckets: str):
-    """Yields the endpoint URL of a fresh moto S3 server with `buckets` created."""
-    port = free_port()
+def s3_server(*buckets: str, port: int = 0):
+    """Yields the endpoint URL of a fresh moto S3 server with `buckets` created (on `port`, else a free one)."""
+    port = port or free_port()
+    # Path-style requests only, whatever the Host header says: a pod reaches KFP's store by a name
+    # (minio-service.kubeflow, seaweedfs.kubeflow), whose first label moto would otherwise take for a
+    # bucket; KFP's own store is addressed path-style (forcePathStyle, objectstore/config.go).
+    env = {**os.environ, "S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"}
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

@@ -22,3 +22,11 @@ def test_image_gives_tf_io_gfile_an_s3_filesystem(pipeline_image):
                                  "--env", "AWS_SECRET_ACCESS_KEY=y", "--env", "S3_CONNECT_TIMEOUT_MSEC=500"])
     assert result.returncode == 0, result.stdout[-2000:]
     assert result.stdout.strip().splitlines()[-1].startswith("s3 ok"), result.stdout[-2000:]
+
+
+def test_the_kfp_launchers_local_folders_are_writable_without_emptydirs(pipeline_image):
+    """KFP 2.2.0 mounts no emptyDir at /gcs, /minio, /s3 (argocompiler/container.go), yet its launcher
+    creates each output's local folder there as the step's user (launcher_v2.go prepareOutputFolders)."""
+    result = run_in_image(pipeline_image, "sh", "-c", "mkdir -p /gcs/b/k /minio/b/k /s3/b/k && id -u")
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "1000"

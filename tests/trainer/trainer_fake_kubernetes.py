@@ -217,9 +217,11 @@ class LocalOperator:
 class ContainerOperator(LocalOperator):
     """Runs a TFJob's Worker replicas as containers of the job's image (see the module docstring)."""
 
-    def __init__(self, engine: List[str], volumes: Dict[str, str], secrets: Dict[str, Dict[str, str]]):
+    def __init__(self, engine: List[str], volumes: Dict[str, str], secrets: Dict[str, Dict[str, str]],
+                 mounts: Optional[Dict[str, str]] = None):
         super().__init__()
         self.engine, self.volumes, self.secrets = list(engine), volumes, secrets
+        self.mounts = dict(mounts or {})  # host -> target in every worker (the cluster's DNS as /etc/hosts)
         self.containers: Dict[str, List[str]] = {}
 
     def created(self, job: Dict) -> None:
@@ -237,6 +239,8 @@ class ContainerOperator(LocalOperator):
             argv = self.engine + ["run", "--rm", "--name", pod_name, "--network", "host"]
             for mount in container.get("volumeMounts", []):
                 argv += ["--volume", f"{self.volumes[claims[mount['name']]]}:{mount['mountPath']}"]
+            for host, target in self.mounts.items():
+                argv += ["--volume", f"{host}:{target}"]
             env = {}
             for item in container.get("env", []):
                 if "value" in item:
