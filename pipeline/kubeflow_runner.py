@@ -141,6 +141,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "up to 128,000 examples)")
     parser.add_argument("--train-steps", type=int, default=defaults.train_steps,
                         help="a fixed number of training steps instead (overrides --epochs)")
+    parser.add_argument("--image-pull-secret", action="append", default=None, metavar="SECRET",
+                        help="a Secret the TFJob workers pull the image with (repeatable); default: the same as "
+                             "the Trainer step's own pod")
     parser.add_argument("--no-cache", action="store_true",
                         help="compile every step with KFP's caching off (each run re-runs every step); by "
                              "default a step is taken from KFP's cache when its inputs, the input data's "
@@ -155,6 +158,8 @@ def main(args: argparse.Namespace) -> int:
                                  workers=args.workers, training_loop=args.training_loop,
                                  train_steps=args.train_steps, epochs=args.epochs,
                                  enable_cache=not args.no_cache,
+                                 kubeflow_image_pull_secrets=(tuple(args.image_pull_secret)
+                                                              if args.image_pull_secret else None),
                                  **beam_runners.fields_from_args(args))
     except ValueError as err:  # PipelineConfig's own checks (counts below 1, ...)
         raise UserError(str(err)) from None

@@ -244,3 +244,12 @@ def test_the_fingerprint_changes_with_the_data_and_only_then(tmp_path):
     # No files: a fingerprint all the same; CsvExampleGen then fails with its own message, naming the folder.
     assert input_fingerprint.main(["--input-base", str(tmp_path / "none"), "--input-config", config,
                                    "--output", str(out)]) == 0 and "num_files:0" in out.read_text()
+
+
+def test_image_pull_secrets_reach_the_trainers_config(tmp_path):
+    out = tmp_path / "spec.json"
+    assert main(["compile", "--image", IMAGE, "--output", str(out), "--workers", "2",
+                 "--image-pull-secret", "regcred", "--image-pull-secret", "other"]) == 0
+    trainer = tasks(json.loads(out.read_text()))["Trainer"]["inputs"]["parameters"]
+    config = json.loads(trainer["custom_config"]["runtimeValue"]["constant"])
+    assert config["image_pull_secrets"] == ["regcred", "other"]

@@ -191,3 +191,36 @@ def test_drift_check_writes_its_report_into_the_bucket(tmp_path):
         stored = json.loads(body.read())
     assert result["local"] == [], "no local folder named s3:"
     assert stored == result["report"] and stored["note"].startswith("no blessed model yet")
+
+
+@pytest.mark.parametrize("status, refused", [(403, False), (404, True)])
+def test_a_key_limited_to_its_prefix_may_not_head_the_bucket_and_the_step_goes_on(status, refused, monkeypatch):
+    """Multi-user KFP 2.15+ gives a namespace a key for its own prefixes only (profile controller sync.py,
+    2.17.0 :465-492): HEAD bucket answers 403, which proves the store is there; a missing bucket does not."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Store(BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Store)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_address[1]}",
+                            "AWS_ACCESS_KEY_ID": "ns-key", "AWS_SECRET_ACCESS_KEY": "ns-secret"}.items():
+            monkeypatch.setenv(name, value)
+        uri = "s3://mlpipeline/private-artifacts/team-a/v2/artifacts/p/run/CsvExampleGen/examples"
+        if refused:
+            with pytest.raises(object_store.ObjectStoreError, match="refused bucket"):
+                object_store.check_reachable(uri)
+        else:
+            object_store.check_reachable(uri)
+    finally:
+        server.shutdown()
+        server.server_close()
