@@ -6,8 +6,9 @@ tensor.cc), so a Predict of about 30 bytes can declare a string tensor of 1,000,
 the server would build it (issue 29: the process sat at 70% CPU, every later request timed out).
 Here every input tensor of a request is priced from its shape, dtype and field sizes (O(rank) per
 tensor, no element is touched) and the request is refused, in microseconds, when:
-- its shape is not a valid TensorShape (TensorShapeBase::IsValid, tensor_shape.cc: unknown rank,
-  more than 254 dimensions, a negative dimension, an element count past int64): FromProto fails, so
+- its shape is not a valid TensorShape (TensorShapeBase::IsValid, tensor_shape.cc: more than 254
+  dimensions, a negative dimension, an element count past int64; `unknown_rank` is ignored there for
+  a TensorShape, "backwards compatibility", and so here): FromProto fails, so
   INVALID_ARGUMENT "tensor parsing error: <alias>", as TF Serving's GetInputValues answers
   (tensorflow/cc/saved_model/util.cc);
 - its signature is batched and its 0th dimension is over the batch limit: INVALID_ARGUMENT in
@@ -63,9 +64,8 @@ class RequestLimits:
 def declared_shape(proto, alias: str) -> Tuple[tuple, int]:
     """(dimensions, element count) `proto` declares, checked as TensorShapeBase<TensorShape>::IsValid
     checks a proto (tensor_shape.cc)."""
-    shape = proto.tensor_shape
-    dims = shape.dim
-    if shape.unknown_rank or len(dims) > MAX_DIMENSIONS:
+    dims = proto.tensor_shape.dim
+    if len(dims) > MAX_DIMENSIONS:
         raise invalid_argument(f"tensor parsing error: {alias}")
     sizes, count = tuple(d.size for d in dims), 1
     for size in sizes:  # MultiplyWithoutOverflow at every step, as IsValid does

@@ -74,8 +74,8 @@ def to_ndarray(proto: tensor_pb2.TensorProto, alias: Optional[str] = None) -> np
 def _decode(proto: tensor_pb2.TensorProto) -> np.ndarray:
     dims = proto.tensor_shape.dim
     shape = tuple(d.size for d in dims)
-    if proto.tensor_shape.unknown_rank or any(s < 0 for s in shape):
-        raise TensorParseError("unknown rank or negative dimension")
+    if any(s < 0 for s in shape):
+        raise TensorParseError("negative dimension")
     entry = _FIELDS.get(proto.dtype)
     if entry is None:
         if proto.dtype == types_pb2.DT_INVALID or proto.dtype not in types_pb2.DataType.values():
