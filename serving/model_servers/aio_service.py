@@ -10,6 +10,8 @@ parked thread. Here the requests are coroutines on one event loop in a thread of
 - after a first request of a (version, signature, input names, output filter) has passed every
   check, the next ones take a plan (_PredictPlan): decode, run, PredictResponse bytes written
   directly (serving.util.wire);
+- a Predict whose tensors declare more than predict_plan.INLINE_DECODE_BYTES (after the checks of
+  serving.util.request_cost, which refuse hostile ones in microseconds) is decoded and run in a worker;
 - every other method (Classify, Regress, MultiInference, metadata, ModelService) runs its
   handler unchanged in a worker thread, as in the thread-pool front end.
 Status codes and messages are exactly the thread front end's: both call serving.servables.handlers,
@@ -83,7 +85,10 @@ class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer
         await context.abort(error.code, error.message)
 
     async def predict_on(self, servable, request) -> bytes:
-        """Predict on a held servable: the response's bytes."""
+        """Predict on a held servable: the response's bytes. One whose tensors declare more than
+        INLINE_DECODE_BYTES is decoded and run in a worker thread, so the loop keeps answering."""
+        if predict_plan.declared_bytes(request) > predict_plan.INLINE_DECODE_BYTES:
+            return await self._loop.run_in_executor(self._pool, self._predict_apart, servable, request)
         sig, inputs, output_keys, plan, batched = predict_plan.prepare(
             servable, request, handlers.signature_method_check(self._manager))
         if batched:
@@ -94,6 +99,14 @@ class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer
                 servable.metrics.record_runtime(servable.name, run_started)
         else:
             results = servable.run(sig, inputs, output_keys)  # = run_direct here
+        return predict_plan.response_bytes(servable, sig, results, output_keys, plan)
+
+    def _predict_apart(self, servable, request) -> bytes:
+        """A large Predict in a worker thread: checked (serving.util.request_cost refuses it at once when
+        it is over a limit), decoded, run (batched through the servable's thread batch queue)."""
+        sig, inputs, output_keys, plan, _ = predict_plan.prepare(
+            servable, request, handlers.signature_method_check(self._manager))
+        results = servable.run(sig, inputs, output_keys)
         return predict_plan.response_bytes(servable, sig, results, output_keys, plan)
 
     Classify = _in_worker(handlers.classify, "Classify")

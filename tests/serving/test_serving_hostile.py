@@ -329,3 +329,28 @@ def test_rest_deep_nesting_answers_as_tf_serving(testdata):
         assert (status, body) == (400, {"error": "tensor parsing error: x"})
         status, body = http(port, "/v1/models/half:predict", body={"instances": [2.0]})
         assert (status, body) == (200, {"predictions": [3.0]})
+
+
+@pytest.mark.parametrize("front", FRONT_ENDS)
+@pytest.mark.parametrize("batching", [None, BatchingOptions(max_batch_size=1_000_000, num_batch_threads=1)])
+def test_large_requests_are_answered_from_their_own_threads(two_models, front, batching):
+    """A Predict declaring more than INLINE_DECODE_BYTES (300,000 floats, 1.2 MB; all sent, or one sent
+    and padded as FromProto pads) is decoded and run away from the dispatch thread or event loop,
+    batched through the servable's batch queue when batching is on; its answer is the model's."""
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from serving.model_servers.predict_plan import INLINE_DECODE_BYTES
+    from serving_helpers import running_server
+
+    padded = _declaring("half", "x", 300_000, dtype=1)
+    sent = _declaring("half", "x", 300_000, dtype=1)
+    sent.inputs["x"].float_val.extend([2.0] * (300_000 - 1))
+    assert 300_000 * 4 > INLINE_DECODE_BYTES
+    with running_server(two_models, wait_for=["half"], batching=batching, **front) as server, \
+            grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}",
+                                  options=[("grpc.max_receive_message_length", -1)]) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for request in (padded, sent):
+            y = np.array(stub.Predict(request, timeout=60).outputs["y"].float_val)
+            assert y.shape == (300_000,) and (y == 3.0).all()
+            assert list(stub.Predict(_good_half(), timeout=30).outputs["y"].float_val) == [3.0]
