@@ -68,21 +68,21 @@ def restore_input_types(executor_input: Dict, inputs_spec: Dict) -> List[str]:
     return sorted(set(restored))
 
 
+def _drop(mapping: Dict, keys) -> List[str]:
+    dropped = [key for key in keys if key in mapping]
+    for key in dropped:
+        del mapping[key]
+    return dropped
+
+
 def drop_backend_outputs(executor_input: Dict) -> List[str]:
     """Takes the backend's own outputs (`executor-logs`) out of what TFX sees; returns the keys taken."""
-    outputs = executor_input.get("outputs", {}).get("artifacts") or {}
-    dropped = [key for key in BACKEND_OUTPUT_KEYS if key in outputs]
-    for key in dropped:
-        del outputs[key]
-    return dropped
+    return _drop(executor_input.get("outputs", {}).get("artifacts") or {}, BACKEND_OUTPUT_KEYS)
 
 
 def drop_cache_key_parameters(executor_input: Dict) -> List[str]:
-    values = executor_input.get("inputs", {}).get("parameterValues") or {}
-    dropped = [key for key in CACHE_KEY_PARAMETERS if key in values]
-    for key in dropped:
-        del values[key]
-    return dropped
+    """Takes the parameters that exist for KFP's cache key alone out of what TFX sees."""
+    return _drop(executor_input.get("inputs", {}).get("parameterValues") or {}, CACHE_KEY_PARAMETERS)
 
 
 def adapt_args(args: List[str]) -> Tuple[List[str], Dict[str, List[str]]]:

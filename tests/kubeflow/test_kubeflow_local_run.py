@@ -185,8 +185,8 @@ def test_bad_image_name_ends_the_run_in_one_line_naming_the_step(pipeline_image,
     job = compile_spec("localhost/no-such-taxi-image:0", f"s3://{BUCKET}/bad-image", tmp_path / "spec.json",
                        s3_endpoint=STORE)
     vol = volume(tmp_path)
-    _fails_in_one_line(local_kfp(job, pipeline_image, tmp_path, vol), "CsvExampleGen",
-                       "no-such-taxi-image")
+    kfp = local_kfp(job, pipeline_image, tmp_path, vol)
+    _fails_in_one_line(kfp, kfp.order()[0], "no-such-taxi-image")  # the first step to start (ImportSchemaGen)
     _nothing_served(vol)
 
 
@@ -194,8 +194,8 @@ def test_unreachable_s3_endpoint_ends_the_run_in_one_line_naming_the_step(pipeli
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     job = compile_spec(pipeline_image, f"s3://{BUCKET}/unreachable", tmp_path / "spec.json", s3_endpoint=closed)
     vol = volume(tmp_path)
-    _fails_in_one_line(local_kfp(job, pipeline_image, tmp_path, vol), "CsvExampleGen",
-                       "cannot reach the S3 endpoint", closed)
+    kfp = local_kfp(job, pipeline_image, tmp_path, vol)
+    _fails_in_one_line(kfp, kfp.order()[0], "cannot reach the S3 endpoint", closed)
     _nothing_served(vol)
 
 
@@ -208,16 +208,19 @@ def test_failing_step_ends_the_run_in_one_line_and_nothing_is_pushed(pipeline_im
     _nothing_served(vol)
 
 
-def test_the_first_steps_complete_with_kfp_2_5_inputs_on_an_s3_root(pipeline_image, s3_endpoint, tmp_path):
-    """KFP 2.5.0 (Kubeflow 1.10's later patch releases): executor-logs in every task, untyped inputs,
-    an s3:// root on an S3-compatible store (the kfp-launcher ConfigMap's providers for the launcher,
-    `compile --s3-endpoint` for the steps). 2.2.0 and 2.17.0 run the whole pipeline above."""
-    job = compile_spec(pipeline_image, f"s3://{BUCKET}/kfp-2-5", tmp_path / "spec.json", s3_endpoint=STORE)
-    kfp = local_kfp(job, pipeline_image, tmp_path, volume(tmp_path), "2.5.0")
+@pytest.mark.parametrize("version", sorted(VERSIONS))
+def test_the_first_steps_complete_with_each_releases_inputs_on_an_s3_root(version, pipeline_image, s3_endpoint,
+                                                                          tmp_path):
+    """CsvExampleGen, StatisticsGen and Transform (and what they need) on an s3:// root on an S3-compatible
+    store (the kfp-launcher ConfigMap's providers for the launcher, `compile --s3-endpoint` for the
+    steps), each input as the release's driver sends it: untyped, with executor-logs from 2.5.0."""
+    job = compile_spec(pipeline_image, f"s3://{BUCKET}/first-steps-{version}", tmp_path / "spec.json",
+                       s3_endpoint=STORE)
+    kfp = local_kfp(job, pipeline_image, tmp_path, volume(tmp_path), version)
     results = kfp.run(stop_after="Transform")
     assert {"CsvExampleGen", "StatisticsGen", "Transform"} <= set(results)
     transform = results["Transform"].executor_input
     assert transform["inputs"]["artifacts"]["examples"]["artifacts"][0]["type"] == {"instanceSchema": ""}
-    assert "executor-logs" in transform["outputs"]["artifacts"]
+    assert ("executor-logs" in transform["outputs"]["artifacts"]) == VERSIONS[version].publish_logs
     graph = results["Transform"].outputs["transform_graph"]["uri"]
     assert keys(s3_endpoint, BUCKET, graph.split(f"s3://{BUCKET}/", 1)[1] + "/transform_fn/")
