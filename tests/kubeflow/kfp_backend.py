@@ -87,6 +87,25 @@ VERSIONS: Dict[str, Backend] = {
 }
 
 
+# The fields protojson.Unmarshal accepts in an executor output file (getExecutorOutputFile rejects any other:
+# 2.2.0 L:683-712, 2.17.0 L:1208-1237): api/v2alpha1/pipeline_spec.proto ExecutorOutput (2.5.0 :1011,
+# 2.17.0 :1059) and RuntimeArtifact (2.5.0 :912, 2.17.0 :957; `custom_path` new in 2.17.0), by JSON name or
+# proto name. 2.2.0 builds with the api module of its go.mod, whose RuntimeArtifact has 2.5.0's fields.
+EXECUTOR_OUTPUT_FIELDS = {"parameters", "artifacts", "parameterValues", "parameter_values"}
+RUNTIME_ARTIFACT_FIELDS = {"name", "type", "uri", "properties", "customProperties", "custom_properties", "metadata"}
+
+
+def executor_output_problems(backend: Backend, document: Mapping) -> list:
+    """The fields of an executor output file that this release's launcher would refuse to parse."""
+    artifact_fields = RUNTIME_ARTIFACT_FIELDS | ({"customPath", "custom_path"} if backend.version == "2.17.0" else set())
+    problems = [f"unknown field {k!r}" for k in document if k not in EXECUTOR_OUTPUT_FIELDS]
+    for key, artifact_list in (document.get("artifacts") or {}).items():
+        problems += [f"artifacts.{key}: unknown field {k!r}" for k in artifact_list if k != "artifacts"]
+        for artifact in artifact_list.get("artifacts") or []:
+            problems += [f"artifacts.{key}: unknown field {k!r}" for k in artifact if k not in artifact_fields]
+    return problems
+
+
 def local_path_for_uri(uri: str) -> str:
     for scheme, local in LOCAL_ROOTS.items():
         if uri.startswith(scheme):

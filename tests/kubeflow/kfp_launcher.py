@@ -131,6 +131,9 @@ def main(task_file, argv):
     if os.path.exists(output_file):
         with open(output_file) as f:
             executor_output = json.load(f)
+        problems = kb.executor_output_problems(backend, executor_output)
+        if problems:  # protojson.Unmarshal refuses unknown fields
+            return finish(1, launcherError="failed to parse executor output: " + "; ".join(problems[:3]))
     prefixed = kb.prefixed_bucket(task["runRoot"])
     merged = {}
     for key, artifact_list in outputs.items():

@@ -84,3 +84,26 @@ def test_the_cache_key_parameter_never_reaches_tfx():
     adapted, changes = executor_input.adapt_args([executor_input.INVOCATION_FLAG, json.dumps(document)])
     assert changes["dropped cache-key parameters"] == ["input_fingerprint"]
     assert json.loads(adapted[1])["inputs"]["parameterValues"] == {"exclude_splits": "[]"}
+
+
+@pytest.mark.parametrize("version", sorted(VERSIONS))
+def test_tfx_writes_an_executor_output_each_releases_launcher_parses(version, tmp_path):
+    """What TFX's entry point writes (translate_executor_output + MessageToJson), checked against the fields
+    each release's ExecutorOutput / RuntimeArtifact has (kfp_backend.executor_output_problems)."""
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as utils
+    from tfx.types import standard_artifacts
+
+    from kfp_backend import executor_output_problems
+
+    statistics = standard_artifacts.ExampleStatistics()
+    statistics.uri = "s3://b/root/p/run/StatisticsGen/u/statistics"
+    statistics.split_names = '["train", "eval"]'
+    output = pipeline_spec_pb2.ExecutorOutput()
+    for key, value in utils.translate_executor_output({"statistics": [statistics]}, {}).items():
+        output.artifacts[key].CopyFrom(value)
+    document = json.loads(json_format.MessageToJson(output))
+    assert document["artifacts"]["statistics"]["artifacts"][0]["uri"] == statistics.uri
+    assert executor_output_problems(VERSIONS[version], document) == []
+    assert executor_output_problems(VERSIONS[version], {**document, "logs": "x"}) == ["unknown field 'logs'"]
