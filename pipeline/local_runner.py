@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from pipeline import beam_runners, configs
+from pipeline import beam_runners, configs, home_lock
 from pipeline.errors import ComponentFailed, UserError
 from pipeline.data_check import check_data_dir
 
@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-anomalies", action="store_true", help="train even when the data does not match the schema")
     parser.add_argument("--allow-drift", action="store_true",
                         help="train even when the data drifted from the served model's training data (the drift is still reported)")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="when another run holds the home, wait up to this long for it (default 0: exit 2 "
+                             "at once, naming it); one run at a time per home, safe from cron or a timer")
 
 
 def config_from_args(args) -> configs.PipelineConfig:
@@ -70,10 +73,11 @@ def main(args) -> int:
 
     config = config_from_args(args)
     check_data_dir(config.data, config.schema_path)
-    log_file = _log_file(config)
-    view = run_pipeline(config, progress=sys.stdout, log_file=log_file)
-    with _quiet_logs(log_file, None):
-        text = summary.render(config, view)
+    with home_lock.hold(config.home, wait_s=args.wait):
+        log_file = _log_file(config)
+        view = run_pipeline(config, progress=sys.stdout, log_file=log_file)
+        with _quiet_logs(log_file, None):
+            text = summary.render(config, view)
     print(text)
     return 0 if view.pushed_or_unchanged else 1
 
