@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import Dict, Optional
@@ -166,14 +167,34 @@ def check_reachable(endpoint: str, timeout_s: float = 10.0, token: Optional[str]
     return answer
 
 
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?\-LW#]+$")
+
+
+def kfp_cron(expression: str) -> str:
+    """A cron expression as KFP's scheduler parses it: six fields, seconds first (robfig/cron v1.2.0
+    `cron.Parse`, kubeflow/pipelines backend/src/crd/controller/scheduledworkflow/util/cron_schedule.go:84;
+    the SDK's own example, sdk-2.5.0 sdk/python/kfp/client/client.py:820-822, is "0 0 9 ? * 2-6").
+    The usual five fields (crontab's) get second 0 in front."""
+    fields = expression.split()
+    if len(fields) == 5:
+        fields = ["0"] + fields
+    if len(fields) != 6 or not all(_CRON_FIELD.match(field) for field in fields):
+        raise KubeflowError(f"--schedule {expression!r} is not a cron expression: give five fields (minute hour "
+                            "day-of-month month day-of-week, e.g. '0 3 * * *') or six with seconds first")
+    return " ".join(fields)
+
+
 def submit(package_path: Path, endpoint: str, experiment: str, run_name: Optional[str],
            namespace: Optional[str], pipeline_root: Optional[str], enable_caching: Optional[bool] = None,
-           token: Optional[str] = None, cookie: Optional[str] = None):
-    """Creates the run; returns kfp's RunPipelineResult. Errors become one readable line.
+           token: Optional[str] = None, cookie: Optional[str] = None, schedule: Optional[str] = None):
+    """Creates the run, or with `schedule` (a cron expression) a recurring run; returns kfp's
+    RunPipelineResult or V2beta1RecurringRun. Errors become one readable line.
 
     `enable_caching`: None keeps each task's compiled `cachingOptions`; False/True sets every task's
     (kfp.Client's `_override_caching_options`, SDK 2.5). `token`, `cookie`: kfp.Client's
-    `existing_token` and `cookies`.
+    `existing_token` and `cookies`. A recurring run starts at most one run at a time (`max_concurrency`
+    1: a run still going when the next is due delays it) and does not catch up on missed ones
+    (`no_catchup`), as one run per home does locally.
     """
     import warnings
 
@@ -185,6 +206,12 @@ def submit(package_path: Path, endpoint: str, experiment: str, run_name: Optiona
             warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP >= 2.0.0-beta.2"
             client = kfp.Client(host=endpoint, namespace=namespace or "kubeflow",  # checks /healthz
                                 existing_token=token, cookies=cookie)
+        if schedule:
+            found = client.create_experiment(experiment, namespace=namespace)  # or the one of that name
+            return client.create_recurring_run(
+                experiment_id=found.experiment_id, job_name=run_name or "taxi-pipeline",
+                cron_expression=kfp_cron(schedule), max_concurrency=1, no_catchup=True,
+                pipeline_package_path=str(package_path), pipeline_root=pipeline_root, enable_caching=enable_caching)
         return client.create_run_from_pipeline_package(
             str(package_path), arguments={}, run_name=run_name, experiment_name=experiment,
             namespace=namespace, pipeline_root=pipeline_root, enable_caching=enable_caching)

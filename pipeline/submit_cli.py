@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pvc", default=storage.PVC_NAME,
                         help=f"PersistentVolumeClaim mounted at {storage.MOUNT_PATH} in every step "
                              f"(default {storage.PVC_NAME}, from kubeflow/manifests)")
+    parser.add_argument("--schedule", default=None, metavar="CRON",
+                        help="create a recurring run instead of one run, e.g. '0 3 * * *' (every day at 03:00): "
+                             "at most one run at a time, missed runs not caught up")
     parser.add_argument("--no-cache", action="store_true",
                         help="run every step, none from KFP's cache (overrides the caching compiled in)")
     parser.add_argument("--no-pvc", dest="pvc", action="store_const", const=None,
@@ -52,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     endpoint = submit.check_endpoint(args.endpoint)
+    if args.schedule:
+        submit.kfp_cron(args.schedule)  # a bad expression fails before anything is sent
     token = submit.read_token(args.token, args.token_file)
     spec_path = args.spec or package.default_spec_path(args.home or configs.default_home())
     with tempfile.TemporaryDirectory(prefix="taxi-submit-") as workdir:
@@ -64,7 +69,13 @@ def main(args: argparse.Namespace) -> int:
                 raise KubeflowError(f"Kubeflow Pipelines at {endpoint} is multi-user: give --namespace "
                                     "(your profile's namespace, e.g. kubeflow-user-example-com)")
         result = submit.submit(package_path, endpoint, args.experiment, args.run_name, namespace, root,
-                               enable_caching=False if args.no_cache else None, token=token, cookie=args.cookie)
+                               enable_caching=False if args.no_cache else None, token=token, cookie=args.cookie,
+                               schedule=args.schedule)
+    if args.schedule:
+        print(f"created recurring run {result.recurring_run_id} on {endpoint} (cron '{submit.kfp_cron(args.schedule)}', "
+              f"at most one run at a time; experiment {args.experiment}, pipeline root {root or 'cluster default'})")
+        print(f"see it at {endpoint}/#/recurringrun/details/{result.recurring_run_id}")
+        return 0
     print(f"submitted run {result.run_id} to {endpoint} (experiment {args.experiment}"
           f"{', namespace ' + namespace if namespace else ''}, "
           f"pipeline root {root or 'cluster default'})")

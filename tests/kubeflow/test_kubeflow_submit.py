@@ -100,6 +100,8 @@ class FakeKfp(BaseHTTPRequestHandler):
                                 "experiment_id": body["experiment_id"]})
         if self.path == "/apis/v2beta1/runs-refused":
             return self._reply({}, 400)
+        if self.path == "/apis/v2beta1/recurringruns":
+            return self._reply({**body, "recurring_run_id": "rr-7", "status": "ENABLED"})
         self._reply({"error": "not found"}, 404)
 
     def log_message(self, *args):
@@ -315,3 +317,37 @@ def test_empty_token_file_is_one_line(compiled_spec_path, tmp_path, capsys):
     assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", "http://127.0.0.1:1",
                  "--token-file", str(empty)]) == 2
     assert "token is empty" in one_error_line(capsys)
+
+
+# kubeflow/pipelines 2.5.0 backend/api/v2beta1/recurring_run.proto: the fields of RecurringRun (:81-157) a
+# client may set, Trigger (:247-250), CronSchedule (:222-232); the server checks max_concurrency in [1, 10]
+# and parses the cron with robfig/cron v1 (backend/src/apiserver/server/api_converter.go:1919-1926).
+RECURRING_RUN_FIELDS = {"display_name", "description", "pipeline_version_id", "pipeline_spec",
+                        "pipeline_version_reference", "runtime_config", "service_account", "max_concurrency",
+                        "trigger", "mode", "no_catchup", "experiment_id", "namespace"}
+CRON_SCHEDULE_FIELDS = {"start_time", "end_time", "cron"}
+
+
+def test_schedule_creates_a_recurring_run_that_never_overlaps(compiled_spec_path, compiled_job, fake_kfp, capsys):
+    url, requests = fake_kfp
+    assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url, "--schedule", "0 3 * * *",
+                 "--run-name", "nightly"]) == 0
+    assert "created recurring run rr-7" in capsys.readouterr().out
+    body = next(body for method, path, body in requests if path == "/apis/v2beta1/recurringruns")
+    assert set(body) <= RECURRING_RUN_FIELDS, set(body) - RECURRING_RUN_FIELDS
+    assert set(body["trigger"]) == {"cron_schedule"} and set(body["trigger"]["cron_schedule"]) <= CRON_SCHEDULE_FIELDS
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"  # seconds first, as robfig/cron v1 parses
+    assert int(body["max_concurrency"]) == 1 and body["no_catchup"] is True and body["mode"] == "ENABLE"
+    assert body["experiment_id"] == "exp-1" and body["display_name"] == "nightly"
+    assert body["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"].keys() == \
+        compiled_job["pipelineSpec"]["root"]["dag"]["tasks"].keys()
+    assert body["runtime_config"]["pipeline_root"] == PIPELINE_ROOT
+    assert not any(path == "/apis/v2beta1/runs" for _, path, _ in requests), "no one-off run as well"
+
+
+@pytest.mark.parametrize("schedule", ["every night", "0 3 * *", "0 3 * * * * *", "0 3 * * ;rm"])
+def test_a_bad_schedule_is_one_line_and_sends_nothing(schedule, compiled_spec_path, fake_kfp, capsys):
+    url, requests = fake_kfp
+    assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url, "--schedule", schedule]) == 2
+    assert "--schedule" in one_error_line(capsys)
+    assert not requests
