@@ -6,7 +6,8 @@ stay comparable across machines and across runs on a busy machine.
 import importlib
 import sys
 
-BENCHMARKS = ("pipeline_vs_reference", "training_throughput", "serving_latency", "serving_graph", "serving_warmup", "new_connection", "scale")
+BENCHMARKS = ("pipeline_vs_reference", "training_throughput", "serving_latency", "serving_graph", "serving_warmup", "new_connection",
+              "serving_hostile", "serving_fuzz", "scale")
 
 
 def main(argv=None) -> int:

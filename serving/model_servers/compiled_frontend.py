@@ -12,6 +12,8 @@ on, so no request's model run or decoding holds up the requests of other signatu
   runs in a batch thread, one batch of a queue at a time, queues of other signatures and models
   side by side; what arrives meanwhile is the queue's next batch;
 - Predict without batching runs in a worker thread;
+- except that a run expected to take under INLINE_RUN_S (1 ms: its signature's recent runs were that
+  fast, and it is small) runs right here, as every run did before: a hand-off costs more than that;
 - a Predict whose tensors declare more than predict_plan.INLINE_DECODE_BYTES is decoded and run in
   one of two threads of its own, so large requests wait for each other, not the others waiting;
 - every other method runs its handler unchanged in a worker thread, as in the other front ends.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import weakref
 import math
 import os
 import select
@@ -60,6 +63,17 @@ START_TIMEOUT_S = 30.0
 UNPARSABLE = "Exception deserializing request!"
 HEAVY_THREADS = 2  # threads decoding and running the Predicts over predict_plan.INLINE_DECODE_BYTES
 BATCH_THREADS = 8  # threads running batches (one batch per queue at a time)
+# A run expected to take less than this runs on the dispatch thread: what it holds the others back is
+# bounded by about one fast request's time, and it saves the hand-off to a thread and back. Expected:
+# a batch, its size times its queue's recent seconds per request (a moving average, weight RUN_WEIGHT;
+# the fixed cost of a run makes it overestimate large batches, the safe side); an unbatched Predict of
+# at most INLINE_ALONE_BYTES declared, its signature's recent seconds per run. A signature with no run
+# yet counts as slow. Handing every run off cost 0.24 ms of a lone client's 0.78 ms p50 and 19% of 16
+# clients' rate (`python -m bench.serving_hostile --rounds 3 --requests 400 --baseline-tree <ed89a9c>`,
+# 2026-12-06).
+INLINE_RUN_S = 0.001
+INLINE_ALONE_BYTES = 64 << 10
+RUN_WEIGHT = 0.2
 
 _OTHER_METHODS = {  # method -> (request class, handler, API name in the request metrics or None)
     protocol.CLASSIFY: (classification_pb2.ClassificationRequest, handlers.classify, "Classify"),
@@ -115,6 +129,12 @@ def _run_as_batch(queue, servable, tasks: List[_Task], size: int) -> None:
                 servable.metrics.record_runtime(servable.name, started)
 
 
+def _record(averages, key, seconds: float) -> None:
+    """Fold one run's seconds into `averages[key]` (a moving average; the first run sets it)."""
+    previous = averages.get(key)
+    averages[key] = seconds if previous is None else previous + RUN_WEIGHT * (seconds - previous)
+
+
 class _Waiting:
     """A Predict queued for the batch of its signature: everything its answer needs."""
 
@@ -139,6 +159,9 @@ class CompiledGrpcServer:
         # A batch thread that finished a queue's batch says so here and wakes the dispatch thread.
         self._finished: collections.deque = collections.deque()
         self._in_flight: set = set()  # queues with a batch running (the dispatch thread's own)
+        # Seconds recent runs took: per batch queue, and per (servable, signature) for unbatched runs.
+        self._batch_run_s: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+        self._alone_run_s: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._process: Optional[subprocess.Popen] = None
@@ -283,7 +306,7 @@ class CompiledGrpcServer:
                         self._predict(call_id, payload, answers)
                     elif method in _OTHER_METHODS:
                         self._pool.submit(self._answer_other, call_id, method, payload)
-            self._start_due_batches()
+            self._start_due_batches(answers)
             if answers:
                 self._send(answers)
         for waiting in self._pending.values():  # the front end is gone: nobody to answer
@@ -314,7 +337,8 @@ class CompiledGrpcServer:
                 answers.append(_unparsable_answer(call_id))
                 return
             servable = self._manager.servable(handlers._require_spec(request)).servable  # pylint: disable=protected-access
-            if predict_plan.declared_bytes(request) > predict_plan.INLINE_DECODE_BYTES:
+            declared = predict_plan.declared_bytes(request)
+            if declared > predict_plan.INLINE_DECODE_BYTES:
                 self._heavy_pool.submit(self._predict_apart, call_id, request, started, servable)
                 servable = None  # released by _predict_apart
                 return
@@ -324,6 +348,10 @@ class CompiledGrpcServer:
             if size:
                 self._enqueue(_Waiting(call_id, request, started, servable, sig, output_keys, plan,
                                        _Task(inputs, size, wake=False)))
+            elif (declared <= INLINE_ALONE_BYTES
+                  and self._alone_run_s.get(servable, {}).get(sig.name, INLINE_RUN_S) < INLINE_RUN_S):
+                answers.append(self._run_alone(call_id, request, started, servable, sig, inputs, output_keys, plan,
+                                               send=False))
             else:
                 self._pool.submit(self._run_alone, call_id, request, started, servable, sig, inputs, output_keys,
                                   plan)
@@ -336,11 +364,15 @@ class CompiledGrpcServer:
             if servable is not None:
                 servable.release()
 
-    def _run_alone(self, call_id, request, started, servable, sig, inputs, output_keys, plan) -> None:
-        """An unbatched Predict's run, in a worker thread; the answer sent from there."""
+    def _run_alone(self, call_id, request, started, servable, sig, inputs, output_keys, plan,
+                   send: bool = True) -> Optional[bytes]:
+        """An unbatched Predict's run, in a worker thread (its answer sent from there), or on the
+        dispatch thread when its signature's runs are fast (`send=False`: the answer returned)."""
         try:
             try:
+                run_started = time.perf_counter()
                 results = servable.run(sig, inputs, output_keys)
+                _record(self._alone_run_s.setdefault(servable, {}), sig.name, time.perf_counter() - run_started)
             except ServingError as err:
                 frame = self._predict_error(call_id, request, started, err)
             except Exception as err:  # noqa: BLE001
@@ -349,7 +381,10 @@ class CompiledGrpcServer:
                 frame = self._answer_predict(call_id, request, started, servable, sig, results, output_keys, plan)
         finally:
             servable.release()
+        if not send:
+            return frame
         self._send([frame])
+        return None
 
     def _predict_apart(self, call_id, request, started, servable) -> None:
         """A Predict whose tensors declare more than INLINE_DECODE_BYTES: checked (request_cost refuses
@@ -386,9 +421,10 @@ class CompiledGrpcServer:
                      for queue, waiting in self._pending.items() if queue not in self._in_flight]
         return min(deadlines) if deadlines else None
 
-    def _start_due_batches(self) -> None:
+    def _start_due_batches(self, answers: List[bytes]) -> None:
         """Start, for each queue with no batch running, a batch of its waiting Predicts (at most
-        max_batch_size), unless it is not full while its head is younger than batch_timeout_micros."""
+        max_batch_size), unless it is not full while its head is younger than batch_timeout_micros.
+        A queue whose batches are fast (INLINE_RUN_S) runs it here, its answers joining `answers`."""
         for queue in list(self._pending):
             if queue in self._in_flight:
                 continue
@@ -405,17 +441,32 @@ class CompiledGrpcServer:
             if not waiting:
                 del self._pending[queue], self._queued[queue]
             self._in_flight.add(queue)
-            self._batch_pool.submit(self._run_batch, queue, batch, size)
+            if self._batch_run_s.get(queue, INLINE_RUN_S) * size < INLINE_RUN_S:
+                answers.extend(self._run_batch(queue, batch, size, send=False))
+                self._in_flight.discard(queue)
+            else:
+                self._batch_pool.submit(self._run_batch, queue, batch, size)
 
-    def _run_batch(self, queue, batch: List[_Waiting], size: int) -> None:
-        """One batch in a batch thread: run, answer, then free its queue for the next batch."""
+    def _run_batch(self, queue, batch: List[_Waiting], size: int, send: bool = True) -> List[bytes]:
+        """One batch in a batch thread: run, answer, then free its queue for the next batch. With
+        `send=False` (on the dispatch thread) the answers are returned and the queue is the caller's."""
         try:
+            run_started = time.perf_counter()
             _run_as_batch(queue, batch[0].servable, [entry.task for entry in batch], size)
+            _record(self._batch_run_s, queue, (time.perf_counter() - run_started) / size)
             answers = [self._predict_error(entry.call_id, entry.request, entry.started, entry.task.error)
                        if entry.task.error is not None else
                        self._answer_predict(entry.call_id, entry.request, entry.started, entry.servable, entry.sig,
                                             entry.task.outputs, entry.output_keys, entry.plan)
                        for entry in batch]
+        except Exception as err:  # noqa: BLE001 - never leave a client without an answer
+            error = internal_error(err, "batch")
+            answers = [self._predict_error(entry.call_id, entry.request, entry.started, error) for entry in batch]
+        if not send:
+            for entry in batch:
+                entry.servable.release()
+            return answers
+        try:
             self._send(answers)
         finally:
             for entry in batch:
@@ -425,6 +476,7 @@ class CompiledGrpcServer:
                 self._wake_w.send(b"\0")
             except OSError:  # stopping
                 pass
+        return []
 
     def _answer_predict(self, call_id, request, started, servable, sig, results, output_keys, plan) -> bytes:
         try:

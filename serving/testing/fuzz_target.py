@@ -30,6 +30,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def build_models(workdir: Path) -> Dict[str, str]:
+    """half_plus_two (TF Serving's TF1 test model: predict, classify, regress signatures) and the
+    taxi-like sample model (tf.Example input) under `workdir`: name -> base path, as the fuzzer serves."""
+    from serving.testing import tf_serving_testdata
+    from serving.testing.sample_models import export_taxi_like_model
+
+    workdir = Path(workdir)
+    asset = workdir / "foo.txt"
+    asset.write_text("asset-file-contents")
+    tf_serving_testdata.half_plus_two_cpu(workdir / "half" / "00000123", str(asset))
+    export_taxi_like_model(str(workdir / "taxi" / "1"))
+    return {"half": str(workdir / "half"), "taxi": str(workdir / "taxi")}
+
+
 class FuzzTarget:
     """A server process serving `models` (name -> base path), started by `start()`, ended by `stop()`."""
 
