@@ -36,9 +36,42 @@ from serving.model_servers import predict_plan
 from serving.core.request_logger import log_request
 from serving.servables import handlers
 from serving.util import metrics as metrics_lib
-from serving.util.errors import ServingError, internal_error
+from serving.util.errors import UNPARSABLE_MESSAGE, ServingError, internal_error
 
 log = logging.getLogger("serving")
+
+
+class _Unparsable:
+    """What a method receives for request bytes that do not parse as its request."""
+
+
+_UNPARSABLE = _Unparsable()
+
+
+def _lenient(request_class):
+    """A deserializer that hands the method _UNPARSABLE instead of raising: grpc.aio answers a raising
+    deserializer with UNKNOWN "Unexpected <class 'google.protobuf.message.DecodeError'>: ..." (Python
+    text; found by the fuzzer, bench.serving_fuzz), where grpcio's thread-pool server and the compiled
+    front end answer INTERNAL "Exception deserializing request!"."""
+    from google.protobuf.message import DecodeError
+
+    def parse(data):
+        try:
+            return request_class.FromString(data)
+        except DecodeError:
+            return _UNPARSABLE
+    return parse
+
+
+def _unary(method, request_class, response_serializer):
+    """A unary method handler whose unparsable requests are INTERNAL UNPARSABLE_MESSAGE, as the other
+    front ends answer them."""
+    async def handler(request, context):
+        if request is _UNPARSABLE:
+            await context.abort(grpc.StatusCode.INTERNAL, UNPARSABLE_MESSAGE)
+        return await method(request, context)
+    return grpc.unary_unary_rpc_method_handler(handler, request_deserializer=_lenient(request_class),
+                                               response_serializer=response_serializer)
 
 
 def _in_worker(handler, api=None):
@@ -121,22 +154,33 @@ def add_prediction_service(service: AioPredictionService, server) -> None:
     from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, inference_pb2, predict_pb2,
                                          regression_pb2)
 
-    def unary(method, request_class, response_serializer):
-        return grpc.unary_unary_rpc_method_handler(method, request_deserializer=request_class.FromString,
-                                                   response_serializer=response_serializer)
-
     methods = {
-        "Classify": unary(service.Classify, classification_pb2.ClassificationRequest,
+        "Classify": _unary(service.Classify, classification_pb2.ClassificationRequest,
                           classification_pb2.ClassificationResponse.SerializeToString),
-        "Regress": unary(service.Regress, regression_pb2.RegressionRequest,
+        "Regress": _unary(service.Regress, regression_pb2.RegressionRequest,
                          regression_pb2.RegressionResponse.SerializeToString),
-        "Predict": unary(service.Predict, predict_pb2.PredictRequest, predict_plan.bytes_or_message),
-        "MultiInference": unary(service.MultiInference, inference_pb2.MultiInferenceRequest,
+        "Predict": _unary(service.Predict, predict_pb2.PredictRequest, predict_plan.bytes_or_message),
+        "MultiInference": _unary(service.MultiInference, inference_pb2.MultiInferenceRequest,
                                 inference_pb2.MultiInferenceResponse.SerializeToString),
-        "GetModelMetadata": unary(service.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest,
+        "GetModelMetadata": _unary(service.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest,
                                   get_model_metadata_pb2.GetModelMetadataResponse.SerializeToString),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService",
+                                                                          methods),))
+
+
+def add_model_service(service, server) -> None:
+    """model_service_pb2_grpc.add_ModelServiceServicer_to_server, with unparsable requests answered
+    as the other front ends answer them."""
+    from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2
+
+    methods = {
+        "GetModelStatus": _unary(service.GetModelStatus, get_model_status_pb2.GetModelStatusRequest,
+                                 get_model_status_pb2.GetModelStatusResponse.SerializeToString),
+        "HandleReloadConfigRequest": _unary(service.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest,
+                                            model_management_pb2.ReloadConfigResponse.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("tensorflow.serving.ModelService",
                                                                           methods),))
 
 
@@ -173,8 +217,7 @@ class AioGrpcServer:
                 server = aio.server(options=self._options, maximum_concurrent_rpcs=None)
                 self._service = AioPredictionService(self._manager, loop, self._pool, self._metrics)
                 add_prediction_service(self._service, server)
-                model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-                    AioModelService(self._manager, loop, self._pool), server)
+                add_model_service(AioModelService(self._manager, loop, self._pool), server)
                 try:
                     port = (server.add_secure_port(address, credentials) if credentials is not None
                             else server.add_insecure_port(address))

@@ -51,7 +51,7 @@ from serving.model_servers import frontend_protocol as protocol
 from serving.model_servers import predict_plan
 from serving.servables import handlers
 from serving.util import metrics as metrics_lib
-from serving.util.errors import ServingError, internal_error, unavailable
+from serving.util.errors import UNPARSABLE_MESSAGE, ServingError, internal_error, unavailable
 
 log = logging.getLogger("serving")
 
@@ -59,8 +59,7 @@ BUILT_BINARY = Path(__file__).resolve().parent / "grpc_frontend" / "build" / "gr
 BINARY_ENV = "SERVING_GRPC_FRONTEND"  # another build of the front end (a path)
 RECV_BYTES = 1 << 20
 START_TIMEOUT_S = 30.0
-# What gRPC servers answer when a request's bytes do not parse (grpcio's words; a C++ server says INTERNAL too).
-UNPARSABLE = "Exception deserializing request!"
+UNPARSABLE = UNPARSABLE_MESSAGE  # bytes that are no request of the method: INTERNAL, as grpcio answers them
 HEAVY_THREADS = 2  # threads decoding and running the Predicts over predict_plan.INLINE_DECODE_BYTES
 BATCH_THREADS = 8  # threads running batches (one batch per queue at a time)
 # A run expected to take less than this runs on the dispatch thread: what it holds the others back is

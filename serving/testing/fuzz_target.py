@@ -37,6 +37,7 @@ def build_models(workdir: Path) -> Dict[str, str]:
     from serving.testing.sample_models import export_taxi_like_model
 
     workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
     asset = workdir / "foo.txt"
     asset.write_text("asset-file-contents")
     tf_serving_testdata.half_plus_two_cpu(workdir / "half" / "00000123", str(asset))

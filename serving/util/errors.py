@@ -12,6 +12,9 @@ import grpc
 
 log = logging.getLogger("serving")
 
+# What gRPC servers answer, as INTERNAL, for request bytes that do not parse as the method's request
+# (grpcio's words; a C++ server says INTERNAL too): every front end answers them so.
+UNPARSABLE_MESSAGE = "Exception deserializing request!"
 # What a client sees of a failure that is ours (a bug, not its request): never a Python exception text.
 INTERNAL_MESSAGE = "Internal error while processing the request (details are in the server log)"
 

@@ -354,3 +354,29 @@ def test_large_requests_are_answered_from_their_own_threads(two_models, front, b
             y = np.array(stub.Predict(request, timeout=60).outputs["y"].float_val)
             assert y.shape == (300_000,) and (y == 3.0).all()
             assert list(stub.Predict(_good_half(), timeout=30).outputs["y"].float_val) == [3.0]
+
+
+@pytest.mark.parametrize("front", FRONT_ENDS + [pytest.param({"grpc_compiled": False, "grpc_aio": False}, id="threads")])
+def test_unparsable_bytes_are_internal_without_python_text_on_every_front_end(testdata, front):
+    """Found by the fuzzer (bench.serving_fuzz, grpc.aio, a 1-byte Predict): grpc.aio answered bytes that
+    do not parse with UNKNOWN "Unexpected <class 'google.protobuf.message.DecodeError'>: ...". Every
+    front end now answers them as grpcio's thread-pool server and the compiled front end do."""
+    from serving.util.errors import UNPARSABLE_MESSAGE
+    from serving_helpers import config_for, running_server
+
+    config = config_for(half=str(testdata / "saved_model_half_plus_two_cpu"))
+    methods = [f"/tensorflow.serving.PredictionService/{m}"
+               for m in ("Predict", "Classify", "Regress", "MultiInference", "GetModelMetadata")]
+    methods += ["/tensorflow.serving.ModelService/GetModelStatus",
+                "/tensorflow.serving.ModelService/HandleReloadConfigRequest"]
+    with running_server(config, wait_for=["half"], **front) as server, \
+            grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        for method in methods:
+            for payload in (b"\xff", b"\n", b"\x12\x05abc"):
+                assert _code(lambda: channel.unary_unary(method)(payload, timeout=30)) == (
+                    grpc.StatusCode.INTERNAL, UNPARSABLE_MESSAGE), (method, payload)
+        from tensorflow_serving.apis import predict_pb2
+
+        answer = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")(
+            _good_half().SerializeToString(), timeout=30)
+        assert list(predict_pb2.PredictResponse.FromString(answer).outputs["y"].float_val) == [3.0]
