@@ -14,7 +14,7 @@ tensor, no element is touched) and the request is refused, in microseconds, when
 - its signature is batched and its 0th dimension is over the batch limit: INVALID_ARGUMENT in
   TensorFlow's words (shared_batch_scheduler.h ValidateBatchTaskQueueCapacity: "Task size %d is
   larger than maximum input batch size %d", the limit being the queue's input_batch_size_limit,
-  i.e. max_batch_size), which TF Serving answers once its batching session has the tensor;
+  i.e. max_batch_size), which TF Serving answers once its BatchingSession has the tensor;
 - the tensors it would decode into need more bytes than the per-request memory budget
   (`RequestLimits.max_request_bytes`, `--request_memory_budget_bytes`): RESOURCE_EXHAUSTED, the code
   TensorFlow gives an allocation over its limit ("OOM when allocating tensor") and gRPC a message
