@@ -367,19 +367,13 @@ class CompiledGrpcServer:
                    send: bool = True) -> Optional[bytes]:
         """An unbatched Predict's run, in a worker thread (its answer sent from there), or on the
         dispatch thread when its signature's runs are fast (`send=False`: the answer returned)."""
-        try:
-            try:
-                run_started = time.perf_counter()
-                results = servable.run(sig, inputs, output_keys)
-                _record(self._alone_run_s.setdefault(servable, {}), sig.name, time.perf_counter() - run_started)
-            except ServingError as err:
-                frame = self._predict_error(call_id, request, started, err)
-            except Exception as err:  # noqa: BLE001
-                frame = self._predict_error(call_id, request, started, internal_error(err, "predict"))
-            else:
-                frame = self._answer_predict(call_id, request, started, servable, sig, results, output_keys, plan)
-        finally:
-            servable.release()
+        def run():
+            run_started = time.perf_counter()
+            results = servable.run(sig, inputs, output_keys)
+            _record(self._alone_run_s.setdefault(servable, {}), sig.name, time.perf_counter() - run_started)
+            return sig, results, output_keys, plan
+
+        frame = self._answered(call_id, request, started, servable, run)
         if not send:
             return frame
         self._send([frame])
@@ -389,20 +383,26 @@ class CompiledGrpcServer:
         """A Predict whose tensors declare more than INLINE_DECODE_BYTES: checked (request_cost refuses
         it here in microseconds when it is over a limit), decoded and run in a thread of its own; when
         batched it runs through the servable's batch queue as the thread-pool front end runs it."""
+        def run():
+            sig, inputs, output_keys, plan, _ = predict_plan.prepare(
+                servable, request, handlers.signature_method_check(self._manager))
+            return sig, servable.run(sig, inputs, output_keys), output_keys, plan
+
+        self._send([self._answered(call_id, request, started, servable, run)])
+
+    def _answered(self, call_id, request, started, servable, run) -> bytes:
+        """The answer frame of `run()` -> (signature, results, output keys, plan), or of its error in TF
+        Serving's codes; releases `servable` whatever happens."""
         try:
             try:
-                sig, inputs, output_keys, plan, _ = predict_plan.prepare(
-                    servable, request, handlers.signature_method_check(self._manager))
-                results = servable.run(sig, inputs, output_keys)
+                sig, results, output_keys, plan = run()
             except ServingError as err:
-                frame = self._predict_error(call_id, request, started, err)
+                return self._predict_error(call_id, request, started, err)
             except Exception as err:  # noqa: BLE001
-                frame = self._predict_error(call_id, request, started, internal_error(err, "predict"))
-            else:
-                frame = self._answer_predict(call_id, request, started, servable, sig, results, output_keys, plan)
+                return self._predict_error(call_id, request, started, internal_error(err, "predict"))
+            return self._answer_predict(call_id, request, started, servable, sig, results, output_keys, plan)
         finally:
             servable.release()
-        self._send([frame])
 
     def _enqueue(self, entry: _Waiting) -> None:
         queue = entry.servable.batcher.queue(entry.servable, entry.sig, entry.task.inputs, entry.output_keys)
