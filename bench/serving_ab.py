@@ -6,7 +6,7 @@ rounds, and a paired comparison. This runs the two do-nothing servers (grpcio's 
 grpc.aio), the default server (grpc.aio, batching, as serving_latency starts it) and each variant, all
 loaded at once, then measures them one after another round after round. The order is a cyclic Latin
 square: round r starts at server r (mod n), so over a multiple of n rounds every server takes every
-position equally often. In a probe that only reversed the order every other round (session 11), one
+position equally often. In a probe that only reversed the order every other round (bench/RESULTS.md 2026-12-02 (e)), one
 TensorFlow setting measured 6% faster placed last and 9% slower placed in the middle: the position
 moved the figure as much as the effects worth measuring here.
 

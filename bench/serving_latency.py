@@ -409,7 +409,7 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=5000, help="sequential requests per 1-client phase "
                         "(split over the rounds)")
     # 3 s per 16-client phase at 5 rounds: with 2 s phases (the earlier default) the same servers measured
-    # 0.59-0.68x where 3 s phases gave 0.74-0.81x in the same hour (bench/RESULTS.md, session 9).
+    # 0.59-0.68x where 3 s phases gave 0.74-0.81x in the same hour (bench/RESULTS.md, 2026-12-02 (c)).
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each 16-client phase (split over "
                         "the rounds)")
     parser.add_argument("--clients", type=int, default=16)

@@ -7,7 +7,7 @@ project never runs: InfraValidator's Kubernetes and Docker clients with `jsonsch
 (`from pipeline import configs, local_runner`, the local DAG runner, `create_pipeline(...)`), three
 interleaved pairs on a quiet machine: 7.03 / 7.38 / 7.01 s with the package `__init__`, 4.64 /
 5.02 / 4.67 s without it; a trainer worker's imports 11.8-12.9 s -> 8.0-8.9 s (bench/RESULTS.md,
-session 7). Every process that runs TFX code defers it first: `components/__init__.py` (the local
+2026-12-02 (a)). Every process that runs TFX code defers it first: `components/__init__.py` (the local
 runs, trainer workers) and `kubeflow/entrypoint.py` (each Kubeflow step, whose TFX entry point
 imports the Evaluator's executor and, through the package, every other component).
 

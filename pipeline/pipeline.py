@@ -12,7 +12,7 @@ import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 # TFX's own modules rather than `from tfx import v1`, which also imports TFX's Google Cloud extensions
 # (google.cloud.aiplatform): the imports up to a built pipeline took 11.4 s with it, 8.8 s without
-# (medians of four interleaved pairs, bench/RESULTS.md session 6); and each component from its own module,
+# (medians of four interleaved pairs, bench/RESULTS.md 2026-12-01 (c)); and each component from its own module,
 # not `from tfx.components import ...`, which runs that package's __init__ (every TFX component):
 # see kubeflow.lazy_tfx_components.
 from tfx.components.example_validator.component import ExampleValidator

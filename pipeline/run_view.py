@@ -324,7 +324,7 @@ def _split_uris(artifact, artifact_class) -> Dict[str, str]:
 def split_row_counts(statistics_artifact) -> Dict[str, int]:
     """Rows per split, from StatisticsGen's output: the DatasetFeatureStatisticsList parsed as TFDV's
     `load_stats_binary` parses it, without importing TFDV (with the anomalies read the same way,
-    `taxi-pipeline status` went from 12.0 s to 7.7 s: bench/RESULTS.md, session 6)."""
+    `taxi-pipeline status` went from 12.0 s to 7.7 s: bench/RESULTS.md, 2026-12-01 (c))."""
     from tensorflow_metadata.proto.v0 import statistics_pb2
     from tfx.types import standard_artifacts
 

@@ -7,7 +7,7 @@ per call of the pushed taxi model's serving_default. `DensePreprocessing` comput
 dense `[batch]` columns with a presence mask, in a few ops per feature (z-score: SUB, DIV; missing
 indicator; BUCKETIZE; a hash-table lookup): 271 ops per call with the parse and the model included.
 Measured with `python -m bench.serving_latency --home <run>` (16 clients, batching): see
-bench/RESULTS.md, session 9.
+bench/RESULTS.md, 2026-12-02 (c).
 
 Two users:
 - the served model (`trainer_module.run`): serving_default parses the tf.Examples it is sent, densifies

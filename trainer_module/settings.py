@@ -9,7 +9,7 @@ import dataclasses
 from typing import Optional, Tuple
 
 TRAINING_LOOPS = ("fit", "custom")
-# The model's size. (256, 128) and 16 rather than the (64, 32) and 8 of sessions 1-4: the same eval
+# The model's size. (256, 128) and 16 rather than the (64, 32) and 8 used before 2026-12-01 (b): the same eval
 # accuracy and AUC on the default data (0.8923 / 0.9468 against 0.8911 / 0.9470, one seed), and the
 # weights then outweigh the graph TF Lite stores around them, so quantization shrinks the file to
 # 0.31x instead of 0.56x (the preprocessing's operators, vocabularies and boundaries weigh ~33 KB in

@@ -45,7 +45,7 @@ METADATA_FILE = "metadata.json"
 EVALUATION_FILE = "evaluation.json"
 TFLITE_DIR = "tflite"  # <model>/tflite/ beside <model>/Format-Serving/
 MODEL_FILES = {"float": FLOAT_FILE, "dynamic_int8": DYNAMIC_FILE, "int8": INT8_FILE}
-# Calibration rows for the int8 model. Default data, 2026-12-02 (session 10's model; SavedModel 0.8923): 200 rows
+# Calibration rows for the int8 model. Default data, 2026-12-02 (the model of bench/RESULTS.md 2026-12-02 (d); SavedModel 0.8923): 200 rows
 # gave accuracy 0.8901, 1,000 0.8951, all 4,966 0.8905 (each a 0.4-2.2 s conversion).
 CALIBRATION_ROWS = 1000
 # Raw eval rows the TF Lite models are checked and evaluated on (the first of the eval split): all of the

@@ -2,7 +2,7 @@
 
 In the grpc.aio front end every request costs the event loop's thread grpc.aio's per-call work
 (~22% of that thread under 16 clients) besides the request's own, and that thread caps the rate
-(bench/RESULTS.md, session 11). Here a C++ process (grpc_frontend/grpc_frontend.cc, gRPC's
+(bench/RESULTS.md, 2026-12-02 (e)). Here a C++ process (grpc_frontend/grpc_frontend.cc, gRPC's
 generic async API) owns the port and hands each call's method and request bytes over one Unix
 socket (frontend_protocol); one dispatch thread here reads whatever has arrived in one go, parses
 it, checks what each request declares (serving.util.request_cost: microseconds) and hands the work
