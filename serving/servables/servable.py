@@ -138,7 +138,7 @@ class SavedModelServable:
         self._refs = 0
         self._closed = False
         self._refs_cv = threading.Condition()
-        self.batcher = None  # set by the manager when batching is on (serving.batching.batcher.ServableBatcher)
+        self.batcher = None  # set by the server when batching is on (model_servers/server.py; a batching.batcher.ServableBatcher)
         self.metrics = None  # set by the server when monitoring is on (serving.util.metrics.ServingMetrics)
         # Per-request bounds checked before any input is decoded (serving.util.request_cost); the server
         # sets its own (ServerOptions.request_limits).
