@@ -60,3 +60,18 @@ def taxi_serving_base(taxi_pipeline_run) -> Path:
     base = taxi_pipeline_run.serving_base
     assert list((base / taxi_pipeline_run.model_name).glob("*/saved_model.pb")), "the shared run pushed no model"
     return base
+
+
+# Fixtures behind which a whole pipeline runs, or a container image is built and run: a test that uses one
+# (directly or through another fixture) is `slow`. `make test ARGS="-m 'not slow'"` leaves them out.
+SLOW_FIXTURES = {"taxi_pipeline_result", "pipeline_image"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: runs the whole pipeline or builds/runs the container image")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

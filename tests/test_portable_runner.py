@@ -22,6 +22,8 @@ import pytest
 
 from tests_support import write_sample
 
+pytestmark = pytest.mark.slow  # a whole pipeline on the portable runner
+
 ROWS = 1200
 REPO = Path(__file__).resolve().parents[1]
 
