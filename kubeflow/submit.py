@@ -20,7 +20,6 @@ import base64
 import json
 import logging
 import re
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional
 from urllib.parse import urlparse

@@ -3,7 +3,6 @@ a container of the built image, on an S3 pipeline root (moto standing in for Min
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
