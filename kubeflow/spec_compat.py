@@ -16,7 +16,11 @@ backend/src/v2/component/launcher_v2.go) does differently, and what is done abou
 3. Every container command goes through `kubeflow.entrypoint` (minio:// roots, S3 settings, the
    step's true exit status; see that module).
 
-4. The input data's fingerprint in KFP's cache key (`add_input_fingerprint`, `kubeflow/input_fingerprint.py`).
+4. The input data's fingerprint in KFP's cache key (`add_input_fingerprint`, `kubeflow/input_fingerprint.py`),
+   and no cache for the tasks whose result is the volume's state now rather than a function of their
+   inputs (`VOLUME_STATE_TASKS`): KFP's cache key sees only parameters, input artifact ids, image and
+   command (backend/src/v2/cacheutils/cache.go GenerateCacheKey), so a cached ServingBaseline would
+   hand every later run the first run's answer ("nothing served").
 5. Settings every step needs and KFP does not give (it sets no AWS_ENDPOINT_URL at any release):
    `with_env` adds them to each container's `env`, which the driver puts in the pod (driver/driver.go
    2.2.0:380-384, 2.17.0:289-293).
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 import copy
 from typing import Dict, List
+
+from kubeflow import input_fingerprint  # imports TFX only when it runs
 
 ENTRYPOINT = ["python", "-m", "kubeflow.entrypoint"]
 
@@ -79,7 +85,9 @@ def _wrap_commands(spec: Dict) -> None:
 
 
 FINGERPRINT_TASK = "InputFingerprint"
-FINGERPRINT_PARAMETER = "input_fingerprint"  # kubeflow/input_fingerprint.py PARAMETER (no TFX import here)
+FINGERPRINT_PARAMETER = input_fingerprint.PARAMETER
+SERVING_BASELINE_TASK = "ServingBaseline"  # components/serving_baseline.py, on Kubeflow (PipelineConfig.baseline)
+VOLUME_STATE_TASKS = (FINGERPRINT_TASK, SERVING_BASELINE_TASK)
 
 
 def add_input_fingerprint(spec: Dict, example_gen: str = "CsvExampleGen") -> None:
@@ -105,12 +113,18 @@ def add_input_fingerprint(spec: Dict, example_gen: str = "CsvExampleGen") -> Non
     parameters = task["inputs"]["parameters"]
     tasks[FINGERPRINT_TASK] = {
         "taskInfo": {"name": FINGERPRINT_TASK}, "componentRef": {"name": name},
-        "cachingOptions": {},  # enableCache false: it must look at the files on every run
         "inputs": {"parameters": {"input_base": parameters["input_base"], "input_config": parameters["input_config"]}}}
     parameters[FINGERPRINT_PARAMETER] = {"taskOutputParameter": {"producerTask": FINGERPRINT_TASK,
                                                                  "outputParameterKey": "fingerprint"}}
     component["inputDefinitions"]["parameters"][FINGERPRINT_PARAMETER] = {"parameterType": "STRING"}
     task["dependentTasks"] = sorted(set(task.get("dependentTasks", [])) | {FINGERPRINT_TASK})
+
+
+def _uncache_volume_state_tasks(spec: Dict) -> None:
+    """enableCache false (an empty `cachingOptions`) for VOLUME_STATE_TASKS: they look at the volume on every run."""
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        if name in VOLUME_STATE_TASKS:
+            task["cachingOptions"] = {}
 
 
 def with_env(spec: Dict, env: Dict[str, str]) -> None:
@@ -149,5 +163,6 @@ def for_open_source_kfp(job: Dict) -> Dict:
     _drop_resolvers(spec)
     _wrap_commands(spec)
     add_input_fingerprint(spec)
+    _uncache_volume_state_tasks(spec)
     check(spec)
     return job

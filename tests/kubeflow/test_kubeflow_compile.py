@@ -8,7 +8,7 @@ import pytest
 from kfp_testdata import IMAGE, PIPELINE_ROOT, TRAIN_STEPS, WORKERS, compiled_job, compiled_spec_path  # noqa: F401
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-from kubeflow import package, storage
+from kubeflow import package, spec_compat, storage
 from pipeline import configs
 from pipeline.cli import main
 
@@ -200,7 +200,7 @@ def test_no_cache_compiles_every_step_with_caching_off(compiled_job, tmp_path):
     assert set(compiled) == set(tasks(compiled_job))
     assert not any(task.get("cachingOptions", {}).get("enableCache") for task in compiled.values())
     assert all(task["cachingOptions"]["enableCache"] for name, task in tasks(compiled_job).items()
-               if name != "InputFingerprint")
+               if name not in spec_compat.VOLUME_STATE_TASKS)
 
 
 def test_s3_endpoint_reaches_every_step_as_aws_endpoint_url(tmp_path, capsys):
@@ -220,6 +220,10 @@ def test_the_input_datas_fingerprint_is_in_example_gens_cache_key(compiled_job):
     """KFP's cache key sees a task's parameters, not the files it reads (kubeflow/input_fingerprint.py)."""
     fingerprint = tasks(compiled_job)["InputFingerprint"]
     assert not fingerprint.get("cachingOptions", {}).get("enableCache")
+    # The model serving now is read off the volume too: a cached ServingBaseline would keep the first run's.
+    assert not tasks(compiled_job)["ServingBaseline"].get("cachingOptions", {}).get("enableCache")
+    assert all(task["cachingOptions"]["enableCache"] for name, task in tasks(compiled_job).items()
+               if name not in ("InputFingerprint", "ServingBaseline"))
     example_gen = tasks(compiled_job)["CsvExampleGen"]
     assert example_gen["inputs"]["parameters"]["input_fingerprint"] == {
         "taskOutputParameter": {"producerTask": "InputFingerprint", "outputParameterKey": "fingerprint"}}

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from kfp_testdata import PIPELINE_ROOT, compiled_job, compiled_spec_path  # noqa: F401
 
-from kubeflow import package, storage
+from kubeflow import package, spec_compat, storage
 from pipeline.cli import main
 
 
@@ -191,7 +191,7 @@ def test_wrong_service_fails_fast_in_one_line(healthz, fragment, compiled_spec_p
 def test_no_cache_turns_off_every_tasks_cache(compiled_spec_path, compiled_job, fake_kfp):
     url, requests = fake_kfp
     compiled = compiled_job["pipelineSpec"]["root"]["dag"]["tasks"]
-    assert all(task["cachingOptions"].get("enableCache") for name, task in compiled.items() if name != "InputFingerprint")
+    assert all(task["cachingOptions"].get("enableCache") for name, task in compiled.items() if name not in spec_compat.VOLUME_STATE_TASKS)
     assert main(["submit", "--spec", str(compiled_spec_path), "--endpoint", url, "--no-cache"]) == 0
     run = next(body for method, path, body in requests if path == "/apis/v2beta1/runs")
     tasks = run["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
