@@ -27,6 +27,7 @@ from tfx.types.standard_artifacts import ExampleAnomalies, ExampleStatistics, Mo
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from components.errors import BadDataError
+from components.serving_baseline import has_baseline  # an empty ServingBaseline (nothing served) is none
 
 DRIFT_FILE = "drift.json"
 COMPARATORS = {"linf": "L-infinity", "jsd": "Jensen-Shannon"}
@@ -130,8 +131,6 @@ def DriftCheck(
     fail_on_drift: Parameter[int] = 1,
 ):
     """Raise DataDriftError when a feature's distance exceeds its threshold (unless fail_on_drift is 0)."""
-    from components.serving_baseline import has_baseline  # an empty ServingBaseline (nothing served) is none
-
     report = check(statistics.uri, schema.uri, baseline_model.uri if has_baseline(baseline_model) else None, thresholds)
     # TFX's fileio, not os/open: on Kubeflow the artifact URIs are s3:// or gs:// (os.makedirs would make a
     # local folder named "s3:" and leave the artifact in the bucket empty).

@@ -30,6 +30,8 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils
 
+from components.serving_baseline import has_baseline
+
 log = logging.getLogger(__name__)
 
 RECORD_FILE = "evaluated.json"
@@ -106,8 +108,6 @@ class Executor(tfx_evaluator.Executor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        from components.serving_baseline import has_baseline
-
         baseline = input_dict.get(standard_component_specs.BASELINE_MODEL_KEY) or []
         if baseline and not has_baseline(baseline[0]):  # Kubeflow's ServingBaseline found nothing served yet
             log.warning("no model is served yet: the candidate is checked against the absolute bars only, "

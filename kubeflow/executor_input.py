@@ -30,11 +30,13 @@ from __future__ import annotations
 import json
 from typing import Dict, List, Optional, Tuple
 
+from kubeflow import input_fingerprint  # imports TFX only when it runs
+
 INVOCATION_FLAG = "--json_serialized_invocation_args"
 INPUTS_SPEC_FLAG = "--json_serialized_inputs_spec_args"
 # driver/driver.go (2.5.0: provisionOutputs; 2.17.0 the same): the launcher's log artifact.
 BACKEND_OUTPUT_KEYS = ("executor-logs",)
-CACHE_KEY_PARAMETERS = ("input_fingerprint",)  # kubeflow/spec_compat.py add_input_fingerprint
+CACHE_KEY_PARAMETERS = (input_fingerprint.PARAMETER,)  # kubeflow/spec_compat.py add_input_fingerprint
 
 
 def flag_value(args: List[str], flag: str) -> Tuple[Optional[int], Optional[str]]:

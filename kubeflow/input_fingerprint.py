@@ -19,10 +19,11 @@ TFX sees it (`kubeflow/executor_input.py`).
     python -m kubeflow.input_fingerprint --input-base DIR --input-config JSON --output FILE
 """
 import argparse
+import os
 import sys
 from typing import List, Optional
 
-PARAMETER = "input_fingerprint"
+PARAMETER = "input_fingerprint"  # CsvExampleGen's input parameter; kept from TFX by kubeflow/executor_input.py
 
 
 def fingerprint(input_base: str, input_config_json: str) -> str:
@@ -49,8 +50,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"TAXI_STEP_ERROR: no input data to fingerprint under {args.input_base}: "
               f"{type(err).__name__}: {' '.join(str(err).split())[:300]}", file=sys.stderr, flush=True)
         return 1
-    import os
-
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     with open(args.output, "w") as out:
         out.write(value)

@@ -185,8 +185,8 @@ def kfp_cron(expression: str) -> str:
 
 def submit(package_path: Path, endpoint: str, experiment: str, run_name: Optional[str],
            namespace: Optional[str], pipeline_root: Optional[str], enable_caching: Optional[bool] = None,
-           token: Optional[str] = None, cookie: Optional[str] = None, schedule: Optional[str] = None):
-    """Creates the run, or with `schedule` (a cron expression) a recurring run; returns kfp's
+           token: Optional[str] = None, cookie: Optional[str] = None, cron: Optional[str] = None):
+    """Creates the run, or with `cron` (KFP's six fields: `kfp_cron`) a recurring run; returns kfp's
     RunPipelineResult or V2beta1RecurringRun. Errors become one readable line.
 
     `enable_caching`: None keeps each task's compiled `cachingOptions`; False/True sets every task's
@@ -205,11 +205,11 @@ def submit(package_path: Path, endpoint: str, experiment: str, run_name: Optiona
             warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP >= 2.0.0-beta.2"
             client = kfp.Client(host=endpoint, namespace=namespace or "kubeflow",  # checks /healthz
                                 existing_token=token, cookies=cookie)
-        if schedule:
+        if cron:
             found = client.create_experiment(experiment, namespace=namespace)  # or the one of that name
             return client.create_recurring_run(
                 experiment_id=found.experiment_id, job_name=run_name or "taxi-pipeline",
-                cron_expression=kfp_cron(schedule), max_concurrency=1, no_catchup=True,
+                cron_expression=cron, max_concurrency=1, no_catchup=True,
                 pipeline_package_path=str(package_path), pipeline_root=pipeline_root, enable_caching=enable_caching)
         return client.create_run_from_pipeline_package(
             str(package_path), arguments={}, run_name=run_name, experiment_name=experiment,

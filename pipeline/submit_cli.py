@@ -55,8 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     endpoint = submit.check_endpoint(args.endpoint)
-    if args.schedule:
-        submit.kfp_cron(args.schedule)  # a bad expression fails before anything is sent
+    cron = submit.kfp_cron(args.schedule) if args.schedule else None  # a bad one fails before anything is sent
     token = submit.read_token(args.token, args.token_file)
     spec_path = args.spec or package.default_spec_path(args.home or configs.default_home())
     with tempfile.TemporaryDirectory(prefix="taxi-submit-") as workdir:
@@ -70,9 +69,9 @@ def main(args: argparse.Namespace) -> int:
                                     "(your profile's namespace, e.g. kubeflow-user-example-com)")
         result = submit.submit(package_path, endpoint, args.experiment, args.run_name, namespace, root,
                                enable_caching=False if args.no_cache else None, token=token, cookie=args.cookie,
-                               schedule=args.schedule)
-    if args.schedule:
-        print(f"created recurring run {result.recurring_run_id} on {endpoint} (cron '{submit.kfp_cron(args.schedule)}', "
+                               cron=cron)
+    if cron:
+        print(f"created recurring run {result.recurring_run_id} on {endpoint} (cron '{cron}', "
               f"at most one run at a time; experiment {args.experiment}, pipeline root {root or 'cluster default'})")
         print(f"see it at {endpoint}/#/recurringrun/details/{result.recurring_run_id}")
         return 0

@@ -132,13 +132,11 @@ def key_from_uri(prefixed: str, uri: str) -> str:
     return key
 
 
-def minio_session(backend: Backend, env: Mapping[str, str] = {}) -> Dict:
+def minio_session(backend: Backend) -> Dict:
     """getDefaultMinioSessionInfo (config/env.go 2.2.0:164-179, 2.17.0:177-193): a minio:// root with no
-    `providers` entry in the kfp-launcher ConfigMap."""
-    endpoint = backend.default_minio_endpoint
-    if backend.version != "2.17.0" and env.get("MINIO_SERVICE_SERVICE_HOST"):  # 2.2.0 OC:154-168
-        endpoint = f"{env['MINIO_SERVICE_SERVICE_HOST']}:{env.get('MINIO_SERVICE_SERVICE_PORT', '9000')}"
-    params = {"region": "minio", "endpoint": endpoint, "disableSSL": "true", "fromEnv": "false",
+    `providers` entry in the kfp-launcher ConfigMap. (Before 2.16 a driver in the MinIO Service's own
+    namespace takes $MINIO_SERVICE_SERVICE_HOST:PORT instead, 2.2.0 OC:154-168; the harness's pods are not.)"""
+    params = {"region": "minio", "endpoint": backend.default_minio_endpoint, "disableSSL": "true", "fromEnv": "false",
               "secretName": MINIO_SECRET[0], "accessKeyKey": MINIO_SECRET[1], "secretKeyKey": MINIO_SECRET[2]}
     if backend.version == "2.17.0":
         params["maxRetries"] = "5"
@@ -275,7 +273,7 @@ def resolve_parameters(task_inputs: Mapping, definitions: Mapping,
         kind, value = definition.get("parameterType"), values[name]
         if kind == "STRING":
             if not isinstance(value, str):
-                values[name] = _text(value)
+                values[name] = pb_value_to_text(value)
         elif isinstance(value, str) or (isinstance(value, bool) and kind != "BOOLEAN") or (
                 isinstance(value, (int, float)) and not isinstance(value, bool)
                 and kind not in ("NUMBER_INTEGER", "NUMBER_DOUBLE")):
@@ -283,7 +281,7 @@ def resolve_parameters(task_inputs: Mapping, definitions: Mapping,
     return values
 
 
-def _text(value) -> str:
+def pb_value_to_text(value) -> str:
     """metadata.PbValueToText (CV:15-48): numbers with FormatFloat 'f' -1, bools, JSON for lists and structs."""
     if isinstance(value, bool):
         return "true" if value else "false"

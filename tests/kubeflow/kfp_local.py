@@ -153,7 +153,7 @@ class LocalKfp:
             found[f"{{{{$.outputs.artifacts['{key}'].path}}}}"] = kb.local_path_for_uri(first["uri"])
         for key, value in executor_input["inputs"].get("parameterValues", {}).items():
             found[f"{{{{$.inputs.parameters['{key}']}}}}"] = value if isinstance(value, str) else (
-                kb._text(value) if not isinstance(value, (list, dict)) else json.dumps(value, separators=(",", ":")))
+                kb.pb_value_to_text(value) if not isinstance(value, (list, dict)) else json.dumps(value, separators=(",", ":")))
         for key, param in executor_input["outputs"].get("parameters", {}).items():
             found[f"{{{{$.outputs.parameters['{key}'].output_file}}}}"] = param["outputFile"]
         return found
