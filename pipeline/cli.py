@@ -29,6 +29,7 @@ COMMANDS = {
                            "write the volume, model server, RBAC and kfp-launcher ConfigMap for one namespace"),
     "status": ("pipeline.status", "last runs from ML Metadata: components, metrics, blessing, pushed version"),
     "report": ("pipeline.report", "a self-contained HTML report with plots of the last run"),
+    "make-spans": ("pipeline.make_spans", "split one CSV into dated span folders by a timestamp column (for run --data)"),
     "skew": ("pipeline.skew", "compare logged serving requests with the training statistics of the model that served them"),
 }
 

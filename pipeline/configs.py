@@ -81,6 +81,14 @@ class PipelineConfig:
     train_buckets: int = 2
     eval_buckets: int = 1
 
+    # Spans (pipeline/spans.py): the span this run ingests from `data` (None: `data` is one dataset) with
+    # ExampleGen's input pattern for its layout, and the accepted spans before it that it trains on
+    # (the runner reads them from ML Metadata); it is judged on every row of its own span.
+    span: Optional[int] = None
+    span_pattern: Optional[str] = None
+    window_spans: Tuple[int, ...] = ()
+    window: int = 4  # how many accepted spans a run trains on (`run --window`)
+
     # Trainer. The length follows the data: `epochs` passes over the training split (None: at least
     # one pass, more up to today's 128k examples on small data; trainer_module/training_length.py).
     # `train_steps` overrides it with a fixed step count.
@@ -142,7 +150,9 @@ class PipelineConfig:
             raise ValueError(f"training loop must be one of {TRAINING_LOOPS}, not {self.training_loop!r}")
         if self.epochs is not None and not self.epochs > 0:
             raise ValueError(f"epochs must be positive, not {self.epochs}")
-        for name in ("train_steps", "eval_steps", "batch_size", "workers", "beam_workers"):
+        if self.span is not None and not self.span_pattern:
+            raise ValueError("a span needs its input pattern (span_pattern)")
+        for name in ("train_steps", "eval_steps", "batch_size", "workers", "beam_workers", "window"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', ' ')} must be at least 1, not {getattr(self, name)}")
 

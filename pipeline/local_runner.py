@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from pipeline import beam_runners, configs, home_lock
+from pipeline import beam_runners, configs, home_lock, spans
 from pipeline.errors import ComponentFailed, UserError
 from pipeline.data_check import check_data_dir
 
@@ -22,7 +22,12 @@ from pipeline.data_check import check_data_dir
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = configs.PipelineConfig
     parser.add_argument("--home", type=Path, default=None, help=f"all outputs go here (default ./outputs or ${configs.HOME_ENV})")
-    parser.add_argument("--data", type=Path, default=None, help="folder of CSV files (default: the taxi sample in the tfx wheel)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="folder of CSV files (default: the taxi sample in the tfx wheel), or of "
+                             f"{spans.LAYOUT_HELP}: each run then ingests the spans not ingested yet, one "
+                             "pipeline run per span, trains on the --window spans before it and is judged on it")
+    parser.add_argument("--window", type=int, default=defaults.window,
+                        help=f"with span folders: how many of the newest accepted spans to train on (default {defaults.window})")
     parser.add_argument("--epochs", type=float, default=defaults.epochs,
                         help="passes over the training split (default: at least one; on small data more, "
                              "up to 128,000 examples)")
@@ -59,6 +64,7 @@ def config_from_args(args) -> configs.PipelineConfig:
         fail_on_anomalies=not args.allow_anomalies,
         **beam_runners.fields_from_args(args),
         fail_on_drift=not getattr(args, "allow_drift", False),
+        window=getattr(args, "window", configs.PipelineConfig.window),
     )
     if args.home:
         overrides["home"] = args.home.resolve()
@@ -73,13 +79,54 @@ def main(args) -> int:
 
     config = config_from_args(args)
     check_data_dir(config.data, config.schema_path)
+    try:
+        folders = spans.discover(config.data)
+    except spans.SpanLayoutError as err:
+        raise UserError(str(err)) from None
     with home_lock.hold(config.home, wait_s=args.wait):
+        if folders is not None:
+            return run_spans(config, folders)
         log_file = _log_file(config)
         view = run_pipeline(config, progress=sys.stdout, log_file=log_file)
         with _quiet_logs(log_file, None):
             text = summary.render(config, view)
     print(text)
     return 0 if view.pushed_or_unchanged else 1
+
+
+def run_spans(config: configs.PipelineConfig, folders: spans.SpanFolders) -> int:
+    """One pipeline run per span not ingested yet, oldest first; a refused span does not stop the next.
+
+    Exit status: 0 when every span's model was pushed (or nothing was new), 2 when a span was refused
+    (bad data: its line says why), 1 when a model was not blessed.
+    """
+    from pipeline import summary
+
+    retry = not (config.fail_on_drift and config.fail_on_anomalies)  # what a refusal says to run again with
+    todo = spans.new_spans(folders, spans.ingested(config.metadata_path), retry_refused=retry)
+    if not todo:
+        print(f"taxi-pipeline: no new span in {config.data} (newest: {folders.label(folders.spans[-1])}, "
+              "already ingested); nothing to do")
+        return 0
+    status = 0
+    for span in todo:
+        window = spans.training_window(span, spans.ingested(config.metadata_path), config.window)
+        run_config = config.replace(span=span, span_pattern=folders.pattern, window_spans=window)
+        trained_on = ", ".join(folders.label(s) for s in window) if window else "its own train split"
+        print(f"span {folders.label(span)}: ingest, train on {trained_on}, judge on {folders.label(span)}")
+        log_file = _log_file(run_config)
+        try:
+            view = run_pipeline(run_config, progress=sys.stdout, log_file=log_file)
+        except UserError as err:  # this span's data was refused: nothing is pushed for it; the next goes on
+            print(f"error: span {folders.label(span)} refused: {err}", file=sys.stderr)
+            status = 2
+            continue
+        with _quiet_logs(log_file, None):
+            text = summary.render(run_config, view)
+        print(text)
+        if not view.pushed_or_unchanged and status == 0:
+            status = 1
+    return status
 
 
 class _ProgressHandler(logging.Handler):

@@ -246,6 +246,15 @@ class RunView:
         return f"{node_id} is {state}" if state else f"{node_id} did not run"
 
     @property
+    def analysis_reuse(self) -> Optional[str]:
+        """What Transform's analysis took from the analyzer cache (runs over spans), None when not recorded."""
+        from components.mlmd_properties import analysis_reuse
+
+        node = self.nodes.get("Transform")
+        cache = node.output("updated_analyzer_cache") if node else None
+        return analysis_reuse(cache) if cache is not None else None
+
+    @property
     def pushed_or_unchanged(self) -> bool:
         """A run succeeds when its model was pushed, or nothing changed and the Pusher came from cache."""
         return self.push is not None or self.state("Pusher") == "CACHED"

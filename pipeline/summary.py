@@ -30,6 +30,10 @@ def render(config: configs.PipelineConfig, view: RunView) -> str:
         problems = [f"{split}: {feature} ({text})" for split, items in view.anomalies.items() for feature, text in items.items()]
         lines.append("  anomalies: " + ("none" if not problems else "; ".join(problems)))
 
+    if config.span is not None:
+        lines.append(f"  span: {config.span} ingested; trained on "
+                     + (", ".join(map(str, config.window_spans)) if config.window_spans else "its own train split")
+                     + (f"; analyzer cache: {view.analysis_reuse}" if view.analysis_reuse else ""))
     if view.drift is not None:
         lines.append(f"  drift: {view.drift.line()}")
     if view.training is not None:
@@ -37,7 +41,9 @@ def render(config: configs.PipelineConfig, view: RunView) -> str:
     if view.serving_graph is not None:
         lines.append(f"  serving_default runs: {view.serving_graph.line()}")
     if view.evaluation_uri:
-        lines.append("  evaluation (eval split, from the Evaluator):")
+        judged = (f"all of span {config.span}, trained on span(s) {', '.join(map(str, config.window_spans))}"
+                  if config.window_spans else "eval split")
+        lines.append(f"  evaluation ({judged}, from the Evaluator):")
         for key, label, bound in SHOWN_METRICS:
             if key in view.overall:
                 value = view.overall[key]
