@@ -74,12 +74,19 @@ class Training:
     train_rows: Optional[int]  # rows of the training split, as the executor counted them
     epochs: Optional[float]  # examples / train_rows
     steps_from: str  # "default epochs", "epochs" or "train_steps"
+    warm_start: Optional[dict] = None  # trainer_module/warm_start.py's record; None: an older run
 
     def line(self) -> str:
         text = f"{self.examples:,} examples ({self.steps:,} steps x {self.global_batch_size}"
         if self.train_rows:
             text += f"; {self.epochs:.2f} epochs of {self.train_rows:,} training rows"
-        return text + (", steps set by --train-steps)" if self.steps_from == "train_steps" else ")")
+        text += ", steps set by --train-steps)" if self.steps_from == "train_steps" else ")"
+        if self.warm_start and self.warm_start.get("warm_start"):
+            text += (f"; warm start from the baseline model ({self.warm_start['rows_carried']:,} of "
+                     f"{self.warm_start['rows']:,} embedding rows carried over)")
+        elif self.warm_start and self.warm_start.get("base_model"):  # given a base model, and could not use it
+            text += f"; from scratch ({self.warm_start['why']})"
+        return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,7 +364,8 @@ def training_length(model_run_uri: str) -> Optional[Training]:
     with open(path) as f:
         record = json.load(f)
     return Training(int(record["examples"]), int(record["steps"]), int(record["global_batch_size"]),
-                    record.get("train_rows"), record.get("epochs"), record.get("steps_from", ""))
+                    record.get("train_rows"), record.get("epochs"), record.get("steps_from", ""),
+                    record.get("warm_start"))
 
 
 def _anomalies(artifact) -> Dict[str, Dict[str, str]]:

@@ -49,7 +49,14 @@ class SpanFolders:
         return sorted(self.folders)
 
     def label(self, span: int) -> str:
-        return self.folders[span].name if span in self.folders else str(span)
+        return label(span, self.pattern)
+
+
+def label(span: int, pattern: Optional[str]) -> str:
+    """How a span is named in its layout: `span-3`, or the date `2014-01-01` of a dated folder."""
+    if pattern == DATE_LAYOUT[0]:
+        return (datetime.date(1970, 1, 1) + datetime.timedelta(days=span)).isoformat()
+    return f"span-{span}"
 
 
 def date_span(year: int, month: int, day: int) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import List
 
-from pipeline import configs
+from pipeline import configs, spans
 from pipeline.run_view import RunView, TFLiteComparison
 
 # TFMA metric name -> (label in the summary, config attribute holding its bound, if any)
@@ -31,8 +31,8 @@ def render(config: configs.PipelineConfig, view: RunView) -> str:
         lines.append("  anomalies: " + ("none" if not problems else "; ".join(problems)))
 
     if config.span is not None:
-        lines.append(f"  span: {config.span} ingested; trained on "
-                     + (", ".join(map(str, config.window_spans)) if config.window_spans else "its own train split")
+        lines.append(f"  span: {_span(config, config.span)} ingested; trained on "
+                     + (_spans(config, config.window_spans) if config.window_spans else "its own train split")
                      + (f"; analyzer cache: {view.analysis_reuse}" if view.analysis_reuse else ""))
     if view.drift is not None:
         lines.append(f"  drift: {view.drift.line()}")
@@ -41,7 +41,7 @@ def render(config: configs.PipelineConfig, view: RunView) -> str:
     if view.serving_graph is not None:
         lines.append(f"  serving_default runs: {view.serving_graph.line()}")
     if view.evaluation_uri:
-        judged = (f"all of span {config.span}, trained on span(s) {', '.join(map(str, config.window_spans))}"
+        judged = (f"all of {_span(config, config.span)}, trained on {_spans(config, config.window_spans)}"
                   if config.window_spans else "eval split")
         lines.append(f"  evaluation ({judged}, from the Evaluator):")
         for key, label, bound in SHOWN_METRICS:
@@ -63,6 +63,14 @@ def render(config: configs.PipelineConfig, view: RunView) -> str:
     if view.push is not None:
         lines.append(f"  serve it: taxi-pipeline serve --home {config.home}")
     return "\n".join(lines)
+
+
+def _span(config: configs.PipelineConfig, span: int) -> str:
+    return spans.label(span, config.span_pattern)
+
+
+def _spans(config: configs.PipelineConfig, numbers) -> str:
+    return ", ".join(_span(config, span) for span in numbers)
 
 
 def tflite_lines(comparison: TFLiteComparison) -> List[str]:

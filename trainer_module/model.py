@@ -93,7 +93,11 @@ def build_model(cardinalities: Dict[str, int], learning_rate: float, decay_steps
     With `decay_steps`, the learning rate follows a cosine down to 0 over training: the last steps
     only refine, so the final weights do not depend on where the noise of the last batches left them.
     """
-    model = TaxiModel(cardinalities, **sizes)
+    return compile_model(TaxiModel(cardinalities, **sizes), learning_rate, decay_steps)
+
+
+def compile_model(model: TaxiModel, learning_rate: float, decay_steps: int = 0) -> TaxiModel:
+    """`build_model`'s optimizer, loss and metrics, for a model made (and warm-started) before."""
     if decay_steps:
         learning_rate = tf.keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     model.compile(

@@ -18,9 +18,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
-from trainer_module import features, tflite_export
+from trainer_module import features, tflite_export, warm_start
 from trainer_module.dense_preprocessing import DensePreprocessing, PreprocessingMismatch, as_parsed
-from trainer_module.model import build_model, cardinalities_from
+from trainer_module.model import TaxiModel, cardinalities_from, compile_model
 from trainer_module.settings import TRAINING_LOOPS, TrainingSettings  # noqa: F401  (re-exported)
 
 OUTPUT_KEY = "probabilities"
@@ -358,21 +358,22 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
 
     train_ds = training_input(fn_args, tf_transform_output, settings, global_batch)
     eval_ds = validation_input(fn_args, tf_transform_output, global_batch)
+    cardinalities = cardinalities_from(tf_transform_output)
     with strategy.scope():
-        model = build_model(
-            cardinalities_from(tf_transform_output), float(settings.learning_rate), decay_steps=fn_args.train_steps,
-            hidden_units=settings.hidden_units, embedding_dim=settings.embedding_dim,
-        )
+        model = TaxiModel(cardinalities, hidden_units=settings.hidden_units, embedding_dim=settings.embedding_dim)
+        warm_start.build(model, cardinalities)
+        warm = warm_start.warm_start(model, cardinalities, tf_transform_output, fn_args.base_model)
+        steps = warm_start.warm_steps(fn_args.train_steps, warm)
+        compile_model(model, float(settings.learning_rate), decay_steps=steps)
+    logging.info("warm start: %s", warm)
 
     started = time.time()
     if settings.training_loop == "custom":
-        history = train_with_custom_loop(
-            strategy, model, train_ds, eval_ds, fn_args.train_steps, fn_args.eval_steps, global_batch
-        )
+        history = train_with_custom_loop(strategy, model, train_ds, eval_ds, steps, fn_args.eval_steps, global_batch)
     else:
-        history = train_with_fit(model, train_ds, eval_ds, fn_args.train_steps, fn_args.eval_steps)
+        history = train_with_fit(model, train_ds, eval_ds, steps, fn_args.eval_steps)
     seconds = time.time() - started
-    points, per_point = curve_points(fn_args.train_steps)
+    points, per_point = curve_points(steps)
     steps_run = points * per_point
 
     # Every worker saves (collective ops); only the chief's copy is the model.
@@ -398,6 +399,7 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
         "global_batch_size": global_batch,
         "examples_per_second": steps_run * global_batch / max(seconds, 1e-9),
         "training_loop": settings.training_loop,
+        "warm_start": warm,
         "saved_to": save_dir if task["is_chief"] else None,
     }
     _write_json(os.path.join(fn_args.model_run_dir, "workers", f"worker-{task['task_index']}.json"), record)
