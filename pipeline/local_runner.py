@@ -102,8 +102,8 @@ def run_spans(config: configs.PipelineConfig, folders: spans.SpanFolders) -> int
     """
     from pipeline import summary
 
-    retry = not (config.fail_on_drift and config.fail_on_anomalies)  # what a refusal says to run again with
-    todo = spans.new_spans(folders, spans.ingested(config.metadata_path), retry_refused=retry)
+    allowed = (() if config.fail_on_anomalies else ("AnomaliesGate",)) + (() if config.fail_on_drift else ("DriftCheck",))
+    todo = spans.new_spans(folders, spans.ingested(config.metadata_path), allowed)
     if not todo:
         print(f"taxi-pipeline: no new span in {config.data} (newest: {folders.label(folders.spans[-1])}, "
               "already ingested); nothing to do")

@@ -99,6 +99,7 @@ class Ingested:
     span: int
     accepted: bool  # its gates passed: it may be trained on
     run_id: str
+    refused_by: Tuple[str, ...] = ()  # the gates that failed (GATES' names); empty when accepted or unfinished
 
 
 def ingested(metadata_path: Path) -> Dict[int, Ingested]:
@@ -124,24 +125,25 @@ def ingested(metadata_path: Path) -> Dict[int, Ingested]:
         span = span_of(examples) if examples is not None else None
         if span is None:
             continue
-        accepted = all(run.nodes.get(gate) is not None and run.nodes[gate].state in PASSED for gate in GATES)
-        found[span] = Ingested(span, accepted, run.run_id)
+        states = {gate: run.nodes[gate].state if gate in run.nodes else None for gate in GATES}
+        accepted = all(state in PASSED for state in states.values())
+        found[span] = Ingested(span, accepted, run.run_id, tuple(g for g, state in states.items() if state == "FAILED"))
     return found
 
 
-def new_spans(folders: SpanFolders, history: Dict[int, Ingested], retry_refused: bool = False) -> List[int]:
+def new_spans(folders: SpanFolders, history: Dict[int, Ingested], allowed: Tuple[str, ...] = ()) -> List[int]:
     """The spans newer than every ingested one, oldest first: what the next runs ingest, one each.
 
-    With `retry_refused` (a run told to let anomalies or drift through), also the refused spans newer
-    than the newest accepted one: what the refusal's message told the user to run again.
+    `allowed`: the gates this run lets through (`--allow-drift`: DriftCheck). A span refused only by
+    those, newer than the newest accepted span, runs again first: what its refusal told the user to do.
     """
     newest = max(history, default=None)
     todo = [span for span in folders.spans if newest is None or span > newest]
-    if retry_refused:
-        newest_accepted = max((s for s, record in history.items() if record.accepted), default=None)
-        todo = sorted(s for s, record in history.items() if not record.accepted and s in folders.folders
-                      and (newest_accepted is None or s > newest_accepted)) + todo
-    return todo
+    newest_accepted = max((s for s, record in history.items() if record.accepted), default=None)
+    retry = [s for s, record in history.items()
+             if record.refused_by and set(record.refused_by) <= set(allowed) and s in folders.folders
+             and (newest_accepted is None or s > newest_accepted)]
+    return sorted(retry) + todo
 
 
 def training_window(span: int, history: Dict[int, Ingested], window: int) -> Tuple[int, ...]:

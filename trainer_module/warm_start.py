@@ -56,7 +56,7 @@ def row_map(model_cardinalities: Dict[str, int], tf_transform_output, base_dir: 
     """(new row, base row) pairs of the shared tables, the base table's size, or a reason it cannot map."""
     raw_names = {features.transformed_name(name): name for name in features.CATEGORICAL_FEATURES}
     new_rows, base_rows, pairs = 0, 0, []
-    for name, size in model_cardinalities.items():  # the model's order: sorted transformed names
+    for name, size in sorted(model_cardinalities.items()):  # TaxiModel orders its table by sorted name
         raw = raw_names.get(name)
         if raw is not None:
             base_vocab = _base_vocabulary(base_dir, raw)
@@ -79,26 +79,26 @@ def row_map(model_cardinalities: Dict[str, int], tf_transform_output, base_dir: 
 def warm_start(model, cardinalities: Dict[str, int], tf_transform_output, base_dir: Optional[str]) -> Dict[str, object]:
     """Copies what carries over from `base_dir` into the built `model`; returns the record of what it did."""
     if not base_dir:
-        return {"warm_start": False, "base_model": None, "why": "no base model given"}
+        return _cold(None, "no base model given")
     try:
         reader = tf.train.load_checkpoint(os.path.join(base_dir, "variables", "variables"))
     except (tf.errors.OpError, ValueError) as err:
-        return {"warm_start": False, "base_model": base_dir, "why": f"the base model's weights cannot be read: {err}"}
+        return _cold(base_dir, f"the base model's weights cannot be read: {err}")
     shapes = reader.get_variable_to_shape_map()
     dense = _dense_variables(model)
     if _VARIABLE.format(f"hidden/{len(model.hidden)}/kernel") in shapes:
-        return {"warm_start": False, "base_model": base_dir, "why": "the base model has more hidden layers (other model sizes)"}
+        return _cold(base_dir, "the base model has more hidden layers (other model sizes)")
     for path, variable in dense.items():
         if list(shapes.get(_VARIABLE.format(path), [])) != variable.shape.as_list():
-            return {"warm_start": False, "base_model": base_dir, "why": f"{path} is {shapes.get(_VARIABLE.format(path))} in the base model, "
-                                                f"{variable.shape.as_list()} here (other model sizes)"}
+            return _cold(base_dir, f"{path} is {shapes.get(_VARIABLE.format(path))} in the base model, "
+                                                f"{variable.shape.as_list()} here (other model sizes)")
     pairs, base_rows, why = row_map(cardinalities, tf_transform_output, base_dir)
     if why:
-        return {"warm_start": False, "base_model": base_dir, "why": why}
+        return _cold(base_dir, why)
     for table in ("embedding/embeddings", "wide/embeddings"):
         if shapes.get(_VARIABLE.format(table), [None])[0] != base_rows:
-            return {"warm_start": False, "base_model": base_dir, "why": f"the base model's {table} has {shapes.get(_VARIABLE.format(table))} "
-                                                f"rows, its vocabularies say {base_rows}"}
+            return _cold(base_dir, f"the base model's {table} has {shapes.get(_VARIABLE.format(table))} "
+                                                f"rows, its vocabularies say {base_rows}")
     for path, variable in dense.items():
         variable.assign(reader.get_tensor(_VARIABLE.format(path)))
     new_index, base_index = (np.array(side, dtype=np.int64) for side in zip(*pairs))
@@ -108,6 +108,10 @@ def warm_start(model, cardinalities: Dict[str, int], tf_transform_output, base_d
         layer.embeddings.assign(values)
     total = sum(cardinalities.values())
     return {"warm_start": True, "base_model": base_dir, "rows_carried": len(pairs), "rows": total}
+
+
+def _cold(base_dir: Optional[str], why: str) -> Dict[str, object]:
+    return {"warm_start": False, "base_model": base_dir, "why": why}
 
 
 def _dense_variables(model) -> Dict[str, tf.Variable]:
