@@ -31,6 +31,7 @@ COMMANDS = {
     "report": ("pipeline.report", "a self-contained HTML report with plots of the last run"),
     "make-spans": ("pipeline.make_spans", "split one CSV into dated span folders by a timestamp column (for run --data)"),
     "skew": ("pipeline.skew", "compare logged serving requests with the training statistics of the model that served them"),
+    "rollback": ("pipeline.rollback", "serve the previous (or --to) pushed version again, and record it in ML Metadata"),
 }
 
 

@@ -16,6 +16,7 @@ import dataclasses
 import os
 from typing import Dict, List, Optional, Tuple
 
+from pipeline import rollback_record
 from pipeline.run_results import NodeResult, RunResult, load_run
 
 OVERALL = "Overall"
@@ -36,6 +37,7 @@ class Verdict:
     evaluator_blessed: Optional[bool]  # None: the Evaluator recorded no blessing (did not run or finish)
     failures: Tuple[str, ...] = ()  # thresholds TFMA found missed, one line each
     serving_check: Optional[ServingCheck] = None  # None: the ServingValidator did not run
+    withdrawn: str = ""  # a rollback withdrew the blessing since: "by the rollback to version V on DATE"
 
     @property
     def servable(self) -> bool:
@@ -55,7 +57,7 @@ class Verdict:
             return "NO: " + self.why_not
         if self.serving_check is not None and not self.serving_check.passed:
             return f"blessed, but the serving check failed: {self.serving_check.reason}"
-        return "yes"
+        return f"yes, withdrawn {self.withdrawn}" if self.withdrawn else "yes"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -420,7 +422,8 @@ def _verdict(result: RunResult, evaluation_uri: Optional[str]) -> Verdict:
     blessing = evaluator.output("blessing") if evaluator else None
     if blessing is None or "blessed" not in blessing.custom_properties:
         return Verdict(None)
-    blessed = blessing.custom_properties["blessed"].int_value == 1
+    withdrawn = rollback_record.withdrawal(blessing)  # the Evaluator blessed it; a rollback took that back
+    blessed = blessing.custom_properties["blessed"].int_value == 1 or bool(withdrawn)
     failures = tuple(validation_failures(evaluation_uri)) if (not blessed and evaluation_uri) else ()
     validator = result.nodes.get("ServingValidator")
     infra = validator.output("blessing") if validator else None
@@ -428,7 +431,7 @@ def _verdict(result: RunResult, evaluation_uri: Optional[str]) -> Verdict:
     if infra is not None and "blessed" in infra.custom_properties:
         check = ServingCheck(infra.custom_properties["blessed"].int_value == 1,
                              infra.custom_properties["reason"].string_value if "reason" in infra.custom_properties else "")
-    return Verdict(blessed, failures, check)
+    return Verdict(blessed, failures, check, withdrawn)
 
 
 def _push(result: RunResult) -> Optional[Push]:

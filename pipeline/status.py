@@ -15,6 +15,7 @@ from typing import List
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from pipeline import configs, report_quiet, report_store, run_view
 from pipeline.errors import UserError
+from pipeline.rollback_record import status_lines as rollback_lines
 
 NO_RUNS = "no runs yet: run `taxi-pipeline run`"
 
@@ -50,6 +51,7 @@ def render(config: configs.PipelineConfig, limit: int) -> str:
     for context in contexts:
         lines += render_run(run_view.load(config.metadata_path, context.name, config.pipeline_root)) + [""]
     lines += render_serving(config.serving_model_dir)
+    lines += rollback_lines(store)  # what was rolled back, and when
     skew = run_view.load_skew(config.reports_dir)
     if skew is not None:
         lines += skew.lines()
