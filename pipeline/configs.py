@@ -88,6 +88,7 @@ class PipelineConfig:
     span_pattern: Optional[str] = None
     window_spans: Tuple[int, ...] = ()
     window: int = 4  # how many accepted spans a run trains on (`run --window`)
+    warm_start: bool = True  # with spans: start from the baseline model's weights (`run --cold-start`: not)
 
     # Trainer. The length follows the data: `epochs` passes over the training split (None: at least
     # one pass, more up to today's 128k examples on small data; trainer_module/training_length.py).

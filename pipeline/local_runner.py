@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "pipeline run per span, trains on the --window spans before it and is judged on it")
     parser.add_argument("--window", type=int, default=defaults.window,
                         help=f"with span folders: how many of the newest accepted spans to train on (default {defaults.window})")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="with span folders: train from scratch instead of from the baseline model's weights")
     parser.add_argument("--epochs", type=float, default=defaults.epochs,
                         help="passes over the training split (default: at least one; on small data more, "
                              "up to 128,000 examples)")
@@ -65,6 +67,7 @@ def config_from_args(args) -> configs.PipelineConfig:
         **beam_runners.fields_from_args(args),
         fail_on_drift=not getattr(args, "allow_drift", False),
         window=getattr(args, "window", configs.PipelineConfig.window),
+        warm_start=not getattr(args, "cold_start", False),
     )
     if args.home:
         overrides["home"] = args.home.resolve()

@@ -175,7 +175,8 @@ def create_components(config: configs.PipelineConfig) -> List:
         train_args=trainer_pb2.TrainArgs(num_steps=config.train_steps or 0,
                                          splits=["train", "eval"] if window is not None else ["train"]),
         eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps),
-        base_model=baseline_model if config.span is not None else None,  # warm start: trainer_module/warm_start.py
+        # Warm start (trainer_module/warm_start.py) from the baseline, in runs over spans.
+        base_model=baseline_model if config.span is not None and config.warm_start else None,
         custom_config=config.trainer_custom_config(),
         custom_executor_spec=executor_spec.ExecutorClassSpec(MultiWorkerExecutor),
     )
