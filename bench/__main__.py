@@ -7,7 +7,7 @@ import importlib
 import sys
 
 BENCHMARKS = ("pipeline_vs_reference", "training_throughput", "serving_latency", "serving_graph", "serving_warmup", "new_connection",
-              "serving_hostile", "serving_fuzz", "scale")
+              "serving_hostile", "serving_fuzz", "scale", "spans")
 
 
 def main(argv=None) -> int:
