@@ -1,6 +1,7 @@
 """`taxi-pipeline report`: one self-contained HTML file describing a run, from its components' own outputs.
 
-Data statistics per split, anomalies, drift against the served model's training data, training
+The trend across the runs up to this one (metrics, drift, rows ingested, verdicts, serving versions),
+then data statistics per split, anomalies, drift against the served model's training data, training
 curves, evaluation by slice, calibration, TF Lite against the SavedModel, the blessing (bars against
 measured values), the push, and the last `taxi-pipeline skew`, for the newest run or `--run RUN_ID`.
 The file embeds its figures, so it can be archived or mailed as is; the path is printed last.
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Optional
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from pipeline import configs, report_html, report_quiet, report_store, run_view
+from pipeline import configs, history, report_html, report_quiet, report_store, run_view
 from pipeline.errors import UserError
+
+TREND_RUNS = 30  # the trend section: this run and the runs before it, at most this many
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,9 +65,11 @@ def build(config: configs.PipelineConfig, run_id: Optional[str] = None, output: 
 def render(config: configs.PipelineConfig, view: run_view.RunView, build_started: float) -> str:
     from pipeline import report_sections as sections
 
-    parts = [section(view) for section in (sections.components, sections.data, sections.anomalies, sections.drift,
-                                           sections.training, sections.evaluation, sections.calibration,
-                                           sections.tflite, sections.blessing, sections.push)]
+    records = history.records(config, TREND_RUNS, until=view.run_id)
+    parts = [sections.trend(records, view.run_id, {"auc": config.min_auc, "binary_accuracy": config.min_accuracy})]
+    parts += [section(view) for section in (sections.components, sections.data, sections.anomalies, sections.drift,
+                                            sections.training, sections.evaluation, sections.calibration,
+                                            sections.tflite, sections.blessing, sections.push)]
     parts.append(sections.skew(run_view.load_skew(config.reports_dir)))
     started = datetime.datetime.fromtimestamp(view.started_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
     meta = [

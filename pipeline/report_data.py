@@ -265,6 +265,26 @@ def blessing_checks(evaluation_uri: str) -> List[Check]:
     return checks
 
 
+def value_bars(evaluation_uri: str) -> Dict[str, float]:
+    """metric -> the lowest value the Evaluator accepted on the overall slice (the lower bounds of the value
+    thresholds in its eval_config.json: the bars it applied, whatever the config says today); {} without one."""
+    try:
+        with open(os.path.join(evaluation_uri, "eval_config.json")) as f:
+            eval_config = json.load(f).get("evalConfig", {})
+    except (OSError, ValueError):
+        return {}
+    bars = {}
+    for spec in eval_config.get("metricsSpecs", []):
+        for metric in spec.get("metrics", []):
+            thresholds = [metric["threshold"]] if "threshold" in metric else []
+            thresholds += [t.get("threshold", {}) for t in metric.get("perSliceThresholds", [])
+                           if any(not s for s in t.get("slicingSpecs", [{}]))]  # {}: the overall slice
+            for threshold in thresholds:
+                if "lowerBound" in threshold.get("valueThreshold", {}):
+                    bars[_metric_name(metric)] = float(threshold["valueThreshold"]["lowerBound"])
+    return bars
+
+
 def had_baseline(evaluation_uri: str) -> bool:
     """Whether the Evaluator compared against a baseline model (a model spec marked is_baseline)."""
     try:

@@ -7,6 +7,7 @@ probabilities honest?) and closes it, so building a report never accumulates ope
 """
 from __future__ import annotations
 
+import datetime
 import io
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -15,9 +16,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator  # noqa: E402
 
-from pipeline import report_data  # noqa: E402
+from pipeline import history, report_data  # noqa: E402
 
 DPI = 80
 SPLIT_COLORS = {"train": "#1f77b4", "eval": "#ff7f0e"}
@@ -190,3 +192,171 @@ def distances(rows: Sequence, title: str) -> bytes:
     ax.set_title(title)
     ax.set_xlim(0, max(ratios + [1.0]) * 1.6)
     return _png(fig)
+
+
+METRIC_COLORS = {"auc": "#1f77b4", "binary_accuracy": "#ff7f0e"}
+TREND_METRICS = (("auc", "AUC"), ("binary_accuracy", "accuracy"))
+SERVING_COLOR = "#2ca02c"
+ROLLBACK_COLOR = "#8e44ad"
+REFUSED_COLOR = "#c0392b"
+FAILED_COLOR = "#7f8c8d"
+STOPPED = (history.REFUSED, history.FAILED)  # runs that ended before an evaluation: a band, a cross
+
+
+def trend(records: Sequence, current: Optional[str] = None, default_bars: Optional[Dict[str, float]] = None) -> bytes:
+    """The runs of a home side by side (`history.RunRecord`s, oldest first), one column per run.
+
+    Top: AUC and accuracy with the blessing bars each run was held to (dashed; a run that was not
+    evaluated keeps the bar of the run before it; `default_bars` where no run recorded any). The marker
+    is filled where the model was pushed, hollow where it was not, half-filled where it already served;
+    a cross (and a band through every panel) where a gate refused the data (red) or a component failed
+    (grey). A green line marks each run after which another version served, its version on the top
+    axis. Below: the largest drift distance over its threshold (red above 1, the threshold), and the
+    rows ingested per split. `current`: the run the report is about, its label in bold."""
+    n = len(records)
+    x = list(range(n))
+    width = 0.5 if n >= 8 else 0.3  # bars stay bars, not blocks, when there are few runs
+    fig, (top, mid, low) = plt.subplots(3, 1, figsize=(13.4, 7.4), sharex=True,
+                                        gridspec_kw={"height_ratios": [3.2, 1.15, 1.15], "hspace": 0.1})
+    for i, r in enumerate(records):
+        if r.verdict in STOPPED:
+            for ax in (top, mid, low):
+                ax.axvspan(i - 0.5, i + 0.5, color=_stopped_color(r), alpha=0.09, linewidth=0)
+        if r.serving_changed:
+            for ax in (top, mid, low):
+                ax.axvline(i, color=SERVING_COLOR, linewidth=1.4, alpha=0.75, zorder=0)
+        if r.rollbacks:  # between the run before and this one
+            for ax in (top, mid, low):
+                ax.axvline(i - 0.5, color=ROLLBACK_COLOR, linewidth=1.4, linestyle=(0, (4, 2)), zorder=0)
+
+    values: List[float] = []
+    for key, label in TREND_METRICS:
+        color = METRIC_COLORS[key]
+        points = [(i, r.auc if key == "auc" else r.accuracy) for i, r in enumerate(records)]
+        points = [(i, v) for i, v in points if v is not None]
+        values += [v for _, v in points]
+        if points:
+            top.plot([i for i, _ in points], [v for _, v in points], color=color, linewidth=1.8, label=label, zorder=2)
+        for i, v in points:
+            fill = {history.PUSHED: "full", history.SAME_MODEL: "left"}.get(records[i].verdict, "none")
+            top.plot([i], [v], marker="o", markersize=9, color=color, fillstyle=fill, markerfacecolor=color
+                     if fill != "none" else "white", markerfacecoloralt="white", markeredgewidth=1.6,
+                     linestyle="none", zorder=3)
+        bars = _carried(r.bars.get(key) for r in records)
+        if not any(b is not None for b in bars):
+            bars = [(default_bars or {}).get(key)] * n
+        if any(b is not None for b in bars):
+            values += [b for b in bars if b is not None]
+            edges = [i - 0.5 for i in x] + [n - 0.5]
+            top.stairs([float("nan") if b is None else b for b in bars], edges, color=color, linestyle="--",
+                       linewidth=1.1, alpha=0.85, label=f"{label} bar", zorder=1, baseline=None)
+            top.text(n - 0.45, bars[-1], f"bar {bars[-1]:.2f}", color=color, fontsize=9, va="bottom", ha="right")
+    top.set_ylim(max(0.0, math.floor((min(values, default=0.5) - 0.015) * 50) / 50),
+                 min(1.0, max(values, default=0.98) + 0.015))
+    for i, r in enumerate(records):
+        if r.verdict in STOPPED:
+            top.plot([i], [0.07], transform=top.get_xaxis_transform(), marker="X", markersize=11, linestyle="none",
+                     color=_stopped_color(r), zorder=3)
+            top.text(i, 0.14, f"{r.verdict}\n{r.reason}", transform=top.get_xaxis_transform(), ha="center",
+                     va="bottom", fontsize=8.5, color=_stopped_color(r))
+    top.set_ylabel("on the eval split", fontsize=10)
+    top.grid(axis="y", alpha=0.3)
+    # The version serving from each change on, along the top: pushed (green) or rolled back to (purple).
+    changed = [i for i, r in enumerate(records) if r.serving_changed]
+    rolled = [i for i, r in enumerate(records) if r.rollbacks]
+    marks = sorted([(i, f"v{records[i].serving_version}", SERVING_COLOR) for i in changed]
+                   + [(i - 0.5, f"\u21a9 v{records[i].rollbacks[-1].to_version}", ROLLBACK_COLOR) for i in rolled])
+    versions = top.secondary_xaxis("top")
+    crowded = len(marks) > max(4, n // 4)  # slanted, so neighbouring versions do not overlap
+    versions.set_xticks([m[0] for m in marks], [m[1] for m in marks], fontsize=8.5,
+                        rotation=30 if crowded else 0, ha="left" if crowded else "center")
+    for label, (_, _, color) in zip(versions.get_xticklabels(), marks):
+        label.set_color(color)
+    versions.tick_params(axis="x", length=3)
+
+    handles, labels = top.get_legend_handles_labels()
+    marker = dict(linestyle="none", markersize=8, color="#555", markeredgewidth=1.5)
+    verdicts = {r.verdict for r in records}
+    for shown, handle, label in (
+            (True, Line2D([], [], marker="o", **marker), "pushed"),
+            (True, Line2D([], [], marker="o", markerfacecolor="white", **marker), "not pushed"),
+            (history.SAME_MODEL in verdicts,
+             Line2D([], [], marker="o", fillstyle="left", markerfacecoloralt="white", **marker), "already serving"),
+            (history.REFUSED in verdicts, Line2D([], [], marker="X", **{**marker, "color": REFUSED_COLOR}),
+             "refused: bad or drifted data"),
+            (history.FAILED in verdicts, Line2D([], [], marker="X", **{**marker, "color": FAILED_COLOR}),
+             "failed (see its log)"),
+            (bool(changed), Line2D([], [], color=SERVING_COLOR, linewidth=1.5), "new version serving"),
+            (bool(rolled), Line2D([], [], color=ROLLBACK_COLOR, linewidth=1.5, linestyle=(0, (4, 2))), "rolled back")):
+        if shown:
+            handles.append(handle)
+            labels.append(label)
+    rows = 1 if len(labels) <= 7 else 2  # two rows pair each metric with its bar, and pushed with not pushed
+    fig.legend(handles, labels, loc="upper center", ncol=math.ceil(len(labels) / rows), fontsize=9.5, frameon=False,
+               bbox_to_anchor=(0.5, 1.0), handlelength=1.8, columnspacing=1.6)
+
+    # Drift: the largest distance over its threshold; the dashed line is the threshold.
+    ratios = [r.drift_ratio for r in records]
+    measured = [(i, v) for i, v in enumerate(ratios) if v is not None]
+    mid.bar([i for i, _ in measured], [v for _, v in measured], width=width,
+            color=[REFUSED_COLOR if v > 1 else "#95a5a6" for _, v in measured])
+    mid.axhline(1.0, color="black", linestyle="--", linewidth=1)
+    for i, r in enumerate(records):
+        if r.drift_ratio is None:
+            mid.text(i, 0.08, "not\ncompared", transform=mid.get_xaxis_transform(), ha="center", fontsize=8,
+                     color="#888", bbox=dict(facecolor="white", edgecolor="none", pad=1))
+        elif r.drifted:
+            mid.text(i, r.drift_ratio, ", ".join(r.drifted), ha="center", va="bottom", fontsize=8.5,
+                     color=REFUSED_COLOR)
+    mid.set_ylim(0, max([v for _, v in measured] + [1.0]) * 1.4)
+    mid.set_ylabel("drift\n(max / threshold)", fontsize=10)
+    mid.yaxis.set_major_locator(MaxNLocator(3))
+
+    # Rows ingested, stacked by split.
+    splits = sorted({s for r in records for s in r.rows}, key=report_data.split_order)
+    bottom = [0.0] * n
+    for k, split in enumerate(splits):
+        heights = [float(r.rows.get(split, 0)) for r in records]
+        low.bar(x, heights, bottom=bottom, width=width, color=_split_color(split, k), label=split)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    low.set_ylabel("rows ingested", fontsize=10)
+    low.yaxis.set_major_locator(MaxNLocator(3))
+    low.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    if splits:
+        low.legend(fontsize=9, loc="upper left", ncol=len(splits), frameon=False)
+        low.set_ylim(0, max(bottom + [1.0]) * 1.35)
+
+    # One label per run: the span it ingested where the runs have spans, else when it started.
+    spans = [r.span for r in records]
+    if any(spans) or len({s for s in spans if s is not None}) > 1:
+        ticks = [r.span_label for r in records]
+        low.set_xlabel("run, by the span it ingested (oldest first)", fontsize=10)
+    else:
+        starts = [datetime.datetime.fromtimestamp(r.started_ms / 1000) for r in records]
+        ticks = [t.strftime("%m-%d %H:%M") for t in starts]
+        if len(set(ticks)) < n:  # runs within one minute
+            ticks = [t.strftime("%m-%d %H:%M:%S") for t in starts]
+        low.set_xlabel("run, by its start (oldest first)", fontsize=10)
+    slanted = n > 12
+    low.set_xticks(x, ticks, rotation=40 if slanted else 0, ha="right" if slanted else "center")
+    for tick, r in zip(low.get_xticklabels(), records):
+        if r.run_id == current:
+            tick.set_fontweight("bold")
+    low.set_xlim(-0.6, n - 0.4)
+    for ax in (top, mid, low):
+        ax.tick_params(labelsize=9)
+    fig.subplots_adjust(left=0.07, right=0.965, top=0.88 if rows == 1 else 0.85, bottom=0.13 if slanted else 0.09)
+    return _png(fig)
+
+
+def _stopped_color(record) -> str:
+    return REFUSED_COLOR if record.verdict == history.REFUSED else FAILED_COLOR
+
+
+def _carried(values) -> List[Optional[float]]:
+    """Each None replaced by the value before it (or, at the start, the first value after it)."""
+    out: List[Optional[float]] = []
+    for v in values:
+        out.append(v if v is not None else (out[-1] if out else None))
+    first = next((v for v in out if v is not None), None)
+    return [first if v is None else v for v in out]

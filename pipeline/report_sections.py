@@ -5,9 +5,10 @@ a component removed from the pipeline) instead of failing the whole report.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import datetime
+from typing import Dict, List, Optional, Tuple
 
-from pipeline import report_data, report_plots
+from pipeline import history, report_data, report_plots
 from pipeline.run_view import RunView, SkewCheck
 from pipeline.report_html import Cell, count, esc, figure, num, paragraph, percent, section, table
 
@@ -229,6 +230,46 @@ def push(view: RunView) -> Section:
     else:
         body = paragraph("Not pushed: " + view.not_pushed_reason + ".")
     return _section("push", "Push", [body])
+
+
+# ---- the trend across runs --------------------------------------------------------------------------------
+
+def trend(records, current: Optional[str], default_bars: Dict[str, float]) -> Section:
+    """The runs up to this one (`history.RunRecord`s, oldest first): one plot, and its numbers in a table."""
+    title = "Trend across runs"
+    if not records:
+        return _section("trend", title, [paragraph("No runs recorded in ML Metadata for this home.", "note")])
+    splits = sorted({s for r in records for s in r.rows}, key=report_data.split_order)
+    headers = (["run", "started", "span"] + [f"rows {s}" for s in splits]
+               + ["AUC", "accuracy", "drift", "drifted", "verdict", "serving after"])
+    rows = []
+    for r in records:
+        rows += [[rollback.line()] + [""] * (len(headers) - 2) + [rollback.to_version] for rollback in r.rollbacks]
+        started = datetime.datetime.fromtimestamp(r.started_ms / 1000).strftime("%Y-%m-%d %H:%M")
+        ratio = r.drift_ratio
+        rows.append([r.run_id + (" (this report)" if r.run_id == current else ""), started,
+                     Cell(r.span_label, "num")]
+                    + [Cell(count(r.rows.get(s)), "num") for s in splits]
+                    + [Cell(num(r.auc), "num"), Cell(num(r.accuracy), "num"),
+                       Cell("-" if ratio is None else f"{ratio:.2f}", "fail" if r.drifted else "num"),
+                       ", ".join(r.drifted) or "-",
+                       Cell(r.verdict + (f": {r.reason}" if r.reason else ""), _verdict_class(r.verdict)),
+                       (r.serving_version or "-") + (" (new)" if r.serving_changed else "")])
+    note = (f"{len(records)} run{'s' if len(records) != 1 else ''} of this home up to this one, oldest first, from "
+            "ML Metadata. AUC and accuracy are the Evaluator's on the eval split (with spans: the newest span), "
+            "the dashed lines the bars it applied. Drift: the largest distance over its threshold among the "
+            "checked features, against the training data of the latest blessed model. Rows: ingested per split "
+            "(StatisticsGen). A green line marks a run that pushed a new version, a dashed purple one a rollback "
+            "between two runs.")
+    return _section("trend", title, [
+        paragraph(note, "note"),
+        figure(report_plots.trend(records, current, default_bars), "trend across runs"),
+        table(headers, rows, "trend-table"),
+    ])
+
+
+def _verdict_class(verdict: str) -> str:
+    return {history.PUSHED: "pass", history.REFUSED: "fail", history.FAILED: "fail"}.get(verdict, "")
 
 
 # ---- drift, TF Lite and skew ----------------------------------------------------------------------------

@@ -190,11 +190,11 @@ def test_report_goes_to_the_default_path_and_prints_it(built_report):
 def test_report_embeds_its_figures_as_real_pngs(built_report):
     _, _, _, text, _ = built_report
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    # numeric distributions, training curves, metrics by hour, calibration, TF Lite vs SavedModel
-    # (a "drift" and a "skew" figure join them when the run was checked for drift, or `skew` has run in the home)
+    # the trend across runs, numeric distributions, training curves, metrics by hour, calibration, TF Lite vs
+    # SavedModel (a "drift" and a "skew" figure join them when the run was checked for drift, or `skew` has run)
     assert [alt for alt, _ in images if alt not in ("drift", "skew")] == [
-        "numeric feature distributions", "training curves", "metrics by trip_start_hour", "calibration plot",
-        "TF Lite vs SavedModel"]
+        "trend across runs", "numeric feature distributions", "training curves", "metrics by trip_start_hour",
+        "calibration plot", "TF Lite vs SavedModel"]
     import matplotlib.image
 
     for alt, data in images:
