@@ -198,17 +198,27 @@ def span(view: RunView) -> Optional[int]:
 
 def span_label(number: Optional[int], pattern: Optional[str]) -> str:
     """The span as its folder names it (pipeline.spans: "span-3", or "2014-01-01" for a dated folder, whose
-    span is its day's number since 1970-01-01); a plain folder's span (0) as the number; "-" for none."""
+    span is its day's number since 1970-01-01), given the run's input pattern; a plain folder's span (0) as
+    the number; "-" for none."""
     if number is None:
         return "-"
-    if pattern in (spans.SPAN_LAYOUT[0], spans.DATE_LAYOUT[0]):
-        return spans.label(number, pattern)
-    return str(number)
+    layout = _layout(pattern)
+    return spans.label(number, layout) if layout else str(number)
+
+
+def _layout(pattern: Optional[str]) -> Optional[str]:
+    """The span layout (pipeline.spans.LAYOUTS' pattern) of an ExampleGen input pattern. TFX records the
+    pattern resolved for the span it read ("2016-01-01/*", "span-3/*"), so the folder name tells."""
+    folder = (pattern or "").split("/")[0]
+    for layout, regex in spans.LAYOUTS:
+        if folder == layout.split("/")[0] or regex.match(folder):
+            return layout
+    return None
 
 
 def input_pattern(store, view: RunView) -> Optional[str]:
-    """CsvExampleGen's input pattern ("span-{SPAN}/*", "{YYYY}-{MM}-{DD}/*", "*"), from the `input_config`
-    execution property TFX records on the execution that produced the run's Examples; None: not found."""
+    """CsvExampleGen's input pattern ("2016-01-01/*", "span-3/*", "*"), from the `input_config` execution
+    property TFX records on the execution that produced the run's Examples; None: not found."""
     node = view.nodes.get(EXAMPLE_GEN)
     artifact = node.output("examples") if node is not None else None
     if artifact is None or not artifact.id:

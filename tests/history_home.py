@@ -13,6 +13,7 @@ what each test says they are.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ class Run:
     refused_by: Optional[str] = None  # "AnomaliesGate" or "DriftCheck": FAILED there
     failed_at: Optional[str] = None  # another node FAILED (e.g. "Trainer")
     cached_from: Optional[int] = None  # every node CACHED from this earlier run (index): the same model
-    pattern: str = "span-{SPAN}/*"  # CsvExampleGen's input pattern (TFX's; "{YYYY}-{MM}-{DD}/*": dated folders)
+    pattern: str = "span-{SPAN}/*"  # CsvExampleGen's input pattern (pipeline.spans' layouts), before TFX resolves it
     rollback_to: Optional[int] = None  # before this run, `taxi-pipeline rollback` to the version run N pushed
 
 
@@ -77,7 +78,7 @@ def _record(m, root: Path, run_id: str, run: Run, index: int) -> Dict[str, Tuple
     examples.split_names = json.dumps(sorted(run.rows))
     if run.span is not None:
         examples.set_int_custom_property("span", run.span)  # where TFX's ExampleGen driver records it
-    input_config = json.dumps({"splits": [{"name": "single_split", "pattern": run.pattern}]})
+    input_config = json.dumps({"splits": [{"name": "single_split", "pattern": _resolved(run.pattern, run.span)}]})
     node("CsvExampleGen", properties={"input_config": input_config}, examples=examples)
     statistics = _artifact(sa.ExampleStatistics(), root / "StatisticsGen" / "statistics" / str(index))
     statistics.split_names = json.dumps(sorted(run.rows))
@@ -114,6 +115,14 @@ def _record(m, root: Path, run_id: str, run: Run, index: int) -> Dict[str, Tuple
         pushed.set_string_custom_property("pushed_destination", str(root.parent / "serving" / "taxi" / version))
     node("Pusher", pushed_model=pushed)
     return done
+
+
+def _resolved(pattern: str, span: Optional[int]) -> str:
+    """The input pattern as TFX's ExampleGen driver records it: resolved for the span it read."""
+    if span is None:
+        return pattern
+    day = datetime.date(1970, 1, 1) + datetime.timedelta(days=span)
+    return pattern.replace("{SPAN}", str(span)).replace("{YYYY}-{MM}-{DD}", day.isoformat())
 
 
 def version_of(index: int) -> int:
