@@ -57,7 +57,8 @@ def _read_options(column_names: List[str]):
     )
 
 
-def _batches(path: str, column_names: List[str]) -> Iterable[pa.RecordBatch]:
+def read_batches(path: str, column_names: List[str]) -> Iterable[pa.RecordBatch]:
+    """The file's rows as this executor reads them (every cell a string, "" for an empty one), in order."""
     if "://" in path:  # an object store: TFX's filesystem reads it (whole), Arrow parses it
         with fileio.open(path, "rb") as f:
             source = pa.BufferReader(f.read())
@@ -237,7 +238,7 @@ class _InferTypes(beam.DoFn):
 
     def process(self, path: str) -> Iterable[Dict[str, int]]:
         kinds = {name: UNKNOWN for name in self._names}
-        for batch in _batches(path, self._names):
+        for batch in read_batches(path, self._names):
             for name in self._names:
                 if kinds[name] < STRING:
                     kinds[name] = max(kinds[name], column_type(batch.column(name)))
@@ -258,7 +259,7 @@ class _Encode(beam.DoFn):
         self._rows = beam.metrics.Metrics.counter("ArrowCsvExampleGen", "rows")
 
     def process(self, path: str, kinds: Dict[str, int]) -> Iterable[bytes]:
-        for batch in _batches(path, self._names):
+        for batch in read_batches(path, self._names):
             records = encode(batch, kinds)
             if len(records) != batch.num_rows:  # every row counted: no row may be dropped on the way
                 raise RuntimeError(f"{path}: {batch.num_rows} rows read but {len(records)} examples encoded")

@@ -32,6 +32,7 @@ COMMANDS = {
     "make-spans": ("pipeline.make_spans", "split one CSV into dated span folders by a timestamp column (for run --data)"),
     "skew": ("pipeline.skew", "compare logged serving requests with the training statistics of the model that served them"),
     "rollback": ("pipeline.rollback", "serve the previous (or --to) pushed version again, and record it in ML Metadata"),
+    "score": ("pipeline.score", "score a CSV file or folder with the served model (TFX's BulkInferrer): predictions as CSV or Parquet"),
 }
 
 

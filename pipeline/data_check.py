@@ -12,31 +12,38 @@ from typing import List
 from pipeline.errors import UserError
 
 
-def required_columns(schema_path: Path) -> List[str]:
-    """Columns the curated schema expects in training data (every feature present in TRAINING)."""
+def required_columns(schema_path: Path, environment: str = "TRAINING") -> List[str]:
+    """Columns the curated schema expects in `environment`'s data (TRAINING: with the label's source,
+    SERVING: what a client sends)."""
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     schema = text_format.Parse(Path(schema_path).read_text(), schema_pb2.Schema())
-    return [f.name for f in schema.feature if "TRAINING" not in f.not_in_environment]
+    return [f.name for f in schema.feature if environment not in f.not_in_environment]
 
 
-def check_data_dir(data: Path, schema_path: Path) -> List[Path]:
-    """The CSV files under `data`; raises UserError naming what is wrong and what to do."""
-    hint = "point --data at a folder of CSV files with a header row"
+def check_data_dir(data: Path, schema_path: Path, environment: str = "TRAINING", file_ok: bool = False) -> List[Path]:
+    """The CSV files under `data` (or `data` itself, a file, when `file_ok`), sorted; raises UserError
+    naming what is wrong and what to do. The columns required are the schema's in `environment`."""
+    hint = ("point --data at a CSV file with a header row, or a folder of them" if file_ok
+            else "point --data at a folder of CSV files with a header row")
     data = Path(data)
     if not data.exists():
-        raise UserError(f"--data {data}: no such folder; {hint}")
-    if not data.is_dir():
+        raise UserError(f"--data {data}: no such {'file or folder' if file_ok else 'folder'}; {hint}")
+    if data.is_dir():
+        files = sorted(p for p in data.rglob("*") if p.is_file() and not p.name.startswith("."))
+    elif file_ok:
+        files = [data]
+    else:
         raise UserError(f"--data {data}: is a file, not a folder; {hint} (e.g. --data {data.parent})")
-    files = sorted(p for p in data.rglob("*") if p.is_file() and not p.name.startswith("."))
     if not files:
         raise UserError(f"--data {data}: the folder is empty; {hint}")
-    expected = required_columns(schema_path)
+    expected = required_columns(schema_path, environment)
     for path in files:
         header = _header(path)
         if header is None:
-            raise UserError(f"--data {data}: {path.name} is not a CSV text file; remove it from the folder or {hint}")
+            fix = hint if path == data else f"remove it from the folder or {hint}"
+            raise UserError(f"--data {data}: {path.name} is not a CSV text file; {fix}")
         missing = [c for c in expected if c not in header]
         if missing:
             raise UserError(
