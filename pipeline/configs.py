@@ -25,6 +25,7 @@ SCHEMA_PATH = features.SCHEMA_PATH  # the dataset's curated schema lives beside 
 # Module paths, not file paths: the same code runs in the Kubeflow image.
 PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
 RUN_FN = "trainer_module.run.run_fn"
+TUNER_FN = "trainer_module.tuning.tuner_fn"
 
 # Drift check: (feature, comparator, threshold, why this threshold). Distances are between this run's
 # training split and the training data of the latest blessed model, as TFDV computes them: "linf" =
@@ -105,6 +106,12 @@ class PipelineConfig:
     hidden_units: Tuple[int, ...] = TrainingSettings.hidden_units  # the model's MLP widths
     embedding_dim: int = TrainingSettings.embedding_dim  # the width of each categorical feature's embedding
     worker_timeout_s: float = TrainerSettings.worker_timeout_s
+    # Tuner (`run --tune`): KerasTuner trials over trainer_module/tuning.py's search space, each trained
+    # `tune_steps` steps (the default length on the default data); the Trainer takes the best. Runs without
+    # --tune take the last tuning's hyperparameters (locally: ML Metadata), else the defaults above.
+    tune: bool = False
+    tune_trials: int = 3
+    tune_steps: int = 500
 
     # AnomaliesGate: stop before Transform when the data does not match the curated schema.
     fail_on_anomalies: bool = True
@@ -153,7 +160,8 @@ class PipelineConfig:
             raise ValueError(f"epochs must be positive, not {self.epochs}")
         if self.span is not None and not self.span_pattern:
             raise ValueError("a span needs its input pattern (span_pattern)")
-        for name in ("train_steps", "eval_steps", "batch_size", "workers", "beam_workers", "window"):
+        for name in ("train_steps", "eval_steps", "batch_size", "workers", "beam_workers", "window",
+                     "tune_trials", "tune_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', ' ')} must be at least 1, not {getattr(self, name)}")
 

@@ -28,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "pipeline run per span, trains on the --window spans before it and is judged on it")
     parser.add_argument("--window", type=int, default=defaults.window,
                         help=f"with span folders: how many of the newest accepted spans to train on (default {defaults.window})")
+    parser.add_argument("--tune", action="store_true",
+                        help="tune the model's size and learning rate with TFX's Tuner (KerasTuner) before training; "
+                             "later runs without --tune reuse the result")
+    parser.add_argument("--tune-trials", type=int, default=defaults.tune_trials,
+                        help=f"trials for --tune (default {defaults.tune_trials}; the first is the defaults)")
     parser.add_argument("--cold-start", action="store_true",
                         help="with span folders: train from scratch instead of from the baseline model's weights")
     parser.add_argument("--epochs", type=float, default=defaults.epochs,
@@ -68,6 +73,8 @@ def config_from_args(args) -> configs.PipelineConfig:
         fail_on_drift=not getattr(args, "allow_drift", False),
         window=getattr(args, "window", configs.PipelineConfig.window),
         warm_start=not getattr(args, "cold_start", False),
+        tune=getattr(args, "tune", False),
+        tune_trials=getattr(args, "tune_trials", configs.PipelineConfig.tune_trials),
     )
     if args.home:
         overrides["home"] = args.home.resolve()

@@ -22,7 +22,6 @@ from tfx.components.transform.component import Transform
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
-from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, range_config_pb2, trainer_pb2, transform_pb2
@@ -35,6 +34,7 @@ from components.atomic_pusher import AtomicPusherExecutor
 from components.drift_check import DriftCheck
 from components.multiworker_trainer.component import Trainer
 from components.multiworker_trainer.executor import MultiWorkerExecutor
+from components.newest_artifact import NewestArtifactStrategy
 from components.reusing_evaluator import ReusingEvaluator
 from components.serving_baseline import ServingBaseline
 from components.serving_validator import ServingValidator
@@ -163,6 +163,7 @@ def create_components(config: configs.PipelineConfig) -> List:
     )
     transform.add_upstream_node(anomalies_gate)  # no Transform (nor anything after it) on bad data
     transform.add_upstream_node(drift_check)  # ... nor on data that drifted, unless told to go on
+    tuning = _tuning(config, transform, schema_gen)
     trainer = Trainer(  # TFX's Trainer, also given the raw examples (TF Lite evaluation) and their statistics
         run_fn=configs.RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -177,6 +178,7 @@ def create_components(config: configs.PipelineConfig) -> List:
         eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps),
         # Warm start (trainer_module/warm_start.py) from the baseline, in runs over spans.
         base_model=baseline_model if config.span is not None and config.warm_start else None,
+        hyperparameters=_hyperparameters(tuning),  # the Tuner's best, or the last tuning's (None: the defaults)
         custom_config=config.trainer_custom_config(),
         custom_executor_spec=executor_spec.ExecutorClassSpec(MultiWorkerExecutor),
     )
@@ -203,9 +205,39 @@ def create_components(config: configs.PipelineConfig) -> List:
     )
     return [
         example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, drift_check,
-        *[node for node in (window, analyzer_cache) if node is not None],
+        *[node for node in (window, analyzer_cache, tuning) if node is not None],
         transform, trainer, baseline, evaluator, serving_validator, pusher,
     ]
+
+
+def _tuning(config: configs.PipelineConfig, transform, schema_gen):
+    """TFX's Tuner (`run --tune`); else, locally, the last tuning's result if there is one; None on Kubeflow."""
+    if config.tune:
+        # Imported here: TFX's Tuner loads KerasTuner (and Keras 3), which no other run needs.
+        from tfx.components.tuner.component import Tuner
+
+        return Tuner(
+            tuner_fn=configs.TUNER_FN,
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            train_args=trainer_pb2.TrainArgs(num_steps=config.tune_steps),  # per trial
+            eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps),
+            custom_config={**config.trainer_custom_config(), "tune_trials": config.tune_trials},
+        )
+    if config.baseline != "latest_blessed":  # Kubeflow's backend runs no resolvers: the defaults
+        return None
+    return Resolver(
+        strategy_class=NewestArtifactStrategy,
+        hyperparameters=Channel(type=standard_artifacts.HyperParameters, producer_component_id="Tuner",
+                                output_key="best_hyperparameters"),
+    ).with_id("latest_hyperparameters")
+
+
+def _hyperparameters(tuning):
+    if tuning is None:
+        return None
+    return tuning.outputs["best_hyperparameters" if "best_hyperparameters" in tuning.outputs else "hyperparameters"]
 
 
 def _span_input(config: configs.PipelineConfig) -> dict:
@@ -237,7 +269,7 @@ def _analyzer_cache(config: configs.PipelineConfig) -> Optional[Resolver]:
     if config.span is None:
         return None
     return Resolver(
-        strategy_class=LatestArtifactStrategy,
+        strategy_class=NewestArtifactStrategy,
         cache=Channel(type=standard_artifacts.TransformCache, producer_component_id="Transform",
                       output_key="updated_analyzer_cache"),
     ).with_id("latest_analyzer_cache")

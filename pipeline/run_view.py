@@ -77,6 +77,16 @@ class Training:
     epochs: Optional[float]  # examples / train_rows
     steps_from: str  # "default epochs", "epochs" or "train_steps"
     warm_start: Optional[dict] = None  # trainer_module/warm_start.py's record; None: an older run
+    hyperparameters: Optional[dict] = None  # hidden_units, embedding_dim, learning_rate, tuned (run_fn's record)
+
+    def model_line(self, tuned_here: bool) -> Optional[str]:
+        """'hidden units 256-128, embedding 16, learning rate 0.003 (defaults)', or None for an older run."""
+        hp = self.hyperparameters
+        if not hp:
+            return None
+        source = "tuned in this run" if tuned_here else ("the last tuning's" if hp.get("tuned") else "defaults")
+        return (f"hidden units {'-'.join(map(str, hp['hidden_units']))}, embedding {hp['embedding_dim']}, "
+                f"learning rate {hp['learning_rate']:g} ({source})")
 
     def line(self) -> str:
         text = f"{self.examples:,} examples ({self.steps:,} steps x {self.global_batch_size}"
@@ -367,7 +377,7 @@ def training_length(model_run_uri: str) -> Optional[Training]:
         record = json.load(f)
     return Training(int(record["examples"]), int(record["steps"]), int(record["global_batch_size"]),
                     record.get("train_rows"), record.get("epochs"), record.get("steps_from", ""),
-                    record.get("warm_start"))
+                    record.get("warm_start"), record.get("hyperparameters"))
 
 
 def _anomalies(artifact) -> Dict[str, Dict[str, str]]:

@@ -38,6 +38,9 @@ def render(config: configs.PipelineConfig, view: RunView) -> str:
         lines.append(f"  drift: {view.drift.line()}")
     if view.training is not None:
         lines.append(f"  trained on: {view.training.line()}")
+        model = view.training.model_line(tuned_here=view.state("Tuner") in ("COMPLETE", "CACHED"))
+        if model:
+            lines.append(f"  model: {model}")
     if view.serving_graph is not None:
         lines.append(f"  serving_default runs: {view.serving_graph.line()}")
     if view.evaluation_uri:

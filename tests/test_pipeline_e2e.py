@@ -10,7 +10,7 @@ from pipeline.local_runner import run_pipeline
 
 COMPONENTS = [
     "CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "AnomaliesGate", "DriftCheck", "Transform",
-    "Trainer", "latest_blessed_model_resolver", "Evaluator", "ServingValidator", "Pusher",
+    "Trainer", "latest_blessed_model_resolver", "latest_hyperparameters", "Evaluator", "ServingValidator", "Pusher",
 ]
 
 

@@ -21,7 +21,7 @@ from tfx_bsl.public import tfxio
 from trainer_module import features, tflite_export, warm_start
 from trainer_module.dense_preprocessing import DensePreprocessing, PreprocessingMismatch, as_parsed
 from trainer_module.model import TaxiModel, cardinalities_from, compile_model
-from trainer_module.settings import TRAINING_LOOPS, TrainingSettings  # noqa: F401  (re-exported)
+from trainer_module.settings import TRAINING_LOOPS, TrainingSettings, with_hyperparameters  # noqa: F401
 
 OUTPUT_KEY = "probabilities"
 # serving_default through TF-Transform's own layer (serving_default itself runs the dense preprocessing).
@@ -349,7 +349,8 @@ def _write_json(path: str, payload: dict) -> None:
 
 def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     """Train and export. `fn_args.custom_config`: batch_size (per replica), learning_rate, training_loop."""
-    settings = TrainingSettings.from_custom_config(fn_args.custom_config)
+    # The Tuner's best hyperparameters, when the Trainer was given them, over the configured settings.
+    settings = with_hyperparameters(TrainingSettings.from_custom_config(fn_args.custom_config), fn_args.hyperparameters)
     strategy = strategy or make_strategy()
     tf.keras.utils.set_random_seed(int(settings.seed))  # same data, same settings: (nearly) the same model
     task = task_of(strategy)
@@ -400,6 +401,8 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
         "examples_per_second": steps_run * global_batch / max(seconds, 1e-9),
         "training_loop": settings.training_loop,
         "warm_start": warm,
+        "hyperparameters": {"hidden_units": list(settings.hidden_units), "embedding_dim": settings.embedding_dim,
+                            "learning_rate": settings.learning_rate, "tuned": bool(fn_args.hyperparameters)},
         "saved_to": save_dir if task["is_chief"] else None,
     }
     _write_json(os.path.join(fn_args.model_run_dir, "workers", f"worker-{task['task_index']}.json"), record)

@@ -53,3 +53,23 @@ class TrainingSettings:
         if settings.training_loop not in TRAINING_LOOPS:
             raise ValueError(f"training loop must be one of {TRAINING_LOOPS}, not {settings.training_loop!r}")
         return settings
+
+
+# Tuned settings (trainer_module/tuning.py): names in the Tuner's best_hyperparameters, hidden units as "256-128".
+TUNED = ("hidden_units", "embedding_dim", "learning_rate")
+
+
+def encode_hidden_units(units) -> str:
+    return "-".join(str(int(u)) for u in units)
+
+
+def with_hyperparameters(settings: TrainingSettings, config) -> TrainingSettings:
+    """`settings` with the values a KerasTuner HyperParameters config (TFX's fn_args.hyperparameters) sets."""
+    values = {name: value for name, value in ((config or {}).get("values") or {}).items() if name in TUNED}
+    if "hidden_units" in values:
+        values["hidden_units"] = tuple(int(u) for u in str(values["hidden_units"]).split("-"))
+    if "embedding_dim" in values:
+        values["embedding_dim"] = int(values["embedding_dim"])
+    if "learning_rate" in values:
+        values["learning_rate"] = float(values["learning_rate"])
+    return dataclasses.replace(settings, **values)

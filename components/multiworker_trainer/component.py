@@ -35,19 +35,20 @@ class TrainerWithDataSpec(standard_component_specs.TrainerSpec):
 
 class Trainer(trainer_component.Trainer):
     """`tfx.components.Trainer(examples=..., transform_graph=..., schema=..., run_fn=...)` plus
-    `raw_examples` and `statistics` (and TFX's `base_model`: the model to warm-start from)."""
+    `raw_examples` and `statistics` (and TFX's `base_model`, the model to warm-start from, and `hyperparameters`)."""
 
     SPEC_CLASS = TrainerWithDataSpec
 
     def __init__(self, examples: types.BaseChannel, run_fn: str, transform_graph: Optional[types.BaseChannel] = None,
                  schema: Optional[types.BaseChannel] = None, raw_examples: Optional[types.BaseChannel] = None,
                  statistics: Optional[types.BaseChannel] = None, base_model: Optional[types.BaseChannel] = None,
-                 train_args: Optional[trainer_pb2.TrainArgs] = None,
+                 hyperparameters: Optional[types.BaseChannel] = None, train_args: Optional[trainer_pb2.TrainArgs] = None,
                  eval_args: Optional[trainer_pb2.EvalArgs] = None, custom_config: Optional[dict] = None,
                  custom_executor_spec=None):
         spec = TrainerWithDataSpec(
             examples=examples, transform_graph=transform_graph, schema=schema, raw_examples=raw_examples,
-            statistics=statistics, base_model=base_model, train_args=train_args or trainer_pb2.TrainArgs(),
+            statistics=statistics, base_model=base_model, hyperparameters=hyperparameters,
+            train_args=train_args or trainer_pb2.TrainArgs(),
             eval_args=eval_args or trainer_pb2.EvalArgs(), run_fn=run_fn,
             custom_config=json_utils.dumps(custom_config),
             model=types.Channel(type=standard_artifacts.Model),

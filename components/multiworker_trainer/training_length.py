@@ -97,6 +97,7 @@ def write_record(model_run_dir: str, plan: Dict[str, Any]) -> Dict[str, Any]:
         record["steps"] = chief.get("steps", record["steps"])
         record["global_batch_size"] = chief.get("global_batch_size", record["global_batch_size"])
         record["warm_start"] = chief.get("warm_start")  # trainer_module/warm_start.py's record
+        record["hyperparameters"] = chief.get("hyperparameters")  # the model's sizes and rate, tuned or not
     record["examples"] = int(record["steps"]) * int(record["global_batch_size"])
     rows = record.get("train_rows")
     record["epochs"] = round(record["examples"] / rows, 3) if rows else None
