@@ -158,6 +158,7 @@ class PipelineConfig:
             raise ValueError(f"training loop must be one of {TRAINING_LOOPS}, not {self.training_loop!r}")
         if self.epochs is not None and not self.epochs > 0:
             raise ValueError(f"epochs must be positive, not {self.epochs}")
+        TrainerSettings.from_custom_config(self.trainer_custom_config())  # a misspelt key fails here, before any run
         if self.span is not None and not self.span_pattern:
             raise ValueError("a span needs its input pattern (span_pattern)")
         for name in ("train_steps", "eval_steps", "batch_size", "workers", "beam_workers", "window",

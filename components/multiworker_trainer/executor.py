@@ -105,7 +105,7 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
             pvc_mounts=pvc_mounts, image_pull_secrets=pull_secrets, env=env, secret_env=secret_env,
             active_deadline_s=int(settings.worker_timeout_s) + 60)
         launcher = tfjob_launcher.TFJobLauncher(namespace, settings.worker_timeout_s, api=api,
-                                                poll_interval_s=settings.poll_interval_s)
+                                                poll_interval_s=settings.tfjob_poll_interval_s)
         result = launcher.run(job, on_success=on_success)
         log.info("TFJob %s/%s succeeded in %.1f s", result.namespace, result.name, result.seconds)
 

@@ -32,13 +32,14 @@ class TrainerSettings:
     image: Optional[str] = None
     namespace: str = "kubeflow"
     kubernetes_api_url: Optional[str] = None
-    poll_interval_s: float = 5.0
+    tfjob_poll_interval_s: float = 5.0
     # Secrets the TFJob workers pull the image with; None: the Trainer step pod's own (step_pod.py).
     image_pull_secrets: Optional[Tuple[str, ...]] = None
 
     @classmethod
     def from_custom_config(cls, custom_config: Optional[Dict[str, Any]]) -> "TrainerSettings":
         cfg = custom_config or {}
+        check_keys(cfg)
         workers = cfg.get("workers", 1)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise TrainerConfigError(f"trainer workers must be a whole number of at least 1, not {workers!r}")
@@ -48,12 +49,29 @@ class TrainerSettings:
         return cls(workers=workers, worker_timeout_s=float(timeout), log_dir=cfg.get("log_dir") or None,
                    image=cfg.get("image") or None, namespace=cfg.get("namespace") or cls.namespace,
                    kubernetes_api_url=cfg.get("kubernetes_api_url") or os.environ.get(KUBE_API_URL_ENV) or None,
-                   poll_interval_s=float(cfg.get("tfjob_poll_interval_s", cls.poll_interval_s)),
+                   tfjob_poll_interval_s=float(cfg.get("tfjob_poll_interval_s", cls.tfjob_poll_interval_s)),
                    image_pull_secrets=_secret_names(cfg.get("image_pull_secrets")))
 
     @property
     def uses_tfjob(self) -> bool:
         return self.workers > 1 and bool(self.image or self.kubernetes_api_url or _in_cluster())
+
+
+# Keys of the Trainer's custom_config besides TrainerSettings' and run_fn's (TrainingSettings): the
+# executor's training length (multiworker_trainer/training_length.py) and the Tuner's budget.
+OTHER_KEYS = ("epochs", "tune_trials")
+
+
+def check_keys(custom_config: Dict[str, Any]) -> None:
+    """Raises TrainerConfigError naming every key no part of the Trainer reads (a misspelt setting)."""
+    from trainer_module.settings import TrainingSettings
+
+    known = ({f.name for f in dataclasses.fields(TrainerSettings)} | {f.name for f in dataclasses.fields(TrainingSettings)}
+             | set(OTHER_KEYS))
+    unknown = sorted(set(custom_config) - known)
+    if unknown:
+        raise TrainerConfigError(f"unknown trainer setting(s) {', '.join(map(repr, unknown))} in custom_config; "
+                                 f"the Trainer reads {', '.join(sorted(known))}")
 
 
 def _secret_names(value) -> Optional[Tuple[str, ...]]:

@@ -130,3 +130,15 @@ def test_the_step_pod_is_named_by_kfp_before_the_hostname(monkeypatch):
     assert step_pod.pod_name() == "taxi-pipeline-abc-system-container-impl-123"
     monkeypatch.delenv("KFP_POD_NAME")
     assert step_pod.pod_name() == "custom-hostname"
+
+
+def test_a_misspelt_trainer_setting_fails_the_run_before_any_component_starts(monkeypatch, tmp_path, capsys):
+    from pipeline import cli, configs
+
+    real = configs.PipelineConfig.trainer_custom_config
+    monkeypatch.setattr(configs.PipelineConfig, "trainer_custom_config",
+                        lambda self: {**real(self), "learning_rat": 0.01})
+    assert cli.main(["run", "--home", str(tmp_path / "home")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown trainer setting(s) 'learning_rat'" in err and "learning_rate" in err
+    assert not (tmp_path / "home" / "metadata.db").exists()  # nothing ran
