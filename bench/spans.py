@@ -61,8 +61,10 @@ def _view_of_newest_run(home: Path):
 def _record(view, quarter: str, rows_in_csv: int, run: dict) -> dict:
     training = view.training
     history = None
-    if view.model_run_uri and (Path(view.model_run_uri) / "history.json").exists():
-        history = json.loads((Path(view.model_run_uri) / "history.json").read_text())
+    from trainer_module.records import HISTORY_FILE
+
+    if view.model_run_uri and (Path(view.model_run_uri) / HISTORY_FILE).exists():
+        history = json.loads((Path(view.model_run_uri) / HISTORY_FILE).read_text())
     return {
         "quarter": quarter,
         "returncode": run["returncode"],

@@ -15,6 +15,8 @@ import os
 import re
 from typing import Dict, List, Optional, Tuple
 
+from trainer_module import records
+
 # ---- data statistics (StatisticsGen) ---------------------------------------------------------------
 
 
@@ -116,7 +118,7 @@ def training_history(model_run_uri: Optional[str]) -> Optional[Dict[str, List[fl
     """`<model_run>/history.json` (metric -> value per epoch) as run_fn wrote it; None when absent or unreadable."""
     if not model_run_uri:
         return None
-    path = os.path.join(model_run_uri, "history.json")
+    path = os.path.join(model_run_uri, records.HISTORY_FILE)
     try:
         with open(path) as f:
             history = json.load(f)

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 from pipeline import rollback_record
 from pipeline.run_results import NodeResult, RunResult, load_run
+from trainer_module import records
 
 OVERALL = "Overall"
 
@@ -370,7 +371,7 @@ def training_length(model_run_uri: str) -> Optional[Training]:
     """The Trainer's `training.json` (written by its executor), None when absent (an older run)."""
     import json
 
-    path = os.path.join(model_run_uri, "training.json")
+    path = os.path.join(model_run_uri, records.TRAINING_FILE)
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -473,7 +474,7 @@ class ServingGraph:
 
 def serving_graph(model_run_uri: str) -> Optional[ServingGraph]:
     """None when the Trainer wrote no record (an older run)."""
-    record = _read_json(os.path.join(model_run_uri, "serving_graph.json"))  # trainer_module.run.SERVING_GRAPH_FILE
+    record = _read_json(os.path.join(model_run_uri, records.SERVING_GRAPH_FILE))
     if record is None:
         return None
     diffs = record.get("max_abs_diff") or {}

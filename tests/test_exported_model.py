@@ -106,10 +106,10 @@ def _edited(row_example: bytes, **features) -> bytes:
 def test_the_pushed_model_serves_the_dense_preprocessing_checked_on_the_eval_rows(taxi_pipeline_result):
     import json
 
-    from trainer_module import run
+    from trainer_module import records
 
     _, view = taxi_pipeline_result
-    record = json.loads((Path(view.nodes["Trainer"].output_uri("model_run")) / run.SERVING_GRAPH_FILE).read_text())
+    record = json.loads((Path(view.nodes["Trainer"].output_uri("model_run")) / records.SERVING_GRAPH_FILE).read_text())
     assert record["serving_default"] == "dense_preprocessing"
     assert record["rows_checked"] == view.rows["eval"]  # every raw eval row of the run
     assert max(record["max_abs_diff"].values()) <= 1e-5 and "company_xf" in record["max_abs_diff"]
@@ -161,14 +161,14 @@ def test_serving_default_falls_back_to_tf_transforms_graph_when_the_check_fails(
     between them change bucket, and serving_default must keep TF-Transform's own graph."""
     import tensorflow_transform as tft
 
-    from trainer_module import run
+    from trainer_module import export
     from trainer_module.dense_preprocessing import DensePreprocessing
 
     _, view = taxi_pipeline_result
     output = tft.TFTransformOutput(view.nodes["Transform"].output_uri("transform_graph"))
     raw_eval = str(Path(view.nodes["CsvExampleGen"].output_uri("examples")) / "Split-eval" / "*")
 
-    dense, record = run.serving_preprocessing(output, raw_eval, limit=500)
+    dense, record = export.serving_preprocessing(output, raw_eval, limit=500)
     assert dense is not None and record["serving_default"] == "dense_preprocessing" and record["rows_checked"] == 500
 
     original = DensePreprocessing.from_transform.__func__
@@ -182,14 +182,14 @@ def test_serving_default_falls_back_to_tf_transforms_graph_when_the_check_fails(
         return made
 
     monkeypatch.setattr(DensePreprocessing, "from_transform", classmethod(with_a_moved_boundary))
-    dense, record = run.serving_preprocessing(output, raw_eval, limit=500)
+    dense, record = export.serving_preprocessing(output, raw_eval, limit=500)
     assert dense is None and record["serving_default"] == "tf_transform" and "fare_bucket_xf" in record["why"]
-    dense, record = run.serving_preprocessing(output, None)
+    dense, record = export.serving_preprocessing(output, None)
     assert dense is None and "no raw eval examples" in record["why"]
 
     def unbuildable(cls, *args):
         raise KeyError("fare_xf")  # e.g. a preprocessing_fn edited for other data
 
     monkeypatch.setattr(DensePreprocessing, "from_transform", classmethod(unbuildable))
-    dense, record = run.serving_preprocessing(output, raw_eval, limit=500)
+    dense, record = export.serving_preprocessing(output, raw_eval, limit=500)
     assert dense is None and record["why"] == "the dense preprocessing could not be built: KeyError: 'fare_xf'"

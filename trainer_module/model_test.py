@@ -8,7 +8,7 @@ import trainer_module  # noqa: F401  (TF_USE_LEGACY_KERAS first)
 import tensorflow as tf
 
 from trainer_module import model as model_lib
-from trainer_module import run
+from trainer_module import distribution, training
 
 CARDINALITIES = {"payment_type_xf": 5, "company_xf": 7, "pickup_latitude_xf": 11}
 
@@ -36,7 +36,7 @@ def test_is_a_keras_model_subclass_with_probabilities():
 def test_fit_learns_a_simple_rule():
     m = model_lib.build_model(CARDINALITIES, 0.05)
     ds = tf.data.Dataset.from_tensors(_batch()).repeat()
-    history = run.train_with_fit(m, ds, ds, steps=100, eval_steps=1)
+    history = training.train_with_fit(m, ds, ds, steps=100, eval_steps=1)
     assert history["val_auc"][-1] > 0.99 and history["loss"][-1] < history["loss"][0]
 
 
@@ -44,16 +44,16 @@ def test_custom_loop_learns_the_same_rule_and_adds_the_l2_penalty():
     strategy = tf.distribute.get_strategy()
     m = model_lib.build_model(CARDINALITIES, 0.05)
     ds = tf.data.Dataset.from_tensors(_batch()).repeat()
-    history = run.train_with_custom_loop(strategy, m, ds, ds, steps=100, eval_steps=1, global_batch=64)
+    history = training.train_with_custom_loop(strategy, m, ds, ds, steps=100, eval_steps=1, global_batch=64)
     assert history["val_auc"][-1] > 0.99 and history["loss"][-1] < history["loss"][0]
     assert m.losses  # L2 on embeddings and kernels is part of the model, so both loops optimise it
 
 
 def test_default_strategy_without_tf_config(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    strategy = run.make_strategy()
+    strategy = distribution.make_strategy()
     assert strategy.num_replicas_in_sync == 1
-    assert run.task_of(strategy) == {"task_type": "worker", "task_index": 0, "is_chief": True}
+    assert distribution.task_of(strategy) == {"task_type": "worker", "task_index": 0, "is_chief": True}
 
 
 def test_model_size_comes_from_the_settings_and_survives_a_copy():

@@ -37,7 +37,7 @@ from trainer_module import features
 from trainer_module.dense_preprocessing import DensePreprocessing, PreprocessingMismatch, densify, missing_value
 
 SIGNATURE = "serving_raw"
-OUTPUT_KEY = "probabilities"
+from trainer_module.records import OUTPUT_KEY  # noqa: E402
 FLOAT_FILE = "model_float.tflite"
 DYNAMIC_FILE = "model_dynamic_int8.tflite"
 INT8_FILE = "model_int8.tflite"

@@ -2,7 +2,7 @@
 
 The search space is `SEARCH_SPACE` (edit it here); the budget is `custom_config["tune_trials"]`
 (`run --tune --tune-trials N`). Each trial builds and trains the model exactly as `run_fn` does
-(`trainer_module.model`, `run.train_with_fit`) for the Tuner's steps, on the transformed training split,
+(`trainer_module.model`, `training.train_with_fit`) for the Tuner's steps, on the transformed training split,
 and is scored by its AUC on the eval split (`val_auc`, from the last validation round).
 
 KerasTuner's own `run_trial` would call `model.fit` with Keras 3 callbacks on this `tf_keras` model;
@@ -51,7 +51,7 @@ class TaxiTuner(keras_tuner.Tuner):
     """Trains each trial the project's way; its summaries go to the log (KerasTuner prints them)."""
 
     def run_trial(self, trial, train_ds, eval_ds, steps, eval_steps, cardinalities, seed, **_):
-        from trainer_module.run import train_with_fit
+        from trainer_module.training import train_with_fit
 
         chosen = training_settings.with_hyperparameters(training_settings.TrainingSettings(),
                                                         trial.hyperparameters.get_config())
@@ -75,7 +75,7 @@ class TaxiTuner(keras_tuner.Tuner):
 
 def tuner_fn(fn_args) -> TunerFnResult:
     """TFX's Tuner entry point: the tuner and what its `search` is called with."""
-    from trainer_module.run import input_fn
+    from trainer_module.inputs import input_fn
 
     settings = training_settings.TrainingSettings.from_custom_config(fn_args.custom_config)
     trials = int((fn_args.custom_config or {}).get("tune_trials") or DEFAULT_TRIALS)

@@ -25,12 +25,12 @@ from tfx.utils import json_utils, path_utils
 
 from components.multiworker_trainer import (job_spec, local_launcher, step_pod, tfjob_launcher, tfjob_manifest,
                                             training_length)
+from trainer_module import records
 from components.multiworker_trainer.settings import (  # noqa: F401  (TrainerConfigError re-exported)
     TRAINING_STATISTICS, TrainerConfigError, TrainerSettings)
 
 log = logging.getLogger(__name__)
 
-WORKER_REPORTS_DIR = "workers"
 
 
 class MultiWorkerExecutor(trainer_executor.GenericExecutor):
@@ -174,10 +174,10 @@ def check_worker_reports(model_run_dir: str, workers: int) -> List[Dict]:
     been stopped before it finished. Fails too if the reports show that the workers did not train
     as one synchronized job, e.g. each alone because TF_CONFIG was ignored.
     """
-    reports_dir = os.path.join(model_run_dir, WORKER_REPORTS_DIR)
+    reports_dir = os.path.join(model_run_dir, records.WORKER_REPORTS_DIR)
     reports, missing = [], []
     for index in range(workers):
-        path = os.path.join(reports_dir, f"worker-{index}.json")
+        path = records.worker_report(model_run_dir, index)
         if not fileio.exists(path):
             missing.append(index)
             continue

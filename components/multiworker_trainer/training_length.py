@@ -22,12 +22,11 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils
 
-from trainer_module import training_length
+from trainer_module import records, training_length
 from trainer_module.settings import TrainingSettings
 
 log = logging.getLogger(__name__)
 
-RECORD_FILE = "training.json"
 
 
 def count_rows(examples: List[types.Artifact], splits: List[str]) -> int:
@@ -90,7 +89,7 @@ def resolve(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[s
 def write_record(model_run_dir: str, plan: Dict[str, Any]) -> Dict[str, Any]:
     """`<model_run>/training.json`: the plan, with the steps and batch the chief's run_fn reported."""
     record = dict(plan)
-    report = os.path.join(model_run_dir, "workers", "worker-0.json")
+    report = records.worker_report(model_run_dir, 0)
     if fileio.exists(report):
         with fileio.open(report, "r") as f:
             chief = json.loads(f.read())
@@ -101,6 +100,6 @@ def write_record(model_run_dir: str, plan: Dict[str, Any]) -> Dict[str, Any]:
     record["examples"] = int(record["steps"]) * int(record["global_batch_size"])
     rows = record.get("train_rows")
     record["epochs"] = round(record["examples"] / rows, 3) if rows else None
-    with fileio.open(os.path.join(model_run_dir, RECORD_FILE), "w") as f:
+    with fileio.open(os.path.join(model_run_dir, records.TRAINING_FILE), "w") as f:
         f.write(json.dumps(record, indent=1))
     return record

@@ -1,4 +1,4 @@
-"""The training input held in memory (trainer_module.run.in_memory_input_fn) against the streamed one, on
+"""The training input held in memory (trainer_module.inputs.in_memory_input_fn) against the streamed one, on
 the transformed examples of a real pipeline run: every pass is a permutation of exactly the split's rows,
 passes differ, batches keep a static size, and what cannot be held is streamed."""
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from components.multiworker_trainer import replay
-from trainer_module import features, run
+from trainer_module import features, inputs
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_each_pass_is_a_new_permutation_of_exactly_the_split(split):
         files, tfxio.TensorFlowDatasetOptions(batch_size=1 << 20, label_key=features.LABEL_KEY, shuffle=False,
                                               num_epochs=1), transform_output.transformed_metadata.schema)))
     rows = len(streamed[1])
-    held = run.in_memory_input_fn(files, accessor, transform_output, rows, seed=7)
+    held = inputs.in_memory_input_fn(files, accessor, transform_output, rows, seed=7)
     assert held is not None
     assert held.element_spec[1].shape == (rows,)  # static batch size, as the streamed batches have
     first, second = (held_batch for _, held_batch in zip(range(2), held))
@@ -48,16 +48,16 @@ def test_each_pass_is_a_new_permutation_of_exactly_the_split(split):
 
 def test_the_same_seed_gives_every_worker_the_same_order(split):
     files, accessor, transform_output = split
-    a, b = (next(iter(run.in_memory_input_fn(files, accessor, transform_output, 64, seed=3))) for _ in range(2))
+    a, b = (next(iter(inputs.in_memory_input_fn(files, accessor, transform_output, 64, seed=3))) for _ in range(2))
     assert all(np.array_equal(a[0][name].numpy(), b[0][name].numpy()) for name in a[0])
 
 
 def test_a_split_over_the_memory_budget_is_streamed(split):
     files, accessor, transform_output = split
-    assert run.in_memory_input_fn(files, accessor, transform_output, 64, max_bytes=1_000) is None
+    assert inputs.in_memory_input_fn(files, accessor, transform_output, 64, max_bytes=1_000) is None
 
 
 @pytest.mark.parametrize("rows, steps, batch, expected", [
     (10_036, 500, 256, 12.75), (666_667, 2_605, 256, 1.0), (None, 500, 256, 0.0)])
 def test_reads_per_row(rows, steps, batch, expected):
-    assert run.reads_per_row(rows, steps, batch) == pytest.approx(expected, abs=0.01)
+    assert inputs.reads_per_row(rows, steps, batch) == pytest.approx(expected, abs=0.01)
