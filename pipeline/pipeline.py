@@ -98,19 +98,7 @@ def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
 
 
 def create_components(config: configs.PipelineConfig) -> List:
-    # TFX's CsvExampleGen (same spec, outputs and splits) with the Arrow executor (5.7x at 100k rows, bench/RESULTS.md).
-    example_gen = ArrowCsvExampleGen(
-        input_base=str(config.data),
-        output_config=example_gen_pb2.Output(
-            split_config=example_gen_pb2.SplitConfig(
-                splits=[
-                    example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=config.train_buckets),
-                    example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=config.eval_buckets),
-                ]
-            )
-        ),
-        **_span_input(config),
-    ).with_id("CsvExampleGen")
+    example_gen = _example_gen(config)
     statistics_gen = StatisticsGen(
         examples=example_gen.outputs["examples"],
         stats_options=tfdv.StatsOptions(num_histogram_buckets=configs.HISTOGRAM_BUCKETS),
@@ -122,16 +110,7 @@ def create_components(config: configs.PipelineConfig) -> List:
     anomalies_gate = AnomaliesGate(
         anomalies=example_validator.outputs["anomalies"], fail_on_anomalies=int(config.fail_on_anomalies)
     )
-    if config.baseline == "serving":  # the model serving now (Kubeflow: its backend runs no resolvers)
-        baseline = ServingBaseline(serving_model_dir=str(config.serving_model_dir))
-        baseline_model = baseline.outputs["baseline_model"]
-    else:
-        baseline = Resolver(
-            strategy_class=LatestBlessedModelStrategy,
-            model=Channel(type=standard_artifacts.Model),
-            model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-        ).with_id("latest_blessed_model_resolver")
-        baseline_model = baseline.outputs["model"]
+    baseline, baseline_model = _baseline(config)
     drift_check = DriftCheck(  # this run's data against the data the latest blessed model was trained on
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_gen.outputs["schema"],
@@ -144,23 +123,7 @@ def create_components(config: configs.PipelineConfig) -> List:
     window = _span_window(config)
     training_examples = window.outputs["examples"] if window is not None else example_gen.outputs["examples"]
     analyzer_cache = _analyzer_cache(config)
-    # With spans, TFX's Transform with an executor that records what its analysis took from the cache.
-    transform = (Transform if analyzer_cache is None else analysis_reuse.Transform)(
-        examples=training_examples,
-        schema=schema_gen.outputs["schema"],
-        preprocessing_fn=configs.PREPROCESSING_FN,
-        disable_statistics=True,  # StatisticsGen already describes the data; this halves Transform's time
-        force_tf_compat_v1=preprocessing.FORCE_TF_COMPAT_V1,  # TF1 graph tracing: a quarter faster here
-        # TFT's analyzer cache reuses the analysis of spans seen before. A plain folder is one span, so a
-        # change of data misses it and unchanged data skips Transform altogether (TFX's cache): writing it
-        # cost 4.4 s of Transform's 17.4 on the default data (two runs each way, Transform 13.0 s without).
-        # With spans every run after the first analyses only its newest training span.
-        analyzer_cache=analyzer_cache.outputs["cache"] if analyzer_cache is not None else None,
-        disable_analyzer_cache=analyzer_cache is None,
-        # With spans the model trains on every row of the window, so both splits are analysed.
-        splits_config=transform_pb2.SplitsConfig(analyze=["train", "eval"], transform=["train", "eval"])
-        if window is not None else None,
-    )
+    transform = _transform(training_examples, schema_gen, analyzer_cache, both_splits=window is not None)
     transform.add_upstream_node(anomalies_gate)  # no Transform (nor anything after it) on bad data
     transform.add_upstream_node(drift_check)  # ... nor on data that drifted, unless told to go on
     tuning = _tuning(config, transform, schema_gen)
@@ -188,14 +151,73 @@ def create_components(config: configs.PipelineConfig) -> List:
         model=trainer.outputs["model"],
         baseline_model=baseline_model,
         eval_config=eval_config(config),
-        example_splits=["train", "eval"] if window is not None else ["eval"],  # with spans: every row of the newest span
+        example_splits=["train", "eval"] if window is not None else ["eval"],  # with spans: all of the newest span
     ).with_id("Evaluator")
     serving_validator = ServingValidator(
         model=trainer.outputs["model"], examples=example_gen.outputs["examples"], model_name=config.model_name
     )
+    pusher = _pusher(config, evaluator, serving_validator)
+    return [
+        example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, drift_check,
+        *[node for node in (window, analyzer_cache, tuning) if node is not None],
+        transform, trainer, baseline, evaluator, serving_validator, pusher,
+    ]
+
+
+def _example_gen(config: configs.PipelineConfig):
+    """TFX's CsvExampleGen (same spec, outputs and splits) with the Arrow executor (5.7x at 100k rows,
+    bench/RESULTS.md): hash split train:eval, of one span when the data has span folders."""
+    return ArrowCsvExampleGen(
+        input_base=str(config.data),
+        output_config=example_gen_pb2.Output(
+            split_config=example_gen_pb2.SplitConfig(
+                splits=[
+                    example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=config.train_buckets),
+                    example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=config.eval_buckets),
+                ]
+            )
+        ),
+        **_span_input(config),
+    ).with_id("CsvExampleGen")
+
+
+def _baseline(config: configs.PipelineConfig):
+    """(node, its Model channel): what the Evaluator and the DriftCheck compare with."""
+    if config.baseline == "serving":  # the model serving now (Kubeflow: its backend runs no resolvers)
+        baseline = ServingBaseline(serving_model_dir=str(config.serving_model_dir))
+        return baseline, baseline.outputs["baseline_model"]
+    baseline = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    return baseline, baseline.outputs["model"]
+
+
+def _transform(examples, schema_gen, analyzer_cache: Optional[Resolver], both_splits: bool):
+    """TFX's Transform; with an analyzer cache (spans), the executor that records what it reused."""
+    return (Transform if analyzer_cache is None else analysis_reuse.Transform)(
+        examples=examples,
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=configs.PREPROCESSING_FN,
+        disable_statistics=True,  # StatisticsGen already describes the data; this halves Transform's time
+        force_tf_compat_v1=preprocessing.FORCE_TF_COMPAT_V1,  # TF1 graph tracing: a quarter faster here
+        # TFT's analyzer cache reuses the analysis of spans seen before. A plain folder is one span, so a
+        # change of data misses it and unchanged data skips Transform altogether (TFX's cache): writing it
+        # cost 4.4 s of Transform's 17.4 on the default data (two runs each way, Transform 13.0 s without).
+        # With spans every run after the first analyses only the spans new to its window.
+        analyzer_cache=analyzer_cache.outputs["cache"] if analyzer_cache is not None else None,
+        disable_analyzer_cache=analyzer_cache is None,
+        # With spans the model trains on every row of the window, so both splits are analysed.
+        splits_config=transform_pb2.SplitsConfig(analyze=["train", "eval"], transform=["train", "eval"])
+        if both_splits else None,
+    )
+
+
+def _pusher(config: configs.PipelineConfig, evaluator, serving_validator) -> Pusher:
     # No `model`: as with InfraValidator's make_warmup, the Pusher pushes the infra blessing's copy of the
     # Trainer's model, which carries the warmup requests (assets.extra/tf_serving_warmup_requests).
-    pusher = Pusher(
+    return Pusher(
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=serving_validator.outputs["blessing"],
         push_destination=pusher_pb2.PushDestination(
@@ -203,11 +225,6 @@ def create_components(config: configs.PipelineConfig) -> List:
         ),
         custom_executor_spec=executor_spec.ExecutorClassSpec(AtomicPusherExecutor),
     )
-    return [
-        example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, drift_check,
-        *[node for node in (window, analyzer_cache, tuning) if node is not None],
-        transform, trainer, baseline, evaluator, serving_validator, pusher,
-    ]
 
 
 def _tuning(config: configs.PipelineConfig, transform, schema_gen):
