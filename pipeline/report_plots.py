@@ -214,10 +214,28 @@ def trend(records: Sequence, current: Optional[str] = None, default_bars: Option
     axis. Below: the largest drift distance over its threshold (red above 1, the threshold), and the
     rows ingested per split. `current`: the run the report is about, its label in bold."""
     n = len(records)
-    x = list(range(n))
     width = 0.5 if n >= 8 else 0.3  # bars stay bars, not blocks, when there are few runs
     fig, (top, mid, low) = plt.subplots(3, 1, figsize=(13.4, 7.4), sharex=True,
                                         gridspec_kw={"height_ratios": [3.2, 1.15, 1.15], "hspace": 0.1})
+    _trend_bands((top, mid, low), records)
+    _trend_metrics(top, records, default_bars)
+    _trend_stopped(top, records)
+    changed, rolled = _trend_versions(top, records)
+    rows = _trend_legend(fig, top, records, changed, rolled)
+    _trend_drift(mid, records, width)
+    _trend_rows(low, records, width)
+    slanted = _trend_run_axis(low, records, current)
+    low.set_xlim(-0.6, n - 0.4)
+    for ax in (top, mid, low):
+        ax.tick_params(labelsize=9)
+    fig.subplots_adjust(left=0.07, right=0.965, top=0.88 if rows == 1 else 0.85, bottom=0.13 if slanted else 0.09)
+    return _png(fig)
+
+
+def _trend_bands(axes, records) -> None:
+    """Through every panel: a band where a gate refused or a component failed, a line where a new
+    version served, a dashed line where a rollback happened (between the run before and this one)."""
+    top, mid, low = axes
     for i, r in enumerate(records):
         if r.verdict in STOPPED:
             for ax in (top, mid, low):
@@ -229,6 +247,11 @@ def trend(records: Sequence, current: Optional[str] = None, default_bars: Option
             for ax in (top, mid, low):
                 ax.axvline(i - 0.5, color=ROLLBACK_COLOR, linewidth=1.4, linestyle=(0, (4, 2)), zorder=0)
 
+
+def _trend_metrics(top, records, default_bars) -> None:
+    """AUC and accuracy, one marker per run (filled: pushed), and the bars each run was held to."""
+    n = len(records)
+    x = list(range(n))
     values: List[float] = []
     for key, label in TREND_METRICS:
         color = METRIC_COLORS[key]
@@ -253,6 +276,9 @@ def trend(records: Sequence, current: Optional[str] = None, default_bars: Option
             top.text(n - 0.45, bars[-1], f"bar {bars[-1]:.2f}", color=color, fontsize=9, va="bottom", ha="right")
     top.set_ylim(max(0.0, math.floor((min(values, default=0.5) - 0.015) * 50) / 50),
                  min(1.0, max(values, default=0.98) + 0.015))
+
+def _trend_stopped(top, records) -> None:
+    """A cross and the verdict under each refused or failed run."""
     for i, r in enumerate(records):
         if r.verdict in STOPPED:
             top.plot([i], [0.07], transform=top.get_xaxis_transform(), marker="X", markersize=11, linestyle="none",
@@ -261,7 +287,12 @@ def trend(records: Sequence, current: Optional[str] = None, default_bars: Option
                      va="bottom", fontsize=8.5, color=_stopped_color(r))
     top.set_ylabel("on the eval split", fontsize=10)
     top.grid(axis="y", alpha=0.3)
-    # The version serving from each change on, along the top: pushed (green) or rolled back to (purple).
+
+
+def _trend_versions(top, records):
+    """The version serving from each change on, along the top axis; returns (changed, rolled) run indices."""
+    n = len(records)
+    # Pushed (green) or rolled back to (purple).
     changed = [i for i, r in enumerate(records) if r.serving_changed]
     rolled = [i for i, r in enumerate(records) if r.rollbacks]
     marks = sorted([(i, f"v{records[i].serving_version}", SERVING_COLOR) for i in changed]
@@ -274,6 +305,11 @@ def trend(records: Sequence, current: Optional[str] = None, default_bars: Option
         label.set_color(color)
     versions.tick_params(axis="x", length=3)
 
+    return changed, rolled
+
+
+def _trend_legend(fig, top, records, changed, rolled) -> int:
+    """The figure's legend (the metrics, their bars, and the markers that occur); returns its rows."""
     handles, labels = top.get_legend_handles_labels()
     marker = dict(linestyle="none", markersize=8, color="#555", markeredgewidth=1.5)
     verdicts = {r.verdict for r in records}
@@ -295,6 +331,10 @@ def trend(records: Sequence, current: Optional[str] = None, default_bars: Option
     fig.legend(handles, labels, loc="upper center", ncol=math.ceil(len(labels) / rows), fontsize=9.5, frameon=False,
                bbox_to_anchor=(0.5, 1.0), handlelength=1.8, columnspacing=1.6)
 
+    return rows
+
+
+def _trend_drift(mid, records, width) -> None:
     # Drift: the largest distance over its threshold; the dashed line is the threshold.
     ratios = [r.drift_ratio for r in records]
     measured = [(i, v) for i, v in enumerate(ratios) if v is not None]
@@ -312,6 +352,10 @@ def trend(records: Sequence, current: Optional[str] = None, default_bars: Option
     mid.set_ylabel("drift\n(max / threshold)", fontsize=10)
     mid.yaxis.set_major_locator(MaxNLocator(3))
 
+
+def _trend_rows(low, records, width) -> None:
+    n = len(records)
+    x = list(range(n))
     # Rows ingested, stacked by split.
     splits = sorted({s for r in records for s in r.rows}, key=report_data.split_order)
     bottom = [0.0] * n
@@ -326,7 +370,12 @@ def trend(records: Sequence, current: Optional[str] = None, default_bars: Option
         low.legend(fontsize=9, loc="upper left", ncol=len(splits), frameon=False)
         low.set_ylim(0, max(bottom + [1.0]) * 1.35)
 
-    # One label per run: the span it ingested where the runs have spans, else when it started.
+
+def _trend_run_axis(low, records, current) -> bool:
+    """One label per run: the span it ingested where the runs have spans, else when it started; returns
+    whether the labels are slanted."""
+    n = len(records)
+    x = list(range(n))
     spans = [r.span for r in records]
     if any(spans) or len({s for s in spans if s is not None}) > 1:
         ticks = [r.span_label for r in records]
@@ -342,11 +391,7 @@ def trend(records: Sequence, current: Optional[str] = None, default_bars: Option
     for tick, r in zip(low.get_xticklabels(), records):
         if r.run_id == current:
             tick.set_fontweight("bold")
-    low.set_xlim(-0.6, n - 0.4)
-    for ax in (top, mid, low):
-        ax.tick_params(labelsize=9)
-    fig.subplots_adjust(left=0.07, right=0.965, top=0.88 if rows == 1 else 0.85, bottom=0.13 if slanted else 0.09)
-    return _png(fig)
+    return slanted
 
 
 def _stopped_color(record) -> str:
