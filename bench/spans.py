@@ -41,7 +41,8 @@ def _run(data: Path, home: Path, window: int, *extra: str) -> dict:
             "stderr": done.stderr.strip().splitlines()[-1:] if done.returncode else []}
 
 
-def _corrupt(path: Path) -> None:
+def corrupt_fares(path: Path) -> None:
+    """A third of the rows of a CSV get the text "n/a" for a fare: the column is no longer a number."""
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     fare = rows[0].index("fare")
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
             shutil.copytree(data, work / "data-before-last")
         shutil.copytree(quarters / quarter, data / quarter)
         if quarter == args.corrupt:
-            _corrupt(data / quarter / "data.csv")
+            corrupt_fares(data / quarter / "data.csv")
         run = _run(data, home, args.window)
         records.append(_record(_view_of_newest_run(home), quarter, counts[quarter], run))
         r = records[-1]

@@ -7,7 +7,6 @@ Q1 and Q2 only. Every figure checked is read back from ML Metadata and the compo
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.spans import corrupt_fares
 from pipeline import make_spans, run_results, run_view, spans
 from pipeline.configs import default_data_root
 
@@ -32,19 +32,6 @@ def _run(data: Path, home: Path) -> subprocess.CompletedProcess:
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
-def _corrupt(folder: Path) -> None:
-    """A third of the rows get the text "n/a" for a fare: the column is no longer a number."""
-    path = folder / "data.csv"
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    fare = rows[0].index("fare")
-    for i, row in enumerate(rows[1:]):
-        if i % 3 == 0:
-            row[fare] = "n/a"
-    with open(path, "w", newline="") as f:
-        csv.writer(f, lineterminator="\n").writerows(rows)
-
-
 @pytest.fixture(scope="module")
 def replay(tmp_path_factory):
     quarters = tmp_path_factory.mktemp("quarters")
@@ -56,7 +43,7 @@ def replay(tmp_path_factory):
         (data / name).mkdir()
         (data / name / "data.csv").write_bytes((quarters / name / "data.csv").read_bytes())
         if corrupt:
-            _corrupt(data / name)
+            corrupt_fares(data / name / "data.csv")
 
     add(QUARTERS[0])
     add(QUARTERS[1])
