@@ -285,7 +285,8 @@ def _trend_stopped(top, records) -> None:
                      color=_stopped_color(r), zorder=3)
             top.text(i, 0.14, f"{r.verdict}\n{r.reason}", transform=top.get_xaxis_transform(), ha="center",
                      va="bottom", fontsize=8.5, color=_stopped_color(r))
-    top.set_ylabel("on the eval split", fontsize=10)
+    spans = any(r.span for r in records)
+    top.set_ylabel("on the newest span" if spans else "on the eval split", fontsize=10)
     top.grid(axis="y", alpha=0.3)
 
 
@@ -346,7 +347,10 @@ def _trend_drift(mid, records, width) -> None:
             mid.text(i, 0.08, "not\ncompared", transform=mid.get_xaxis_transform(), ha="center", fontsize=8,
                      color="#888", bbox=dict(facecolor="white", edgecolor="none", pad=1))
         elif r.drifted:
-            mid.text(i, r.drift_ratio, ", ".join(r.drifted), ha="center", va="bottom", fontsize=8.5,
+            # Neighbouring runs' lists would overlap past a few runs: the first feature and how many more.
+            named = ", ".join(r.drifted) if len(records) <= 8 or len(r.drifted) == 1 else \
+                f"{r.drifted[0]} +{len(r.drifted) - 1}"
+            mid.text(i, r.drift_ratio, named, ha="center", va="bottom", fontsize=8.5,
                      color=REFUSED_COLOR)
     mid.set_ylim(0, max([v for _, v in measured] + [1.0]) * 1.4)
     mid.set_ylabel("drift\n(max / threshold)", fontsize=10)
