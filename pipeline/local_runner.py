@@ -8,13 +8,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from pipeline import beam_runners, configs, home_lock, spans
+from pipeline import beam_runners, configs, home_lock, spans, stderr_redirect
 from pipeline.errors import ComponentFailed, UserError
 from pipeline.data_check import check_data_dir
 
@@ -98,7 +97,7 @@ def main(args) -> int:
             return run_spans(config, folders)
         log_file = _log_file(config)
         view = run_pipeline(config, progress=sys.stdout, log_file=log_file)
-        with _quiet_logs(log_file, None):
+        with quiet_logs(log_file, None):
             text = summary.render(config, view)
     print(text)
     return 0 if view.pushed_or_unchanged else 1
@@ -131,7 +130,7 @@ def run_spans(config: configs.PipelineConfig, folders: spans.SpanFolders) -> int
             print(f"error: span {folders.label(span)} refused: {err}", file=sys.stderr)
             status = 2
             continue
-        with _quiet_logs(log_file, None):
+        with quiet_logs(log_file, None):
             text = summary.render(run_config, view)
         print(text)
         if not view.pushed_or_unchanged and status == 0:
@@ -184,7 +183,7 @@ class _ProgressHandler(logging.Handler):
 
 
 @contextlib.contextmanager
-def _quiet_logs(log_file: Path, progress, read_roots=()):
+def quiet_logs(log_file: Path, progress, read_roots=()):
     """Python logging and C++ stderr go to `log_file`; only our progress lines reach the terminal."""
     from absl import logging as absl_logging
 
@@ -199,17 +198,10 @@ def _quiet_logs(log_file: Path, progress, read_roots=()):
     absl_logging.set_verbosity(absl_logging.INFO)
     logging.captureWarnings(True)
     # TensorFlow's C++ runtime and Beam write to fd 2 directly: point it at the log too.
-    sys.stderr.flush()
-    saved_fd = os.dup(2)
-    log_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    os.dup2(log_fd, 2)
     try:
-        yield progress_handler
+        with stderr_redirect.fd2_to(log_file):
+            yield progress_handler
     finally:
-        sys.stderr.flush()
-        os.dup2(saved_fd, 2)
-        os.close(saved_fd)
-        os.close(log_fd)
         progress_handler._stop_ticker()
         root.handlers, root.level = saved_handlers, saved_level
         file_handler.close()
@@ -221,7 +213,7 @@ def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path =
     log_file = log_file or _log_file(config)
     if progress:
         progress.write(f"taxi-pipeline: data {config.data}\n  home {config.home}  (log: {log_file})\n")
-    with _quiet_logs(log_file, progress, (config.data, config.pipeline_root)) as components:
+    with quiet_logs(log_file, progress, (config.data, config.pipeline_root)) as components:
         from tfx.orchestration import metadata as tfx_metadata  # not tfx.v1: see pipeline.pipeline's imports
         from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 

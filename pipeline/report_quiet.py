@@ -9,25 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import warnings
 from pathlib import Path
+
+from pipeline import stderr_redirect
 
 
 @contextlib.contextmanager
 def quiet(home: Path, command: str):
     log_dir = Path(home) / "logs"
     target = log_dir / f"{command}.log" if log_dir.is_dir() else Path(os.devnull)
-    sys.stderr.flush()
-    saved_fd = os.dup(2)
-    log_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.dup2(log_fd, 2)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved_fd, 2)
-        os.close(saved_fd)
-        os.close(log_fd)
+    with stderr_redirect.fd2_to(target, truncate=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

@@ -48,7 +48,7 @@ def scoring_root(home: Path) -> Path:
 
 
 def main(args) -> int:
-    from pipeline.local_runner import _quiet_logs
+    from pipeline.local_runner import quiet_logs
 
     config = configs.PipelineConfig(**({"home": args.home.resolve()} if args.home else {}))
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -57,7 +57,7 @@ def main(args) -> int:
     nothing_served = UserError(f"nothing served in {config.serving_model_dir}: run `taxi-pipeline run` first")
     if not config.serving_model_dir.is_dir():
         raise nothing_served
-    with _quiet_logs(log_file, None):  # TensorFlow's and TFX's import chatter: the log
+    with quiet_logs(log_file, None):  # TensorFlow's and TFX's import chatter: the log
         from components.serving_baseline import newest_version
         from pipeline import score_input, score_output
 
@@ -71,7 +71,7 @@ def main(args) -> int:
               f"  home {config.home}  (log: {log_file})")
         run = run_scoring(config, scoring, log_file, progress=sys.stdout)
         inference_uri = run.nodes["BulkInferrer"].output_uri("inference_result")
-        with _quiet_logs(log_file, None):
+        with quiet_logs(log_file, None):
             probs = score_output.probabilities(inference_uri, scoring)
             score_output.write(scoring, probs, target, args.format)
     version = run.nodes["ServedModel"].output("baseline_model").custom_properties["serving_version"].string_value
@@ -87,7 +87,7 @@ def run_scoring(config: configs.PipelineConfig, scoring, log_file: Path, progres
     """The scoring pipeline on `scoring`'s rows with LocalDagRunner; returns the run read back from its
     ML Metadata (`run_results.RunResult`). Its input copy for ExampleGen is removed afterwards."""
     from pipeline import run_results, score_input
-    from pipeline.local_runner import _quiet_logs
+    from pipeline.local_runner import quiet_logs
 
     root = scoring_root(config.home)
     input_copy = root / "input"  # one at a time: the home lock is held
@@ -95,7 +95,7 @@ def run_scoring(config: configs.PipelineConfig, scoring, log_file: Path, progres
     shutil.rmtree(input_copy, ignore_errors=True)  # what a killed scoring left
     try:
         score_input.write_for_example_gen(scoring, input_copy)
-        with _quiet_logs(log_file, progress, (input_copy, pipeline_root)) as components, \
+        with quiet_logs(log_file, progress, (input_copy, pipeline_root)) as components, \
                 open(log_file, "a") as log, contextlib.redirect_stdout(log):  # components' prints: the log
             from tfx.orchestration import metadata as tfx_metadata  # not tfx.v1: see pipeline.pipeline's imports
             from tfx.orchestration.local.local_dag_runner import LocalDagRunner
