@@ -158,13 +158,13 @@ class PipelineConfig:
             raise ValueError(f"training loop must be one of {TRAINING_LOOPS}, not {self.training_loop!r}")
         if self.epochs is not None and not self.epochs > 0:
             raise ValueError(f"epochs must be positive, not {self.epochs}")
-        TrainerSettings.from_custom_config(self.trainer_custom_config())  # a misspelt key fails here, before any run
         if self.span is not None and not self.span_pattern:
             raise ValueError("a span needs its input pattern (span_pattern)")
         for name in ("train_steps", "eval_steps", "batch_size", "workers", "beam_workers", "window",
                      "tune_trials", "tune_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', ' ')} must be at least 1, not {getattr(self, name)}")
+        TrainerSettings.from_custom_config(self.trainer_custom_config())  # a misspelt key fails here, before any run
 
     # Everything generated lives under `home`.
     @property
