@@ -54,7 +54,7 @@ def main(argv=None) -> int:
 
     from pipeline import configs
     from serving.config import model_config
-    from serving.servables.servable import SavedModelServable, session_config
+    from serving.servables.servable import SavedModelServable, ServableOptions, session_config
 
     parser = argparse.ArgumentParser(prog="python -m bench.serving_graph", description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=configs.default_home())
@@ -75,7 +75,8 @@ def main(argv=None) -> int:
         config = configs.PipelineConfig(home=home)
     versions = model_config.versions_on_disk(str(config.serving_model_dir))
     version_dir = versions[max(versions)]
-    servable = SavedModelServable("taxi", max(versions), version_dir, config=session_config(1, 1))
+    servable = SavedModelServable("taxi", max(versions), version_dir,
+                                  ServableOptions(session_config=session_config(1, 1)))
     missing = [name for name in SIGNATURES if servable.find_signature(name) is None]
     if missing:
         print(f"error: {version_dir} has no {', '.join(missing)} signature (a model exported before the dense "

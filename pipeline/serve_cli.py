@@ -20,17 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server_main.add_arguments(parser)
 
 
-def default_model(home: Path):
-    """What `serve` serves when no --model_base_path/--model_config_file is given."""
-    serving_base = configs.PipelineConfig(home=(home or configs.default_home()).resolve()).serving_base
-
-    def resolve(model_name):
-        name = model_name or configs.MODEL_NAME
-        hint = ("run `taxi-pipeline run` first" if name == configs.MODEL_NAME
-                else f"the pipeline pushes to {serving_base}/{configs.MODEL_NAME}")
-        return name, str(serving_base / name), hint
-
-    return resolve
+def default_model(home: Path) -> server_main.DefaultModel:
+    """What `serve` serves when no --model_base_path/--model_config_file is given: the model the
+    pipeline at `home` pushes (PipelineConfig says where), or another by --model_name beside it."""
+    config = configs.PipelineConfig(home=(home or configs.default_home()).resolve())
+    return server_main.DefaultModel(serving_base=config.serving_base, name=config.model_name,
+                                    missing_hint="run `taxi-pipeline run` first")
 
 
 def main(args) -> int:

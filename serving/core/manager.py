@@ -20,6 +20,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.config import model_config
+from serving.core.request_logger import RequestLoggingError, ServerRequestLogger
 from serving.util.errors import ServingError, error_code_number, failed_precondition, invalid_argument, not_found
 
 log = logging.getLogger("serving")
@@ -70,21 +71,41 @@ class _Held:
         self.servable.release()
 
 
+@dataclasses.dataclass(frozen=True)
+class ManagerOptions:
+    """What the manager is built with: the part of TF Serving's ServerCore::Options the stand-in has
+    (tensorflow_serving/model_servers/server_core.h:93-210 at 2.16.1; model_servers/server.cc:201-320
+    fills it from the flags). `loader` takes the place of platform_config_map (how a version loads);
+    `enable_signature_method_name_check` is a process-wide feature in TF Serving (server.cc:201), one
+    server's setting here, read by the request handlers from the manager they are given."""
+
+    config: model_server_config_pb2.ModelServerConfig
+    loader: Callable  # (name, version, path) -> servable with acquire/release/close
+    poll_wait_s: float = 1.0
+    max_load_retries: int = 5
+    load_retry_interval_s: float = 60.0
+    allow_version_labels_for_unavailable_models: bool = False
+    enable_signature_method_name_check: bool = False
+    # ServerCore::Options.server_request_logger: each model's logging_config (serving.core.request_logger),
+    # updated on every config reload. None: no request is logged.
+    request_logger: Optional[ServerRequestLogger] = None
+
+
 class ModelManager:
     """Loads, serves and unloads model versions per a ModelServerConfig."""
 
-    def __init__(self, config: model_server_config_pb2.ModelServerConfig, *, loader: Callable,
-                 poll_wait_s: float = 1.0, max_load_retries: int = 5, load_retry_interval_s: float = 60.0,
-                 allow_version_labels_for_unavailable_models: bool = False):
-        model_config.validate(config)
-        self._loader = loader  # (name, version, path) -> servable with acquire/release/close
-        self._poll_wait_s = poll_wait_s
-        self._max_load_retries = max_load_retries
-        self._retry_interval_s = load_retry_interval_s
-        self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
+    def __init__(self, options: ManagerOptions):
+        model_config.validate(options.config)
+        self._loader = options.loader
+        self._poll_wait_s = options.poll_wait_s
+        self._max_load_retries = options.max_load_retries
+        self._retry_interval_s = options.load_retry_interval_s
+        self._allow_unavailable_labels = options.allow_version_labels_for_unavailable_models
+        self.enable_signature_method_name_check = options.enable_signature_method_name_check
+        self.request_logger = options.request_logger
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self._models: Dict[str, _Model] = {m.name: _Model(m) for m in config.model_config_list.config}
+        self._models: Dict[str, _Model] = {m.name: _Model(m) for m in options.config.model_config_list.config}
         self._pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
         self._stop = threading.Event()
         self._poll_thread: Optional[threading.Thread] = None
@@ -298,7 +319,8 @@ class ModelManager:
 
     # -- configuration ---------------------------------------------------------------------
     def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-        """HandleReloadConfigRequest: new models load, removed ones unload, policies/labels update."""
+        """HandleReloadConfigRequest: new models load, removed ones unload, policies/labels and request
+        logging update."""
         try:
             model_config.validate(config, "reload request")
         except model_config.ConfigError as err:
@@ -330,6 +352,11 @@ class ModelManager:
         for record, name in to_unload:
             self._submit(self._unload, record, name)
         self.poll_once()
+        if self.request_logger is not None:  # ServerCore::ReloadConfig updates the request loggers too
+            try:
+                self.request_logger.update(config)
+            except RequestLoggingError as err:
+                raise invalid_argument(str(err)) from None
 
 
 def _load_error(err: Exception, path: str) -> ServingError:

@@ -185,8 +185,8 @@ class ServerRequestLogger:
 
 
 def log_request(manager, kind: str, request, response) -> None:
-    """The hook the request handlers call: logs when the server set `manager.request_logger`."""
-    logger = getattr(manager, "request_logger", None)
+    """The hook the request handlers call: logs when the manager was built with a request logger."""
+    logger = manager.request_logger
     if logger is not None:
         logger.log(kind, request, response)
 

@@ -97,8 +97,12 @@ def _in_worker(handler, api=None):
 
 
 class AioPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager, loop, pool: futures.Executor, metrics=None):
-        self._manager, self._loop, self._pool, self._metrics = manager, loop, pool, metrics
+    def __init__(self, manager, loop, pool: futures.Executor):
+        self._manager, self._loop, self._pool = manager, loop, pool
+        self._metrics = None  # requests are counted once count_requests gives the metrics
+
+    def count_requests(self, metrics) -> None:
+        self._metrics = metrics
 
     async def Predict(self, request, context):
         metrics = self._metrics
@@ -193,7 +197,10 @@ class AioModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 class AioGrpcServer:
-    """A grpc.aio server on its own event loop thread, started and stopped from ordinary code."""
+    """A grpc.aio server on its own event loop thread, started and stopped from ordinary code: a
+    `front_end.GrpcFrontEnd`."""
+
+    kind = "aio"
 
     def __init__(self, manager, options, max_workers: int = 8, metrics=None):
         self._manager = manager
@@ -215,7 +222,7 @@ class AioGrpcServer:
                 loop = asyncio.get_running_loop()
                 self._stopped = asyncio.Event()
                 server = aio.server(options=self._options, maximum_concurrent_rpcs=None)
-                self._service = AioPredictionService(self._manager, loop, self._pool, self._metrics)
+                self._service = AioPredictionService(self._manager, loop, self._pool)
                 add_prediction_service(self._service, server)
                 add_model_service(AioModelService(self._manager, loop, self._pool), server)
                 try:
@@ -247,11 +254,9 @@ class AioGrpcServer:
             self._thread.join()
         return port
 
-    def set_metrics(self, metrics) -> None:
-        """Count requests in `metrics` from now on (None: stop counting)."""
-        self._metrics = metrics
-        if self._service is not None:
-            self._service._metrics = metrics  # pylint: disable=protected-access
+    def count_requests(self) -> None:
+        """Count requests in the metrics given at construction from now on."""
+        self._service.count_requests(self._metrics)
 
     def warm_predict(self, servable, request, timeout_s: float = 600.0) -> bytes:
         """One warmup Predict through this front end's path, from the loading thread: parsed from its

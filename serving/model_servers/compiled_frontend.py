@@ -19,8 +19,8 @@ on, so no request's model run or decoding holds up the requests of other signatu
 - every other method runs its handler unchanged in a worker thread, as in the other front ends.
 Status codes and messages are the other front ends' (the same handlers and plans:
 serving.model_servers.predict_plan); anything unexpected leaves as INTERNAL without Python text.
-Before issue 29 the runs were on the dispatch thread: a Predict declaring 10,000,000 string elements
-cost 0.27 s there and every other client waited behind it.
+Runs are kept off the dispatch thread because one can be long: a Predict declaring 10,000,000 string
+elements costs 0.27 s, which every other client would wait behind.
 """
 from __future__ import annotations
 
@@ -145,11 +145,15 @@ class _Waiting:
 
 
 class CompiledGrpcServer:
-    """The front end process and the dispatch thread that answers it, started and stopped as one."""
+    """The front end process and the dispatch thread that answers it, started and stopped as one: a
+    `front_end.GrpcFrontEnd`."""
+
+    kind = "compiled"
 
     def __init__(self, manager, options, max_workers: int = 8, metrics=None, binary: Optional[str] = None):
         self._manager = manager
-        self._metrics = metrics
+        self._counted_in = metrics
+        self._metrics = None  # requests are counted once count_requests is called
         self._flags = _frontend_flags(options)
         self._binary = binary or frontend_binary()
         self._pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-frontend-worker")
@@ -174,8 +178,11 @@ class CompiledGrpcServer:
         self._queued: Dict[object, int] = {}
 
     # -- process ---------------------------------------------------------------------------
-    def start(self, address: str) -> int:
-        """Start the front end on `address` and serve; the bound port (0 when it cannot listen)."""
+    def start(self, address: str, credentials=None) -> int:
+        """Start the front end on `address` and serve; the bound port (0 when it cannot listen). The
+        front end serves without TLS: `credentials` must be None (front_end.choose_front_end)."""
+        if credentials is not None:
+            raise ValueError("the compiled gRPC front end serves without TLS")
         if self._binary is None:
             raise FileNotFoundError("the compiled gRPC front end is not built (make grpc-frontend)")
         self._dir = tempfile.mkdtemp(prefix="serving-grpc-")
@@ -243,9 +250,9 @@ class CompiledGrpcServer:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def set_metrics(self, metrics) -> None:
-        """Count requests in `metrics` from now on (None: stop counting)."""
-        self._metrics = metrics
+    def count_requests(self) -> None:
+        """Count requests in the metrics given at construction from now on."""
+        self._metrics = self._counted_in
 
     def stop(self, grace_s: float = 2.0) -> None:
         """Stop taking calls, answer those in flight for at most `grace_s`, then end the front end."""

@@ -1,4 +1,5 @@
-"""gRPC front end: TF Serving's PredictionService and ModelService on the official stubs.
+"""The thread-pool gRPC front end (`--grpc_aio=false`): TF Serving's PredictionService and ModelService
+on the official stubs in grpcio's thread-pool server, a worker thread per request.
 
 Any TF Serving client (this project's, TFX's InfraValidator, a Go or Java one) talks to it unchanged.
 Expected failures leave as the TF Serving status code and message; anything else is logged and
@@ -9,6 +10,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from concurrent import futures
+from typing import Optional, Sequence, Tuple
 
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
@@ -54,11 +57,11 @@ def _call(handler, manager, request, context):
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager, metrics=None):
+    def __init__(self, manager):
         self._manager = manager
-        self._metrics = metrics
+        self._metrics = None  # requests are counted once count_requests gives the metrics
 
-    def set_metrics(self, metrics) -> None:
+    def count_requests(self, metrics) -> None:
         self._metrics = metrics
 
     Predict = _rpc(handlers.predict, "Predict")
@@ -86,8 +89,32 @@ def warm_predict(manager, servable, request) -> bytes:
     return handlers.predict_on(servable, parsed, handlers.signature_method_check(manager)).SerializeToString()
 
 
-def add_services(server: grpc.Server, manager, metrics=None) -> PredictionService:
-    service = PredictionService(manager, metrics)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(service, server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
-    return service
+class ThreadPoolGrpcServer:
+    """grpcio's thread-pool server with both services: a `front_end.GrpcFrontEnd`."""
+
+    kind = "threads"
+
+    def __init__(self, manager, options: Sequence[Tuple[str, object]], max_workers: int, metrics=None):
+        self._manager = manager
+        self._metrics = metrics
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+                                   options=list(options), maximum_concurrent_rpcs=None)
+        self._service = PredictionService(manager)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(self._service, self._server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), self._server)
+
+    def start(self, address: str, credentials: Optional[grpc.ServerCredentials] = None) -> int:
+        port = (self._server.add_secure_port(address, credentials) if credentials is not None
+                else self._server.add_insecure_port(address))
+        if port:
+            self._server.start()
+        return port
+
+    def warm_predict(self, servable, request) -> bytes:
+        return warm_predict(self._manager, servable, request)
+
+    def count_requests(self) -> None:
+        self._service.count_requests(self._metrics)
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        self._server.stop(grace_s).wait()

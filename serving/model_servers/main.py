@@ -3,7 +3,7 @@
 Runs the real `tensorflow_model_server` when it is on PATH (or `--backend tfserving`), otherwise
 the stand-in in this package; either way it prints the `docker run tensorflow/serving:2.16.1 ...`
 command that serves the same models in production. Knows nothing of any pipeline: a caller that
-has a default model (the pipeline's `serve` command) passes it to `main(args, default_model=...)`.
+has a default model (the pipeline's `serve` command) passes it to `main(args, default_model=DefaultModel(...))`.
 Bad flags or files raise `ServerConfigError`; the caller's CLI turns that into a message.
 
 `python -m serving.model_servers.main --model_name=m --model_base_path=/models/m` runs it alone.
@@ -11,15 +11,19 @@ Bad flags or files raise `ServerConfigError`; the caller's CLI turns that into a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Callable, Optional, TypeVar
 
 from serving.model_servers import flags, launcher
-from serving.util.errors import ServerConfigError as UserError  # bad flags or files: the caller's CLI says so
+from serving.util.errors import ServerConfigError
+
+T = TypeVar("T")
 
 BACKENDS = ("auto", "standin", "tfserving")
 # grpc.aio delivers each completed gRPC operation (a request arrived, a response sent) from its poller
@@ -75,100 +79,123 @@ def _auto_or_bool(text: str):
     return None if text.strip().lower() == "auto" else flags.parse_bool(text)
 
 
-class _Models:
-    """What to serve, resolved from the flags once (shared by both backends and the docker line)."""
+@dataclasses.dataclass(frozen=True)
+class DefaultModel:
+    """What a caller serves when the flags give neither --model_base_path nor --model_config_file:
+    model `--model_name` (default `name`) from `<serving_base>/<that name>`."""
 
-    @staticmethod
-    def resolve(args, default_model=None):
-        """(config, name, base); `default_model(name)` gives the base path when only a name (or nothing) is given."""
-        from serving.config import model_config
+    serving_base: Path
+    name: str
+    missing_hint: str  # what to do when <serving_base>/<name> holds no model, e.g. how to make one
 
-        if args.model_config_file and (args.model_base_path or args.model_name):
-            raise UserError("give either --model_config_file or --model_name/--model_base_path, not both")
-        if args.model_config_file:
-            try:
-                config = model_config.load_config_file(args.model_config_file)
-            except model_config.ConfigError as err:
-                raise UserError(str(err)) from None
-            return config, None, None
-        if args.model_base_path:
-            name, base = args.model_name or "default", args.model_base_path
-        elif default_model is not None:
-            name, base, missing_hint = default_model(args.model_name)
-            if not os.path.isdir(base):
-                raise UserError(f"no model at {base}: {missing_hint}, or pass --model_base_path/--model_config_file")
-        else:
-            raise UserError("nothing to serve: pass --model_name and --model_base_path, or --model_config_file")
+
+def resolve_models(args, default: Optional[DefaultModel] = None):
+    """What to serve, resolved from the flags once (shared by both backends and the docker line):
+    (config, name, base), name and base None for a --model_config_file."""
+    from serving.config import model_config
+
+    if args.model_config_file and (args.model_base_path or args.model_name):
+        raise ServerConfigError("give either --model_config_file or --model_name/--model_base_path, not both")
+    if args.model_config_file:
+        try:
+            config = model_config.load_config_file(args.model_config_file)
+        except model_config.ConfigError as err:
+            raise ServerConfigError(str(err)) from None
+        return config, None, None
+    if args.model_base_path:
+        name, base = args.model_name or "default", args.model_base_path
+    elif default is not None:
+        name = args.model_name or default.name
+        base = str(default.serving_base / name)
         if not os.path.isdir(base):
-            raise UserError(f"model base path {base} does not exist; pass the directory holding the numeric "
-                            "version directories")
-        return model_config.single_model_config(name, os.path.abspath(base)), name, os.path.abspath(base)
+            hint = (default.missing_hint if name == default.name
+                    else f"{default.name} is served from {default.serving_base / default.name}")
+            raise ServerConfigError(f"no model at {base}: {hint}, or pass --model_base_path/--model_config_file")
+    else:
+        raise ServerConfigError("nothing to serve: pass --model_name and --model_base_path, or --model_config_file")
+    if not os.path.isdir(base):
+        raise ServerConfigError(f"model base path {base} does not exist; pass the directory holding the numeric "
+                                "version directories")
+    return model_config.single_model_config(name, os.path.abspath(base)), name, os.path.abspath(base)
+
+
+def read_config_file(path: str, what: str, parse: Callable[[str], T]) -> T:
+    """`parse` of the text of the file a flag names; ServerConfigError, naming `what`, when the file
+    cannot be read or `parse` raises ValueError."""
+    try:
+        return parse(Path(path).read_text())
+    except OSError as err:
+        raise ServerConfigError(f"cannot read {what} {path}: {err.strerror}") from None
+    except ValueError as err:
+        raise ServerConfigError(str(err)) from None
+
+
+def _batching_options(args):
+    from serving.batching import batcher as batching
+
+    if not args.enable_batching:
+        if args.batching_parameters_file:
+            raise ServerConfigError("--batching_parameters_file needs --enable_batching")
+        return None
+    if not args.batching_parameters_file:
+        return batching.BatchingOptions()
+    return read_config_file(args.batching_parameters_file, "batching parameters file",
+                            batching.parse_batching_parameters)
+
+
+def _channel_arguments(text: str):
+    """--grpc_channel_arguments: comma-separated key=value, integer values as integers."""
+    channel_args = []
+    for item in filter(None, (a.strip() for a in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ServerConfigError(f"--grpc_channel_arguments item {item!r} is not key=value")
+        channel_args.append((key, int(value) if value.lstrip("-").isdigit() else value))
+    return tuple(channel_args)
+
+
+def _check_ranges(args) -> None:
+    if args.num_request_iterations_for_warmup < 0:
+        raise ServerConfigError("--num_request_iterations_for_warmup must be >= 0, not "
+                                f"{args.num_request_iterations_for_warmup}")
+    if args.rest_api_port < 0:
+        raise ServerConfigError(f"--rest_api_port must be >= 0 (0 disables REST), not {args.rest_api_port}")
+    if args.request_memory_budget_bytes is not None and args.request_memory_budget_bytes < 1:
+        raise ServerConfigError(f"--request_memory_budget_bytes must be >= 1, not {args.request_memory_budget_bytes}")
+    if args.port < 0:
+        raise ServerConfigError(f"--port must be >= 0, not {args.port}")
+    if args.grpc_max_threads < 1:
+        raise ServerConfigError(f"--grpc_max_threads must be >= 1, not {args.grpc_max_threads}")
 
 
 def server_options(args, config):
     """ServerOptions for the stand-in from TF Serving flags (ServerConfigError for unusable files)."""
-    from serving.batching import batcher as batching
-    from serving.model_servers.server import ServerOptions, parse_monitoring_config, parse_ssl_config
+    from serving.model_servers.server_options import ServerOptions, parse_monitoring_config, parse_ssl_config
     from serving.servables.warmup import WarmupOptions
     from serving.util.request_cost import RequestLimits
 
-    batching_options = None
-    if args.enable_batching:
-        batching_options = batching.BatchingOptions()
-        if args.batching_parameters_file:
-            try:
-                batching_options = batching.parse_batching_parameters(Path(args.batching_parameters_file).read_text())
-            except OSError as err:
-                raise UserError(f"cannot read batching parameters file {args.batching_parameters_file}: "
-                                f"{err.strerror}") from None
-            except ValueError as err:
-                raise UserError(str(err)) from None
-    elif args.batching_parameters_file:
-        raise UserError("--batching_parameters_file needs --enable_batching")
+    batching_options = _batching_options(args)
     tls = None
     if args.ssl_config_file:
-        try:
-            tls = parse_ssl_config(Path(args.ssl_config_file).read_text())
-        except OSError as err:
-            raise UserError(f"cannot read SSL config file {args.ssl_config_file}: {err.strerror}") from None
-        except ValueError as err:
-            raise UserError(str(err)) from None
-    channel_args = []
-    for item in filter(None, (a.strip() for a in args.grpc_channel_arguments.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--grpc_channel_arguments item {item!r} is not key=value")
-        channel_args.append((key, int(value) if value.lstrip("-").isdigit() else value))
+        tls = read_config_file(args.ssl_config_file, "SSL config file", parse_ssl_config)
+    channel_args = _channel_arguments(args.grpc_channel_arguments)
     prometheus_path = None
     if args.monitoring_config_file:
-        try:
-            prometheus_path = parse_monitoring_config(Path(args.monitoring_config_file).read_text())
-        except OSError as err:
-            raise UserError(f"cannot read monitoring config file {args.monitoring_config_file}: "
-                            f"{err.strerror}") from None
-        except ValueError as err:
-            raise UserError(str(err)) from None
+        prometheus_path = read_config_file(args.monitoring_config_file, "monitoring config file",
+                                           parse_monitoring_config)
         if prometheus_path is not None and not args.rest_api_port:  # TF Serving then serves no metrics either
             print("warning: Prometheus metrics are served on the REST port, which --rest_api_port=0 disables",
                   file=sys.stderr)
-    if args.num_request_iterations_for_warmup < 0:
-        raise UserError(f"--num_request_iterations_for_warmup must be >= 0, not {args.num_request_iterations_for_warmup}")
-    if args.rest_api_port < 0:
-        raise UserError(f"--rest_api_port must be >= 0 (0 disables REST), not {args.rest_api_port}")
+    _check_ranges(args)
     request_limits = RequestLimits()
-    if getattr(args, "request_memory_budget_bytes", None) is not None:
-        if args.request_memory_budget_bytes < 1:
-            raise UserError(f"--request_memory_budget_bytes must be >= 1, not {args.request_memory_budget_bytes}")
+    if args.request_memory_budget_bytes is not None:
         request_limits = RequestLimits(max_request_bytes=args.request_memory_budget_bytes)
-    for name in ("port", "grpc_max_threads"):
-        if getattr(args, name) < (0 if name == "port" else 1):
-            raise UserError(f"--{name} must be {'>= 0' if name == 'port' else '>= 1'}, not {getattr(args, name)}")
     return ServerOptions(
         config=config, host=args.host, grpc_port=args.port,
         rest_port=args.rest_api_port or None,  # 0 disables REST, as in TF Serving
         batching=batching_options, poll_wait_s=args.file_system_poll_wait_seconds,
-        grpc_max_threads=args.grpc_max_threads, grpc_channel_arguments=tuple(channel_args), tls=tls,
-        saved_model_tags=tuple(t.strip() for t in args.saved_model_tags.split(",") if t.strip()),
+        grpc_max_threads=args.grpc_max_threads, grpc_channel_arguments=channel_args,
+        tls=tls, saved_model_tags=tuple(t.strip() for t in args.saved_model_tags.split(",") if t.strip()),
         intra_op_threads=args.tensorflow_intra_op_parallelism, inter_op_threads=args.tensorflow_inter_op_parallelism,
         run_in_caller_thread=args.run_in_caller_thread,
         max_load_retries=args.max_num_load_retries, load_retry_interval_s=args.load_retry_interval_micros / 1e6,
@@ -176,11 +203,8 @@ def server_options(args, config):
         enable_signature_method_name_check=args.enable_signature_method_name_check,
         warmup=WarmupOptions(enabled=args.enable_model_warmup,
                              num_request_iterations=args.num_request_iterations_for_warmup or 1),
-        prometheus_path=prometheus_path,
-        grpc_aio=getattr(args, "grpc_aio", True),
-        grpc_compiled=getattr(args, "grpc_compiled", None),
-        request_limits=request_limits,
-        grpc_reuseport=getattr(args, "grpc_reuseport", False) or getattr(args, "grpc_processes", 1) > 1)
+        prometheus_path=prometheus_path, grpc_aio=args.grpc_aio, grpc_compiled=args.grpc_compiled,
+        request_limits=request_limits, grpc_reuseport=args.grpc_reuseport or args.grpc_processes > 1)
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -205,12 +229,12 @@ def configure_logging() -> None:
         log.propagate = False
 
 
-def main(args, default_model=None) -> int:
-    """Serve until SIGINT/SIGTERM. `default_model(model_name or None) -> (name, base path, hint if missing)`."""
-    config, name, base = _Models.resolve(args, default_model)
+def main(args, default_model: Optional[DefaultModel] = None) -> int:
+    """Serve until SIGINT/SIGTERM; `default_model` is what to serve when the flags name no model path."""
+    config, name, base = resolve_models(args, default_model)
     binary = launcher.find_binary()
     if args.backend == "tfserving" and binary is None:
-        raise UserError(f"--backend tfserving: {launcher.TF_SERVING_BINARY} is not on PATH; install TF Serving "
+        raise ServerConfigError(f"--backend tfserving: {launcher.TF_SERVING_BINARY} is not on PATH; install TF Serving "
                         "or use the docker command printed with --backend standin")
     overrides = {}
     if name is not None:
@@ -223,9 +247,9 @@ def main(args, default_model=None) -> int:
     if binary is not None and args.backend != "standin":
         print(f"running {binary}", flush=True)
         return launcher.run_tf_serving(binary, flag_argv)
-    processes = getattr(args, "grpc_processes", 1)
+    processes = args.grpc_processes
     if processes < 1:
-        raise UserError(f"--grpc_processes must be >= 1, not {processes}")
+        raise ServerConfigError(f"--grpc_processes must be >= 1, not {processes}")
     child_argv = None
     if processes > 1:
         child_argv = flags.tfserving_argv(args, dict(overrides, rest_api_port=0)) + [
@@ -236,7 +260,7 @@ def main(args, default_model=None) -> int:
             *([f"--request_memory_budget_bytes={args.request_memory_budget_bytes}"]
               if args.request_memory_budget_bytes is not None else [])]
     if not args.gil_switch_interval_ms > 0:
-        raise UserError(f"--gil_switch_interval_ms must be > 0, not {args.gil_switch_interval_ms}")
+        raise ServerConfigError(f"--gil_switch_interval_ms must be > 0, not {args.gil_switch_interval_ms}")
     return run_standin(server_options(args, config), extra_processes=processes - 1, child_argv=child_argv,
                        gil_switch_interval_ms=args.gil_switch_interval_ms)
 
@@ -275,7 +299,7 @@ def run_standin(options, extra_processes: int = 0, child_argv=None,
         server.start()
     except OSError as err:
         server.stop()
-        raise UserError(f"{err}; pick other ports with --port/--rest_api_port") from None
+        raise ServerConfigError(f"{err}; pick other ports with --port/--rest_api_port") from None
     children = processes.start_children(extra_processes, child_argv, server.grpc_port) if extra_processes else []
     models = ", ".join(server.manager.model_names())
     rest = f", REST http://{options.host}:{server.rest_port}/v1/models/<name>" if server.rest_port else ""
@@ -304,7 +328,7 @@ def _standalone(argv=None) -> int:
     add_arguments(parser)
     try:
         return main(parser.parse_args(argv))
-    except UserError as err:
+    except ServerConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

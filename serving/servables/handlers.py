@@ -11,7 +11,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      inference_pb2, model_management_pb2, model_pb2, predict_pb2, regression_pb2)
 
-from serving.core.request_logger import RequestLoggingError, log_request
+from serving.core.request_logger import log_request
 from serving.util import request_cost, tensors
 from serving.util.errors import ServingError, invalid_argument, unimplemented
 from serving.servables.servable import (CLASSIFY_METHOD, DEFAULT_SIGNATURE, PREDICT_METHOD, REGRESS_METHOD)
@@ -35,8 +35,8 @@ def _require_spec(request):
 def signature_method_check(manager) -> bool:
     """TF Serving's --enable_signature_method_name_check (util.cc GetSignatureMethodNameCheckFeature),
     off by default: Classify/Regress then take any signature shaped for them, e.g. TF2 exports
-    whose signatures all say tensorflow/serving/predict."""
-    return bool(getattr(manager, "enable_signature_method_name_check", False))
+    whose signatures all say tensorflow/serving/predict (ManagerOptions)."""
+    return manager.enable_signature_method_name_check
 
 
 def _fill_spec(target, servable, signature_name: str) -> None:
@@ -313,10 +313,5 @@ def get_model_status(manager, request: get_model_status_pb2.GetModelStatusReques
 
 def reload_config(manager, request: model_management_pb2.ReloadConfigRequest):
     manager.reload_config(request.config)
-    if getattr(manager, "request_logger", None) is not None:  # ServerCore::ReloadConfig updates the loggers too
-        try:
-            manager.request_logger.update(request.config)
-        except RequestLoggingError as err:
-            raise invalid_argument(str(err)) from None
     return model_management_pb2.ReloadConfigResponse()
 

@@ -19,6 +19,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from serving.batching.batcher import BatchingOptions, ServableBatcher
 from serving.util import request_cost, tensors
 from serving.util.errors import failed_precondition, internal_error, invalid_argument
 
@@ -99,11 +100,25 @@ def session_config(intra_op: int = 0, inter_op: int = 0):
     return config
 
 
+@dataclasses.dataclass(frozen=True)
+class ServableOptions:
+    """How every version is loaded and run: TF Serving's SessionBundleConfig
+    (tensorflow_serving/servables/tensorflow/session_bundle_config.proto:26-140 at 2.16.1, built from the
+    server's flags in model_servers/server.cc:221-300), plus what the stand-in adds."""
+
+    saved_model_tags: Sequence[str] = ("serve",)
+    session_config: object = None  # a tf.compat.v1.ConfigProto; None: session_config()
+    run_in_caller_thread: bool = True
+    batching: Optional[BatchingOptions] = None  # BatchingParameters; None: no server-side batching
+    # Per-request bounds checked before any input is decoded (serving.util.request_cost; stand-in only).
+    request_limits: request_cost.RequestLimits = request_cost.RequestLimits()
+    metrics: object = None  # serving.util.metrics.ServingMetrics when monitoring is on: runtime_latency
+
+
 class SavedModelServable:
     """A SavedModel version loaded in its own Graph and Session."""
 
-    def __init__(self, name: str, version: int, path: str, tags: Sequence[str] = ("serve",), config=None,
-                 run_in_caller_thread: bool = True):
+    def __init__(self, name: str, version: int, path: str, options: ServableOptions = ServableOptions()):
         import tensorflow as tf
         from tensorflow.core.protobuf import config_pb2
         from tensorflow.python.util import deprecation
@@ -112,7 +127,7 @@ class SavedModelServable:
         # Run each Session call on the request's own thread (RunOptions.inter_op_thread_pool = -1):
         # for small per-request graphs this skips a hand-off to the inter-op pool, ~45 us of ~190 us
         # on the taxi model, more when the CPU is contended. Kernels still use the intra-op pool.
-        self._run_in_caller_thread = run_in_caller_thread
+        self._run_in_caller_thread = options.run_in_caller_thread
         self.name = name
         self.version = version
         self.path = path
@@ -121,10 +136,11 @@ class SavedModelServable:
             tf_logger.addFilter(_QUIET)
         self._graph = tf.Graph()
         with self._graph.as_default():
-            self._session = tf.compat.v1.Session(graph=self._graph, config=config or session_config())
+            self._session = tf.compat.v1.Session(graph=self._graph, config=options.session_config or session_config())
             try:
                 with deprecation.silence():  # the TF1 loader is what TF Serving's C++ loader does; no nag
-                    meta_graph = tf.compat.v1.saved_model.loader.load(self._session, list(tags), path)
+                    meta_graph = tf.compat.v1.saved_model.loader.load(self._session, list(options.saved_model_tags),
+                                                                      path)
             except Exception:
                 self._session.close()
                 raise
@@ -138,11 +154,9 @@ class SavedModelServable:
         self._refs = 0
         self._closed = False
         self._refs_cv = threading.Condition()
-        self.batcher = None  # set by the server when batching is on (model_servers/server.py; a batching.batcher.ServableBatcher)
-        self.metrics = None  # set by the server when monitoring is on (serving.util.metrics.ServingMetrics)
-        # Per-request bounds checked before any input is decoded (serving.util.request_cost); the server
-        # sets its own (ServerOptions.request_limits).
-        self.request_limits = request_cost.RequestLimits()
+        self.batcher = ServableBatcher(options.batching) if options.batching is not None else None
+        self.metrics = options.metrics
+        self.request_limits = options.request_limits
         # The grpc.aio front end's checked request plans (serving.model_servers.aio_service._PredictPlan),
         # kept here so they go with the version when it unloads.
         self.aio_plans: Dict[tuple, object] = {}

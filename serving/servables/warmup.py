@@ -64,7 +64,11 @@ def requests_path(export_dir: str) -> str:
 
 
 class _ThisVersion:
-    """A manager stand-in that answers every ModelSpec with the version being loaded."""
+    """A manager stand-in that answers every ModelSpec with the version being loaded. Warmup requests
+    are not logged and take any signature shaped for them."""
+
+    request_logger = None
+    enable_signature_method_name_check = False
 
     def __init__(self, servable):
         self._servable = servable

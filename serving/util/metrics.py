@@ -143,7 +143,9 @@ class Histogram:
 class ServingMetrics:
     """The model server's metrics; `render()` is the page served at the Prometheus path."""
 
-    def __init__(self):
+    def __init__(self, version_states: Optional[Callable[[], Iterable[Tuple[str, int, str]]]] = None):
+        """`version_states()` -> (model name, version, state name) for every known version, read at
+        scrape time (None: no version gauge)."""
         self.request_count = Counter("/tensorflow/serving/request_count", "The total number of requests.",
                                      ("model_name", "status"))
         self.request_latency = Histogram(
@@ -171,11 +173,7 @@ class ServingMetrics:
         self._metrics = [self.request_count, self.request_latency, self.runtime_latency, self.load_attempt_count,
                          self.load_latency, self.warmup_latency, self.warmup_records_read,
                          self.signature_request_count]
-        self._version_states: Optional[Callable[[], Iterable[Tuple[str, int, str]]]] = None
-
-    def watch_versions(self, states: Callable[[], Iterable[Tuple[str, int, str]]]) -> None:
-        """`states()` -> (model name, version, state name) for every known version, read at scrape time."""
-        self._version_states = states
+        self._version_states = version_states
 
     # -- recording -------------------------------------------------------------------------
     def record_request(self, model_name: str, api: str, signature_name: str, entrypoint: str, status: str,

@@ -52,7 +52,7 @@ _STRING_FIELD = "string_val"
 
 @dataclasses.dataclass(frozen=True)
 class RequestLimits:
-    """Per-request bounds (stand-in only; ServerOptions.request_limits, set on each loaded servable)."""
+    """Per-request bounds (stand-in only; ServerOptions.request_limits, which every loaded servable is built with)."""
 
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
 

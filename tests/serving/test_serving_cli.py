@@ -19,7 +19,7 @@ import pytest
 from pipeline import serve_cli
 from serving.config import model_config
 from serving.model_servers import flags
-from serving.util.errors import ServerConfigError as UserError
+from serving.util.errors import ServerConfigError
 from serving_helpers import REPO_ROOT, config_for, running_server, taxi_rows
 
 
@@ -66,17 +66,20 @@ def test_docker_line_and_real_binary_get_the_same_flags(tmp_path, monkeypatch, c
     (["--home=/nonexistent-home", "--model_name=other"], "no model at /nonexistent-home/serving/other"),
 ])
 def test_serve_refuses_unusable_model_flags(argv, message):
-    with pytest.raises(UserError, match=re.escape(message)):
+    with pytest.raises(ServerConfigError, match=re.escape(message)):
         serve_cli.main(_serve_args(*argv))
 
 
 def test_model_name_alone_serves_that_model_under_home(tmp_path):
     """`serve --model_name other` serves <home>/serving/other, not the taxi model's folder."""
     from pipeline.serve_cli import default_model
+    from serving.model_servers.main import resolve_models
 
-    name, base, _ = default_model(tmp_path)("other")
+    for name in ("other", "taxi"):
+        (tmp_path / "serving" / name / "1").mkdir(parents=True)
+    _, name, base = resolve_models(_serve_args("--model_name=other"), default_model(tmp_path))
     assert (name, base) == ("other", str(tmp_path / "serving" / "other"))
-    assert default_model(tmp_path)(None)[:2] == ("taxi", str(tmp_path / "serving" / "taxi"))
+    assert resolve_models(_serve_args(), default_model(tmp_path))[1:] == ("taxi", str(tmp_path / "serving" / "taxi"))
 
 
 def test_standalone_server_needs_a_model_and_says_so(capsys):
@@ -92,14 +95,14 @@ def test_serve_refuses_bad_batching_and_backend(tmp_path, monkeypatch):
     bad = tmp_path / "batching.pbtxt"
     bad.write_text("max_batch_size: {")
     common = [f"--model_base_path={tmp_path / 'm'}", "--backend=standin"]
-    with pytest.raises(UserError, match="BatchingParameters"):
+    with pytest.raises(ServerConfigError, match="BatchingParameters"):
         serve_cli.main(_serve_args(*common, "--enable_batching", f"--batching_parameters_file={bad}"))
-    with pytest.raises(UserError, match="needs --enable_batching"):
+    with pytest.raises(ServerConfigError, match="needs --enable_batching"):
         serve_cli.main(_serve_args(*common, f"--batching_parameters_file={bad}"))
-    with pytest.raises(UserError, match="--gil_switch_interval_ms must be > 0"):
+    with pytest.raises(ServerConfigError, match="--gil_switch_interval_ms must be > 0"):
         serve_cli.main(_serve_args(*common, "--gil_switch_interval_ms=0"))
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(UserError, match="tensorflow_model_server is not on PATH"):
+    with pytest.raises(ServerConfigError, match="tensorflow_model_server is not on PATH"):
         serve_cli.main(_serve_args(f"--model_base_path={tmp_path / 'm'}", "--backend=tfserving"))
 
 
@@ -219,7 +222,7 @@ def test_tls(tmp_path, testdata):
                     "-out", str(cert), "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
                    check=True, capture_output=True)
     from serving.client import ServingClient
-    from serving.model_servers.server import parse_ssl_config
+    from serving.model_servers.server_options import parse_ssl_config
 
     ssl_text = f'server_key: {json.dumps(key.read_text())}\nserver_cert: {json.dumps(cert.read_text())}\n'
     tls = parse_ssl_config(ssl_text)

@@ -141,7 +141,8 @@ def test_compiled_other_methods_and_metrics(testdata):
 
 
 def test_compiled_front_end_is_the_default_when_built_and_says_why_when_not(testdata, monkeypatch):
-    from serving.model_servers.server import ServerOptions, TlsConfig, choose_front_end
+    from serving.model_servers.front_end import choose_front_end
+    from serving.model_servers.server_options import ServerOptions, TlsConfig
     from serving.util.errors import ServerConfigError
     from serving_helpers import config_for
 

@@ -124,7 +124,7 @@ def test_budget_flag_reaches_the_server_options():
     assert main.server_options(parser.parse_args([]), config).request_limits.max_request_bytes == 64 << 20
     raised = main.server_options(parser.parse_args(["--request_memory_budget_bytes=1000000000"]), config)
     assert raised.request_limits.max_request_bytes == 10 ** 9
-    with pytest.raises(main.UserError, match="must be >= 1"):
+    with pytest.raises(main.ServerConfigError, match="must be >= 1"):
         main.server_options(parser.parse_args(["--request_memory_budget_bytes=0"]), config)
 
 

@@ -138,7 +138,7 @@ def test_the_flag_reads_tf_servings_monitoring_config_file(tmp_path, counting_ve
     base = _model(tmp_path, counting_version)
     args = parser.parse_args([f"--model_base_path={base}", f"--monitoring_config_file={config_file}",
                               "--num_request_iterations_for_warmup=3"])
-    config, _, _ = serve_cli._Models.resolve(args)
+    config, _, _ = serve_cli.resolve_models(args)
     options = serve_cli.server_options(args, config)
     assert options.prometheus_path == "/monitoring/prometheus/metrics"
     assert options.warmup.num_request_iterations == 3 and options.warmup.enabled
@@ -148,9 +148,9 @@ def test_the_flag_reads_tf_servings_monitoring_config_file(tmp_path, counting_ve
     assert serve_cli.server_options(args, config).warmup.enabled is False
     config_file.write_text("prometheus_config { enable: tru }")
     args = parser.parse_args([f"--model_base_path={base}", f"--monitoring_config_file={config_file}"])
-    from serving.util.errors import ServerConfigError as UserError
+    from serving.util.errors import ServerConfigError
 
-    with pytest.raises(UserError, match="MonitoringConfig"):
+    with pytest.raises(ServerConfigError, match="MonitoringConfig"):
         serve_cli.server_options(args, config)
 
 
