@@ -60,6 +60,8 @@ class TrainerSettings:
 # Keys of the Trainer's custom_config besides TrainerSettings' and run_fn's (TrainingSettings): the
 # executor's training length (multiworker_trainer/training_length.py) and the Tuner's budget.
 OTHER_KEYS = ("epochs", "tune_trials")
+# A run_fn of the user's own keeps its own settings under this key, as a dict: not checked here.
+RUN_FN_SETTINGS = "run_fn_settings"
 
 
 def check_keys(custom_config: Dict[str, Any]) -> None:
@@ -67,7 +69,7 @@ def check_keys(custom_config: Dict[str, Any]) -> None:
     from trainer_module.settings import TrainingSettings
 
     known = ({f.name for f in dataclasses.fields(TrainerSettings)} | {f.name for f in dataclasses.fields(TrainingSettings)}
-             | set(OTHER_KEYS))
+             | set(OTHER_KEYS) | {RUN_FN_SETTINGS})
     unknown = sorted(set(custom_config) - known)
     if unknown:
         raise TrainerConfigError(f"unknown trainer setting(s) {', '.join(map(repr, unknown))} in custom_config; "

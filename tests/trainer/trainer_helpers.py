@@ -10,6 +10,8 @@ from pathlib import Path
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
+from components.multiworker_trainer.settings import RUN_FN_SETTINGS
+
 TOY_RUN_FN = "trainer_toy_run_fn.run_fn"
 
 
@@ -50,7 +52,10 @@ class TrainerExecution:
         for artifact in (model, model_run):
             os.makedirs(artifact.uri, exist_ok=True)
         self.outputs = {"model": [model], "model_run": [model_run]}
-        self.custom_config = {"log_dir": str(self.root / "logs"), "worker_timeout_s": 120, **custom_config}
+        # The toy run_fn's own settings go where a user's run_fn keeps its own (RUN_FN_SETTINGS: not checked).
+        own = {k: custom_config.pop(k) for k in list(custom_config) if k.startswith("toy_")}
+        self.custom_config = {"log_dir": str(self.root / "logs"), "worker_timeout_s": 120, **custom_config,
+                              RUN_FN_SETTINGS: own}
         self.exec_properties = {
             "train_args": json.dumps({"num_steps": train_steps}),
             "eval_args": json.dumps({"num_steps": eval_steps}),

@@ -52,7 +52,7 @@ class _Marker(tf.keras.callbacks.Callback):
 
 
 def run_fn(fn_args):
-    cfg = fn_args.custom_config or {}
+    cfg = (fn_args.custom_config or {}).get("run_fn_settings") or {}  # a user's run_fn's own settings
     mode = cfg.get("toy_mode", "train")
     workers, index = _task()
     _write(os.path.join(fn_args.model_run_dir, "pids", f"worker-{index}.pid"), str(os.getpid()))
