@@ -20,7 +20,8 @@ backend/src/v2/component/launcher_v2.go) does differently, and what is done abou
    and no cache for the tasks whose result is the volume's state now rather than a function of their
    inputs (`VOLUME_STATE_TASKS`): KFP's cache key sees only parameters, input artifact ids, image and
    command (backend/src/v2/cacheutils/cache.go GenerateCacheKey), so a cached ServingBaseline would
-   hand every later run the first run's answer ("nothing served").
+   hand every later run the first run's answer ("nothing served"), and a cached ServedModel (the scoring
+   pipeline's) would score with the first run's model.
 5. Settings every step needs and KFP does not give (it sets no AWS_ENDPOINT_URL at any release):
    `with_env` adds them to each container's `env`, which the driver puts in the pod (driver/driver.go
    2.2.0:380-384, 2.17.0:289-293).
@@ -87,7 +88,8 @@ def _wrap_commands(spec: Dict) -> None:
 FINGERPRINT_TASK = "InputFingerprint"
 FINGERPRINT_PARAMETER = input_fingerprint.PARAMETER
 SERVING_BASELINE_TASK = "ServingBaseline"  # components/serving_baseline.py, on Kubeflow (PipelineConfig.baseline)
-VOLUME_STATE_TASKS = (FINGERPRINT_TASK, SERVING_BASELINE_TASK)
+SERVED_MODEL_TASK = "ServedModel"  # the same component in the scoring pipeline (pipeline/score_pipeline.py)
+VOLUME_STATE_TASKS = (FINGERPRINT_TASK, SERVING_BASELINE_TASK, SERVED_MODEL_TASK)
 
 
 def add_input_fingerprint(spec: Dict, example_gen: str = "CsvExampleGen") -> None:
@@ -156,13 +158,15 @@ def check(spec: Dict) -> None:
         raise SpecCompatError("not runnable by open-source Kubeflow Pipelines: " + "; ".join(problems[:5]))
 
 
-def for_open_source_kfp(job: Dict) -> Dict:
-    """A copy of the PipelineJob with the changes of the module docstring."""
+def for_open_source_kfp(job: Dict, fingerprint: bool = True) -> Dict:
+    """A copy of the PipelineJob with the changes of the module docstring. `fingerprint=False` for a
+    pipeline compiled with caching off (the scoring pipeline): the fingerprint serves only the cache key."""
     job = copy.deepcopy(job)
     spec = job["pipelineSpec"]
     _drop_resolvers(spec)
     _wrap_commands(spec)
-    add_input_fingerprint(spec)
+    if fingerprint:
+        add_input_fingerprint(spec)
     _uncache_volume_state_tasks(spec)
     check(spec)
     return job

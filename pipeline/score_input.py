@@ -31,10 +31,10 @@ from pyarrow import csv as pa_csv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components import arrow_csv_example_gen as csv_gen
+from components.scoring_csv_example_gen import ROW_COLUMN  # what the Kubeflow scoring's ExampleGen adds too
 from pipeline.data_check import check_data_dir
 from pipeline.errors import UserError
 
-ROW_COLUMN = "__input_row__"
 PROBABILITY_COLUMN = "probability"
 
 # A numeric feature of the schema -> the widest ExampleGen type (arrow_csv_example_gen) the model can parse as it
