@@ -267,21 +267,30 @@ class _Encode(beam.DoFn):
             yield from records
 
 
-@beam.ptransform_fn
-@beam.typehints.with_input_types(beam.Pipeline)
-@beam.typehints.with_output_types(bytes)
-def _ArrowCsvToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any], split_pattern: str):
-    """CSV files matching the split pattern -> serialized tf.Examples, as CsvExampleGen's `_CsvToExample`."""
+def split_files(exec_properties: Dict[str, Any], split_pattern: str, skip_hidden: bool = False):
+    """(pattern, its files sorted, their header's column names), as CsvExampleGen checks them: some file
+    matches, and every file has the same header. `skip_hidden`: leave out dot-files and folders."""
     pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
-    files = fileio.glob(pattern)
+    files = sorted(fileio.glob(pattern))
+    if skip_hidden:
+        files = [f for f in files if not os.path.basename(f.rstrip("/")).startswith(".") and not fileio.isdir(f)]
     if not files:
         raise RuntimeError(f"Split pattern {pattern} does not match any files.")
     column_names = io_utils.load_csv_column_names(files[0])
     for path in files[1:]:
         if io_utils.load_csv_column_names(path) != column_names:
             raise RuntimeError(f"Files in same split {pattern} have different header.")
+    return pattern, files, column_names
+
+
+@beam.ptransform_fn
+@beam.typehints.with_input_types(beam.Pipeline)
+@beam.typehints.with_output_types(bytes)
+def _ArrowCsvToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any], split_pattern: str):
+    """CSV files matching the split pattern -> serialized tf.Examples, as CsvExampleGen's `_CsvToExample`."""
+    pattern, files, column_names = split_files(exec_properties, split_pattern)
     log.info("Processing input csv data %s to TFExample with Arrow.", pattern)
-    paths = pipeline | "CreateFilenames" >> beam.Create(sorted(files))
+    paths = pipeline | "CreateFilenames" >> beam.Create(files)
     kinds = beam.pvalue.AsSingleton(
         paths | "InferColumnTypes" >> beam.ParDo(_InferTypes(column_names))
         | "MergeColumnTypes" >> beam.CombineGlobally(_merge_types))

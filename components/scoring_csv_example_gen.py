@@ -19,16 +19,12 @@ files and folders left out (the pre-checks of `pipeline/score_steps.py` refuse f
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Iterable, List, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
 from tfx.components.example_gen.csv_example_gen import component as csv_component
 from tfx.dsl.components.base import executor_spec
-from tfx.dsl.io import fileio
-from tfx.types import standard_component_specs
-from tfx.utils import io_utils
 
 from components import arrow_csv_example_gen as csv_gen
 
@@ -107,16 +103,8 @@ class _EncodeNumbered(beam.DoFn):
 @beam.typehints.with_input_types(beam.Pipeline)
 @beam.typehints.with_output_types(bytes)
 def _NumberedCsvToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any], split_pattern: str):
-    pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
     # As `score_input.read` lists them (pipeline/data_check.py): hidden files and folders are not input.
-    files = sorted(f for f in fileio.glob(pattern)
-                   if not os.path.basename(f.rstrip("/")).startswith(".") and not fileio.isdir(f))
-    if not files:
-        raise RuntimeError(f"Split pattern {pattern} does not match any files.")
-    column_names = io_utils.load_csv_column_names(files[0])
-    for path in files[1:]:
-        if io_utils.load_csv_column_names(path) != column_names:
-            raise RuntimeError(f"Files in same split {pattern} have different header.")
+    pattern, files, column_names = csv_gen.split_files(exec_properties, split_pattern, skip_hidden=True)
     if ROW_COLUMN in column_names:
         raise RuntimeError(f"{files[0]} has a column {ROW_COLUMN!r}, which scoring adds; rename or drop it")
     paths = pipeline | "CreateFilenames" >> beam.Create(files)
