@@ -28,6 +28,7 @@ from tfx.types.standard_artifacts import ExampleAnomalies, ExampleStatistics, Mo
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from components.errors import BadDataError
 from components.serving_baseline import has_baseline  # an empty ServingBaseline (nothing served) is none
+from trainer_module.records import split_dir
 
 DRIFT_FILE = "drift.json"
 COMPARATORS = {"linf": "L-infinity", "jsd": "Jensen-Shannon"}
@@ -112,7 +113,7 @@ def check(statistics_uri: str, schema_uri: str, baseline_model_uri: Optional[str
     if not fileio.exists(baseline_path):
         report["note"] = f"the baseline model carries no training statistics ({baseline_path})"
         return report
-    current = tfdv.load_stats_binary(os.path.join(statistics_uri, f"Split-{split}", "FeatureStats.pb"))
+    current = tfdv.load_stats_binary(os.path.join(split_dir(statistics_uri, split), "FeatureStats.pb"))
     baseline = tfdv.load_stats_binary(baseline_path)
     schema = tfdv.load_schema_text(os.path.join(schema_uri, "schema.pbtxt"))
     rows = compare(current, baseline, schema, dict(sorted(thresholds.items())))

@@ -483,7 +483,7 @@ def serving_graph(model_run_uri: str) -> Optional[ServingGraph]:
 
 
 DRIFT_NODE = "DriftCheck"
-SKEW_FILE = "skew-latest.json"  # pipeline.skew.LATEST_JSON, in <home>/reports/
+SKEW_FILE = "skew-latest.json"  # `taxi-pipeline skew` writes it in <home>/reports/ (pipeline/skew.py)
 
 
 def _read_json(path: Optional[str]):

@@ -23,7 +23,7 @@ from components.multiworker_trainer.settings import TRAINING_STATISTICS  # no Te
 from pipeline import configs
 from pipeline.errors import UserError
 
-LATEST_JSON = "skew-latest.json"
+from pipeline.run_view import SKEW_FILE as LATEST_JSON  # noqa: E402  (in <home>/reports/: run_view reads it)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

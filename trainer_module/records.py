@@ -14,5 +14,10 @@ TRAINING_FILE = "training.json"  # the training length, warm start, model settin
 WORKER_REPORTS_DIR = "workers"  # one report per trainer worker process
 
 
+def split_dir(examples_uri: str, split: str) -> str:
+    """Where TFX keeps one split of an Examples or ExampleStatistics artifact: `<uri>/Split-<split>`."""
+    return os.path.join(examples_uri, f"Split-{split}")
+
+
 def worker_report(model_run_dir: str, task_index: int) -> str:
     return os.path.join(model_run_dir, WORKER_REPORTS_DIR, f"worker-{task_index}.json")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from trainer_module.records import split_dir
 
 TRAINER_TYPE_SUFFIX = ".Trainer"
 
@@ -103,7 +104,7 @@ def eval_auc(serving_model_dir: Path, examples_uri: str, split: str = "eval",
     import numpy as np
     import tensorflow as tf
 
-    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
+    files = tf.io.gfile.glob(os.path.join(split_dir(examples_uri, split), "*"))
     if not files:
         raise FileNotFoundError(f"no {split} split under {examples_uri}")
     serialized = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
