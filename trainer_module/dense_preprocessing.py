@@ -10,7 +10,7 @@ Measured with `python -m bench.serving_latency --home <run>` (16 clients, batchi
 bench/RESULTS.md, 2026-12-02 (c).
 
 Two users:
-- the served model (`trainer_module.run`): serving_default parses the tf.Examples it is sent, densifies
+- the served model (`trainer_module.export`): serving_default parses the tf.Examples it is sent, densifies
   each optional feature as `preprocessing._dense` does (first value, presence mask) and runs this
   preprocessing; TF-Transform's own graph stays in the model as `serving_tf_transform`;
 - TF Lite (`trainer_module.tflite_export`), which has builtins for these ops and not for
@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import copy
 import uuid
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from trainer_module import features
+from trainer_module.raw_columns import missing_value
+from trainer_module.transform_probe import TransformProbe, dtype_of
 
 # Float outputs may differ from TF-Transform's by rounding ((x - mean) / deviation against its
 # (x - mean) / sqrt(var)): 9e-8 at most on the default data. Integer outputs must be equal.
@@ -41,29 +43,6 @@ FLOAT_TOLERANCE = 1e-5
 
 class PreprocessingMismatch(ValueError):
     """The dense preprocessing's output differs from TF-Transform's on real rows; the message says which."""
-
-
-def missing_value(dtype) -> object:
-    """How a raw column marks a missing value: "" for strings, NaN for floats, -1 for integers."""
-    dtype = tf.as_dtype(dtype)
-    if dtype == tf.string:
-        return b""
-    return float("nan") if dtype.is_floating else -1
-
-
-def as_parsed(column, spec):
-    """A [batch] column as `parse_example` would give it; "" / NaN / negative ints mark missing values."""
-    if isinstance(spec, tf.io.FixedLenFeature):
-        return tf.reshape(column, [-1, 1])
-    if column.dtype == tf.string:
-        present = tf.not_equal(column, "")
-    elif column.dtype.is_floating:
-        present = tf.logical_not(tf.math.is_nan(column))
-    else:
-        present = tf.greater_equal(column, 0)
-    rows = tf.cast(tf.where(present), tf.int64)
-    indices = tf.concat([rows, tf.zeros_like(rows)], axis=1)
-    return tf.sparse.SparseTensor(indices, tf.boolean_mask(column, present), [tf.size(column, tf.int64), 1])
 
 
 def densify(value: tf.sparse.SparseTensor) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -198,7 +177,7 @@ class DensePreprocessing:
         """Largest difference of each output from TF-Transform's own on `columns`; raises when one is off."""
         probe = TransformProbe(tf_transform_output, self.raw_spec)
         expected = probe.transform({name: columns[name] for name in self.raw_spec})
-        got = self({name: tf.constant(np.asarray(values), dtype=_dtype(self.raw_spec[name]))
+        got = self({name: tf.constant(np.asarray(values), dtype=dtype_of(self.raw_spec[name]))
                     for name, values in columns.items() if name in self.raw_spec})
         return _compare(got, expected, atol)
 
@@ -251,105 +230,3 @@ def _compare(got: Mapping[str, tf.Tensor], expected: Mapping[str, object], atol:
             raise PreprocessingMismatch(f"the dense preprocessing of {key} differs from TF-Transform's by "
                                         f"{diff} on the eval rows (allowed {limit})")
     return worst
-
-
-def _dtype(spec):
-    return spec.dtype
-
-
-class TransformProbe:
-    """TF-Transform's layer, fed dense columns as serving_raw feeds it (the features not probed: missing)."""
-
-    def __init__(self, tf_transform_output, serving_spec):
-        layer = tf_transform_output.transform_features_layer()
-        self.spec = serving_spec
-        inputs = [tf.TensorSpec([None], spec.dtype, name=name) for name, spec in serving_spec.items()]
-
-        @tf.function(input_signature=inputs, autograph=False)
-        def run(*columns):
-            return layer({name: as_parsed(column, spec) for (name, spec), column in zip(serving_spec.items(), columns)})
-
-        self._fn = run
-
-    def transform(self, columns: Mapping[str, np.ndarray]):
-        feed = [tf.constant(np.asarray(columns[name]), spec.dtype) for name, spec in self.spec.items()]
-        return {k: v.numpy() for k, v in self._fn(*feed).items()}
-
-    def _blank(self, rows: int) -> Dict[str, np.ndarray]:
-        columns = {}
-        for name, spec in self.spec.items():
-            if spec.dtype == tf.string:
-                columns[name] = np.array([b""] * rows, dtype=object)
-            elif isinstance(spec, tf.io.FixedLenFeature):
-                columns[name] = np.zeros(rows, spec.dtype.as_numpy_dtype)
-            else:
-                columns[name] = np.full(rows, missing_value(spec.dtype), spec.dtype.as_numpy_dtype)
-        return columns
-
-    def run_rows(self, probes: Sequence[Tuple[str, object]], outputs: Sequence[str]) -> np.ndarray:
-        """Row i sets only feature probes[i][0] to probes[i][1]; returns outputs[i] of row i."""
-        columns = self._blank(len(probes))
-        for i, (name, value) in enumerate(probes):
-            columns[name][i] = value
-        result = self.transform(columns)
-        return np.array([np.asarray(result[out]).reshape(-1)[i] for i, out in enumerate(outputs)])
-
-    def z_score(self, name: str, output: str, log: bool):
-        """(mean, deviation) with z = (v - mean) / deviation, v = log1p(x) or x, from three probes."""
-        xs = [0, 3, 50]
-        z = self.run_rows([(name, x) for x in xs], [output] * len(xs)).astype(np.float64)
-        v = np.asarray(xs, np.float32)
-        v = (tf.math.log1p(tf.constant(v)).numpy() if log else v).astype(np.float64)
-        slope, intercept = np.polyfit(v, z, 1)
-        deviation = 1.0 / slope
-        return float(-intercept * deviation), float(deviation)
-
-    def boundaries(self, targets: Mapping[str, Tuple[str, str]]) -> Dict[str, List[float]]:
-        """key -> every bucket boundary of (input feature, output) (bucket(x) = number of boundaries <= x),
-        exactly, by bisection: over float32 values for float inputs, over integers for integer ones."""
-        keys = list(targets)
-        lows, highs, is_int = {}, {}, {}
-        for key in keys:
-            name, _ = targets[key]
-            is_int[key] = self.spec[name].dtype.is_integer
-            lows[key], highs[key] = (-(2 ** 31), 2 ** 31) if is_int[key] else (_key(-_FMAX), _key(_FMAX))
-        ends = self.run_rows([(targets[k][0], self._value(lows[k], is_int[k])) for k in keys]
-                             + [(targets[k][0], self._value(highs[k], is_int[k])) for k in keys],
-                             [targets[k][1] for k in keys] * 2)
-        rows = []  # (key, k): find the smallest x with bucket(x) >= k
-        for i, key in enumerate(keys):
-            bottom, top = int(ends[i]), int(ends[len(keys) + i])
-            rows += [(key, k) for k in range(bottom + 1, top + 1)]
-        lo = np.array([lows[key] for key, _ in rows], np.int64)
-        hi = np.array([highs[key] for key, _ in rows], np.int64)
-        ks = np.array([k for _, k in rows], np.int64)
-        while rows and np.any(hi - lo > 1):
-            mid = (lo + hi) // 2
-            got = self.run_rows([(targets[key][0], self._value(m, is_int[key])) for (key, _), m in zip(rows, mid)],
-                                [targets[key][1] for key, _ in rows])
-            above = got >= ks
-            hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
-        found: Dict[str, List[float]] = {}
-        for i, key in enumerate(keys):
-            found[key] = [-float(_FMAX)] * int(ends[i])  # boundaries at or below the lowest value
-        for (key, _), h in zip(rows, hi):
-            found[key].append(float(np.float32(self._value(int(h), is_int[key]))))
-        return found
-
-    @staticmethod
-    def _value(key: int, integer: bool):
-        return int(key) if integer else float(_value(np.array([key]))[0])
-
-
-_FMAX = float(np.finfo(np.float32).max)
-
-
-def _key(x: float) -> int:
-    bits = int(np.array([x], np.float32).view(np.int32)[0])
-    return bits if bits >= 0 else -(bits & 0x7FFFFFFF)
-
-
-def _value(keys: np.ndarray) -> np.ndarray:
-    keys = np.asarray(keys, np.int64)
-    bits = np.where(keys >= 0, keys, (-keys) | 0x80000000).astype(np.uint32)
-    return bits.view(np.float32)

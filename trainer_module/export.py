@@ -6,7 +6,8 @@ from typing import Dict, Optional, Tuple
 import tensorflow as tf
 
 from trainer_module import features, tflite_export
-from trainer_module.dense_preprocessing import DensePreprocessing, PreprocessingMismatch, as_parsed
+from trainer_module.dense_preprocessing import DensePreprocessing, PreprocessingMismatch
+from trainer_module.raw_columns import as_parsed
 from trainer_module.records import OUTPUT_KEY
 
 # serving_default through TF-Transform's own layer (serving_default itself runs the dense preprocessing).

@@ -34,7 +34,8 @@ import numpy as np
 import tensorflow as tf
 
 from trainer_module import features
-from trainer_module.dense_preprocessing import DensePreprocessing, PreprocessingMismatch, densify, missing_value
+from trainer_module.dense_preprocessing import DensePreprocessing, PreprocessingMismatch, densify
+from trainer_module.raw_columns import missing_value
 
 SIGNATURE = "serving_raw"
 from trainer_module.records import OUTPUT_KEY  # noqa: E402
