@@ -25,7 +25,11 @@ def client(endpoint: str):
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen on `port` now. With SO_REUSEADDR, as servers bind (moto's werkzeug
+    server does): the connections a server that just stopped closed on that port (TIME_WAIT) do not
+    hold it, only a process listening there does."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True
