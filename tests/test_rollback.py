@@ -375,8 +375,10 @@ def test_rollback_of_a_real_push_under_load_and_the_next_run_compares_against_th
     baseline = [e.artifact_id for e in store.get_events_by_execution_ids([evaluator.id])
                 if e.path.steps[0].key == "baseline_model"]
     assert baseline == [old_model]
-    resolver = max(store.get_executions_by_type("tfx.dsl.components.common.resolver.Resolver"), key=lambda e: e.id)
-    resolved = {e.artifact_id for e in store.get_events_by_execution_ids([resolver.id])
-                if e.path.steps[0].key == "model"}
+    # The newest run's latest_blessed_model_resolver (its other resolvers record other keys).
+    resolvers = store.get_executions_by_type("tfx.dsl.components.common.resolver.Resolver")
+    events = [e for e in store.get_events_by_execution_ids([r.id for r in resolvers]) if e.path.steps[0].key == "model"]
+    newest = max(e.execution_id for e in events)
+    resolved = {e.artifact_id for e in events if e.execution_id == newest}
     assert resolved == {old_model}
     assert _versions(second_config.serving_model_dir) == [old]
