@@ -243,11 +243,8 @@ def blessing_checks(evaluation_uri: str) -> List[Check]:
     """The thresholds the Evaluator applied (its eval_config.json) with the measured values and verdicts."""
     import tensorflow_model_analysis as tfma
 
-    config_path = os.path.join(evaluation_uri, "eval_config.json")
-    try:
-        with open(config_path) as f:
-            eval_config = json.load(f).get("evalConfig", {})
-    except (OSError, ValueError):
+    eval_config = applied_eval_config(evaluation_uri)
+    if eval_config is None:
         return []
     values = _overall_values(evaluation_uri)
     result = tfma.load_validation_result(evaluation_uri)
@@ -270,10 +267,8 @@ def blessing_checks(evaluation_uri: str) -> List[Check]:
 def value_bars(evaluation_uri: str) -> Dict[str, float]:
     """metric -> the lowest value the Evaluator accepted on the overall slice (the lower bounds of the value
     thresholds in its eval_config.json: the bars it applied, whatever the config says today); {} without one."""
-    try:
-        with open(os.path.join(evaluation_uri, "eval_config.json")) as f:
-            eval_config = json.load(f).get("evalConfig", {})
-    except (OSError, ValueError):
+    eval_config = applied_eval_config(evaluation_uri)
+    if eval_config is None:
         return {}
     bars = {}
     for spec in eval_config.get("metricsSpecs", []):
@@ -289,12 +284,20 @@ def value_bars(evaluation_uri: str) -> Dict[str, float]:
 
 def had_baseline(evaluation_uri: str) -> bool:
     """Whether the Evaluator compared against a baseline model (a model spec marked is_baseline)."""
+    eval_config = applied_eval_config(evaluation_uri)
+    return any(spec.get("isBaseline") for spec in (eval_config or {}).get("modelSpecs", []))
+
+
+EVAL_CONFIG_FILE = "eval_config.json"  # TFMA writes the EvalConfig it ran with beside its results
+
+
+def applied_eval_config(evaluation_uri: str) -> Optional[dict]:
+    """The EvalConfig (JSON) the Evaluator ran with, None when it is missing or unreadable."""
     try:
-        with open(os.path.join(evaluation_uri, "eval_config.json")) as f:
-            specs = json.load(f).get("evalConfig", {}).get("modelSpecs", [])
+        with open(os.path.join(evaluation_uri, EVAL_CONFIG_FILE)) as f:
+            return json.load(f).get("evalConfig", {})
     except (OSError, ValueError):
-        return False
-    return any(spec.get("isBaseline") for spec in specs)
+        return None
 
 
 def _metric_name(metric: dict) -> str:
