@@ -259,7 +259,7 @@ def blessing_checks(evaluation_uri: str) -> List[Check]:
                 for key, is_diff, kind in (("valueThreshold", False, "value"),
                                            ("changeThreshold", True, "change against the baseline")):
                     if key in threshold:
-                        checks.append(Check(name, kind, _bound_text(threshold[key]), values.get((name, is_diff)),
+                        checks.append(Check(name, kind, bound_text(threshold[key]), values.get((name, is_diff)),
                                             (name, is_diff) not in failed))
     return checks
 
@@ -312,7 +312,8 @@ def _metric_name(metric: dict) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", class_name).lower()
 
 
-def _bound_text(threshold: dict) -> str:
+def bound_text(threshold: dict) -> str:
+    """A TFMA value or change threshold (as JSON: eval_config.json, or a proto through MessageToDict) in words."""
     parts = []
     if "lowerBound" in threshold:
         parts.append(f">= {float(threshold['lowerBound']):.4f}")

@@ -423,9 +423,14 @@ def validation_failures(evaluation_uri: str) -> List[str]:
 
 
 def _bound(threshold) -> str:
+    """'the bar >= 0.9000' or 'the allowed change >= -0.0010' for a TFMA MetricThreshold proto."""
+    from google.protobuf import json_format
+
+    from pipeline.report_data import bound_text
+
     if threshold.HasField("value_threshold"):
-        return f"the bar >= {threshold.value_threshold.lower_bound.value:.4f}"
-    return f"the allowed change >= {threshold.change_threshold.absolute.value:.4f}"
+        return "the bar " + bound_text(json_format.MessageToDict(threshold.value_threshold))
+    return "the allowed change " + bound_text(json_format.MessageToDict(threshold.change_threshold))
 
 
 def _verdict(result: RunResult, evaluation_uri: Optional[str]) -> Verdict:
