@@ -329,14 +329,6 @@ def bound_text(threshold: dict) -> str:
 
 def _overall_values(evaluation_uri: str) -> Dict[Tuple[str, bool], float]:
     """(metric, is_diff) -> value on the overall slice for the candidate model, diffs included."""
-    import tensorflow_model_analysis as tfma
+    from pipeline.run_view import OVERALL, candidate_metrics
 
-    for slice_metrics in tfma.load_metrics(evaluation_uri):
-        if slice_metrics.slice_key.single_slice_keys:
-            continue
-        return {
-            (kv.key.name, kv.key.is_diff): kv.value.double_value.value
-            for kv in slice_metrics.metric_keys_and_values
-            if kv.key.model_name in ("", "candidate") and kv.value.HasField("double_value")
-        }
-    return {}
+    return candidate_metrics(evaluation_uri).get(OVERALL, {})

@@ -389,16 +389,23 @@ def _anomalies(artifact) -> Dict[str, Dict[str, str]]:
 
 def metrics_by_slice(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
     """slice name ("Overall", "payment_type=Cash", ...) -> metric -> value, candidate model only (TFMA)."""
+    return {name: {metric: v for (metric, is_diff), v in values.items() if not is_diff}
+            for name, values in candidate_metrics(evaluation_uri).items()}
+
+
+def candidate_metrics(evaluation_uri: str) -> Dict[str, Dict[Tuple[str, bool], float]]:
+    """slice name -> (metric, is_diff) -> value for the candidate model: TFMA's metrics, its diffs against
+    the baseline included. The one reader of an Evaluator's metrics."""
     import tensorflow_model_analysis as tfma
 
-    result: Dict[str, Dict[str, float]] = {}
+    result: Dict[str, Dict[Tuple[str, bool], float]] = {}
     for slice_metrics in tfma.load_metrics(evaluation_uri):
         keys = slice_metrics.slice_key.single_slice_keys
         name = OVERALL if not keys else ", ".join(f"{k.column}={_slice_value(k)}" for k in keys)
         values = result.setdefault(name, {})
         for kv in slice_metrics.metric_keys_and_values:
-            if kv.key.model_name in ("", "candidate") and not kv.key.is_diff and kv.value.HasField("double_value"):
-                values[kv.key.name] = kv.value.double_value.value
+            if kv.key.model_name in ("", "candidate") and kv.value.HasField("double_value"):
+                values[(kv.key.name, kv.key.is_diff)] = kv.value.double_value.value
     return result
 
 
