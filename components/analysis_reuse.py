@@ -26,7 +26,6 @@ from components.mlmd_properties import ANALYSED_PROPERTY, REUSED_PROPERTY
 log = logging.getLogger(__name__)
 
 
-
 def dataset_folders(artifacts: List[types.Artifact]) -> Set[str]:
     """The dataset folders of an analyzer-cache artifact (none when there is no artifact or folder)."""
     folders: Set[str] = set()

@@ -6,7 +6,7 @@ the runner reads from ML Metadata before the run (pipeline/spans.py), and a refu
 range must be left out, which a range cannot say. Given the spans, this picks, for each, the newest
 artifact of that span (a span ingested twice keeps its newest version), oldest span first.
 """
-from typing import Dict, List, Optional  # noqa: F401
+from typing import Dict, List, Optional
 
 from tfx import types
 from tfx.dsl.components.common import resolver

@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 from components.multiworker_trainer.settings import TrainerSettings
 from pipeline import beam_runners
 from trainer_module import features
-from trainer_module.settings import TRAINING_LOOPS, TrainingSettings
+from trainer_module.settings import TRAINING_LOOPS, TUNE_TRIALS, TrainingSettings
 
 PIPELINE_NAME = "taxi-pipeline"
 MODEL_NAME = "taxi"
@@ -110,7 +110,7 @@ class PipelineConfig:
     # `tune_steps` steps (the default length on the default data); the Trainer takes the best. Runs without
     # --tune take the last tuning's hyperparameters (locally: ML Metadata), else the defaults above.
     tune: bool = False
-    tune_trials: int = 3
+    tune_trials: int = TUNE_TRIALS
     tune_steps: int = 500
 
     # AnomaliesGate: stop before Transform when the data does not match the curated schema.

@@ -112,14 +112,15 @@ def run_spans(config: configs.PipelineConfig, folders: spans.SpanFolders) -> int
     from pipeline import summary
 
     allowed = (() if config.fail_on_anomalies else ("AnomaliesGate",)) + (() if config.fail_on_drift else ("DriftCheck",))
-    todo = spans.new_spans(folders, spans.ingested(config.metadata_path), allowed)
+    history = spans.ingested(config.metadata_path)
+    todo = spans.new_spans(folders, history, allowed)
     if not todo:
         print(f"taxi-pipeline: no new span in {config.data} (newest: {folders.label(folders.spans[-1])}, "
               "already ingested); nothing to do")
         return 0
     status = 0
     for span in todo:
-        window = spans.training_window(span, spans.ingested(config.metadata_path), config.window)
+        window = spans.training_window(span, history, config.window)
         run_config = config.replace(span=span, span_pattern=folders.pattern, window_spans=window)
         trained_on = ", ".join(folders.label(s) for s in window) if window else "its own train split"
         print(f"span {folders.label(span)}: ingest, train on {trained_on}, judge on {folders.label(span)}")
@@ -128,7 +129,9 @@ def run_spans(config: configs.PipelineConfig, folders: spans.SpanFolders) -> int
             view = run_pipeline(run_config, progress=sys.stdout, log_file=log_file)
         except UserError as err:  # this span's data was refused: nothing is pushed for it; the next goes on
             print(f"error: span {folders.label(span)} refused: {err}", file=sys.stderr)
-            status = 2
+            status, view = 2, None
+        history = spans.ingested(config.metadata_path)  # this run's verdict on its span, for the next window
+        if view is None:
             continue
         with quiet_logs(log_file, None):
             text = summary.render(run_config, view)

@@ -244,11 +244,8 @@ def _tuning(config: configs.PipelineConfig, transform, schema_gen):
         )
     if config.baseline != "latest_blessed":  # Kubeflow's backend runs no resolvers: the defaults
         return None
-    return Resolver(
-        strategy_class=NewestArtifactStrategy,
-        hyperparameters=Channel(type=standard_artifacts.HyperParameters, producer_component_id="Tuner",
-                                output_key="best_hyperparameters"),
-    ).with_id("latest_hyperparameters")
+    return _newest_output("latest_hyperparameters", "hyperparameters", standard_artifacts.HyperParameters,
+                          "Tuner", "best_hyperparameters")
 
 
 def _hyperparameters(tuning):
@@ -285,11 +282,17 @@ def _analyzer_cache(config: configs.PipelineConfig) -> Optional[Resolver]:
     """The newest Transform's analyzer cache, for runs over spans (None: no cache)."""
     if config.span is None:
         return None
+    return _newest_output("latest_analyzer_cache", "cache", standard_artifacts.TransformCache,
+                          "Transform", "updated_analyzer_cache")
+
+
+def _newest_output(node_id: str, key: str, artifact_type, producer: str, output_key: str) -> Resolver:
+    """A resolver of the newest artifact an earlier run's `producer` wrote at `output_key`, as `key`
+    (nothing, not a failure, when there is none yet)."""
     return Resolver(
         strategy_class=NewestArtifactStrategy,
-        cache=Channel(type=standard_artifacts.TransformCache, producer_component_id="Transform",
-                      output_key="updated_analyzer_cache"),
-    ).with_id("latest_analyzer_cache")
+        **{key: Channel(type=artifact_type, producer_component_id=producer, output_key=output_key)},
+    ).with_id(node_id)
 
 
 def create_pipeline(config: configs.PipelineConfig, metadata_connection_config: Optional[object] = None) -> Pipeline:

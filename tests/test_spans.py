@@ -165,12 +165,12 @@ def test_a_warm_start_across_reordered_vocabularies_predicts_as_the_base_model(t
     new_vocab = {name: [b"new"] + tokens[::-1] for name in features.CATEGORICAL_FEATURES}
     tf.keras.utils.set_random_seed(1)
     base = TaxiModel(_cardinalities(base_vocab), hidden_units=(8,), embedding_dim=4)
-    warm_start.build(base, _cardinalities(base_vocab))
+    warm_start.build(base)
     _saved_with_assets(base, base_vocab, tmp_path / "base")
 
     new = TaxiModel(_cardinalities(new_vocab), hidden_units=(8,), embedding_dim=4)
-    warm_start.build(new, _cardinalities(new_vocab))
-    record = warm_start.warm_start(new, _cardinalities(new_vocab), _Vocabularies(new_vocab), str(tmp_path / "base"))
+    warm_start.build(new)
+    record = warm_start.warm_start(new, _Vocabularies(new_vocab), str(tmp_path / "base"))
     assert record["warm_start"] is True, record
     assert record["rows"] - record["rows_carried"] == len(features.CATEGORICAL_FEATURES)  # only "new" is fresh
     expected = base(_batch(_cardinalities(base_vocab), base_vocab, tokens)).numpy()
@@ -178,7 +178,7 @@ def test_a_warm_start_across_reordered_vocabularies_predicts_as_the_base_model(t
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
     other_sizes = TaxiModel(_cardinalities(new_vocab), hidden_units=(16,), embedding_dim=4)
-    warm_start.build(other_sizes, _cardinalities(new_vocab))
-    cold = warm_start.warm_start(other_sizes, _cardinalities(new_vocab), _Vocabularies(new_vocab), str(tmp_path / "base"))
+    warm_start.build(other_sizes)
+    cold = warm_start.warm_start(other_sizes, _Vocabularies(new_vocab), str(tmp_path / "base"))
     assert cold["warm_start"] is False and "hidden_0" not in cold["why"] and "other model sizes" in cold["why"]
     assert warm_start.warm_steps(500, record) == 250 and warm_start.warm_steps(500, cold) == 500

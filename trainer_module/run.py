@@ -65,8 +65,8 @@ def build_model(strategy, settings: TrainingSettings, tf_transform_output, base_
     cardinalities = cardinalities_from(tf_transform_output)
     with strategy.scope():
         model = TaxiModel(cardinalities, hidden_units=settings.hidden_units, embedding_dim=settings.embedding_dim)
-        warm_start.build(model, cardinalities)
-        warm = warm_start.warm_start(model, cardinalities, tf_transform_output, base_model)
+        warm_start.build(model)
+        warm = warm_start.warm_start(model, tf_transform_output, base_model)
         steps = warm_start.warm_steps(train_steps, warm)
         compile_model(model, float(settings.learning_rate), decay_steps=steps)
     logging.info("warm start: %s", warm)

@@ -57,6 +57,7 @@ class TrainingSettings:
 
 # Tuned settings (trainer_module/tuning.py): names in the Tuner's best_hyperparameters, hidden units as "256-128".
 TUNED = ("hidden_units", "embedding_dim", "learning_rate")
+TUNE_TRIALS = 3  # the Tuner's default budget (`run --tune-trials`)
 
 
 def encode_hidden_units(units) -> str:

@@ -28,7 +28,6 @@ SEARCH_SPACE = {
     "embedding_dim": ([8, 16, 32], training_settings.EMBEDDING_DIM),
     "learning_rate": ([0.001, 0.003, 0.01], training_settings.TrainingSettings.learning_rate),
 }
-DEFAULT_TRIALS = 3
 
 
 def hyperparameters() -> keras_tuner.HyperParameters:
@@ -75,18 +74,18 @@ class TaxiTuner(keras_tuner.Tuner):
 
 def tuner_fn(fn_args) -> TunerFnResult:
     """TFX's Tuner entry point: the tuner and what its `search` is called with."""
-    from trainer_module.inputs import input_fn
+    from trainer_module.inputs import input_fn, validation_input
 
     settings = training_settings.TrainingSettings.from_custom_config(fn_args.custom_config)
-    trials = int((fn_args.custom_config or {}).get("tune_trials") or DEFAULT_TRIALS)
+    trials = int((fn_args.custom_config or {}).get("tune_trials") or training_settings.TUNE_TRIALS)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     batch = int(settings.batch_size)
     train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch, settings.seed)
-    eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch, shuffle=False)
+    eval_ds = validation_input(fn_args, tf_transform_output, batch)  # the batches run_fn validates on
     oracle = _DefaultsFirst(objective=keras_tuner.Objective(OBJECTIVE, "max"), max_trials=trials,
                             hyperparameters=hyperparameters(), seed=int(settings.seed))
     tuner = TaxiTuner(oracle=oracle, directory=fn_args.working_dir, project_name="taxi", overwrite=True)
     return TunerFnResult(tuner=tuner, fit_kwargs={
-        "train_ds": train_ds, "eval_ds": eval_ds.take(fn_args.eval_steps).cache().repeat(),
+        "train_ds": train_ds, "eval_ds": eval_ds,
         "steps": int(fn_args.train_steps), "eval_steps": int(fn_args.eval_steps),
         "cardinalities": cardinalities_from(tf_transform_output), "seed": int(settings.seed), "verbose": 0})

@@ -34,12 +34,12 @@ def warm_steps(steps: int, record: Dict[str, object]) -> int:
     return max(1, int(steps * WARM_STEPS_FRACTION)) if record.get("warm_start") else steps
 
 
-def build(model, cardinalities: Dict[str, int]) -> None:
+def build(model) -> None:
     """Creates the model's variables (Keras makes them at the first call) with one all-zero row."""
     from trainer_module.model import numeric_inputs
 
     batch = {name: tf.zeros([1], tf.float32) for name in numeric_inputs()}
-    batch.update({name: tf.zeros([1], tf.int64) for name in cardinalities})
+    batch.update({name: tf.zeros([1], tf.int64) for name in model.cardinalities})
     model(batch)
 
 
@@ -53,10 +53,12 @@ def _base_vocabulary(base_dir: str, name: str) -> Optional[List[bytes]]:
 
 def row_map(model_cardinalities: Dict[str, int], tf_transform_output, base_dir: str
             ) -> Tuple[List[Tuple[int, int]], int, Optional[str]]:
-    """(new row, base row) pairs of the shared tables, the base table's size, or a reason it cannot map."""
+    """(new row, base row) pairs of the shared tables, the base table's size, or a reason it cannot map.
+
+    `model_cardinalities`: the model's own (TaxiModel.cardinalities), in the order of its table's rows."""
     raw_names = {features.transformed_name(name): name for name in features.CATEGORICAL_FEATURES}
     new_rows, base_rows, pairs = 0, 0, []
-    for name, size in sorted(model_cardinalities.items()):  # TaxiModel orders its table by sorted name
+    for name, size in model_cardinalities.items():
         raw = raw_names.get(name)
         if raw is not None:
             base_vocab = _base_vocabulary(base_dir, raw)
@@ -76,7 +78,7 @@ def row_map(model_cardinalities: Dict[str, int], tf_transform_output, base_dir: 
     return pairs, base_rows, None
 
 
-def warm_start(model, cardinalities: Dict[str, int], tf_transform_output, base_dir: Optional[str]) -> Dict[str, object]:
+def warm_start(model, tf_transform_output, base_dir: Optional[str]) -> Dict[str, object]:
     """Copies what carries over from `base_dir` into the built `model`; returns the record of what it did."""
     if not base_dir:
         return _cold(None, "no base model given")
@@ -91,14 +93,14 @@ def warm_start(model, cardinalities: Dict[str, int], tf_transform_output, base_d
     for path, variable in dense.items():
         if list(shapes.get(_VARIABLE.format(path), [])) != variable.shape.as_list():
             return _cold(base_dir, f"{path} is {shapes.get(_VARIABLE.format(path))} in the base model, "
-                                                f"{variable.shape.as_list()} here (other model sizes)")
-    pairs, base_rows, why = row_map(cardinalities, tf_transform_output, base_dir)
+                                   f"{variable.shape.as_list()} here (other model sizes)")
+    pairs, base_rows, why = row_map(model.cardinalities, tf_transform_output, base_dir)
     if why:
         return _cold(base_dir, why)
     for table in ("embedding/embeddings", "wide/embeddings"):
         if shapes.get(_VARIABLE.format(table), [None])[0] != base_rows:
             return _cold(base_dir, f"the base model's {table} has {shapes.get(_VARIABLE.format(table))} "
-                                                f"rows, its vocabularies say {base_rows}")
+                                   f"rows, its vocabularies say {base_rows}")
     for path, variable in dense.items():
         variable.assign(reader.get_tensor(_VARIABLE.format(path)))
     new_index, base_index = (np.array(side, dtype=np.int64) for side in zip(*pairs))
@@ -106,8 +108,8 @@ def warm_start(model, cardinalities: Dict[str, int], tf_transform_output, base_d
         values = layer.embeddings.numpy()
         values[new_index] = reader.get_tensor(_VARIABLE.format(table))[base_index]
         layer.embeddings.assign(values)
-    total = sum(cardinalities.values())
-    return {"warm_start": True, "base_model": base_dir, "rows_carried": len(pairs), "rows": total}
+    return {"warm_start": True, "base_model": base_dir, "rows_carried": len(pairs),
+            "rows": sum(model.cardinalities.values())}
 
 
 def _cold(base_dir: Optional[str], why: str) -> Dict[str, object]:
