@@ -9,7 +9,7 @@ import tf_serving_reference
 
 @pytest.fixture(scope="session")
 def tf_serving_testdata(tmp_path_factory):
-    """A directory laid out as TF Serving's `servables/tensorflow/testdata/`, built for this session:
+    """A directory laid out as TF Serving's `servables/tensorflow/testdata/`, built once per pytest run:
     `saved_model_half_plus_two_cpu`, `saved_model_half_plus_two_2_versions` (123, 124),
     `saved_model_half_plus_three`, `saved_model_half_plus_two_tf2_cpu`, `saved_model_counter`
     (serving.testing.tf_serving_testdata), and beside them the metadata answers TF Serving's tests
