@@ -22,6 +22,7 @@ from tfx.dsl.io import fileio
 from tfx.types import standard_component_specs
 
 from components.mlmd_properties import ANALYSED_PROPERTY, REUSED_PROPERTY
+from trainer_module.records import SPLIT_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class Executor(transform_executor.Executor):
 
 def _names(folders: List[str]) -> str:
     """`examples-14-Split-train` for TFT's `<pipeline root>-CsvExampleGen-examples-14-Split-train-STAR-<hash>`."""
-    short = [re.sub(r"^.*?-([a-z_]+-\d+-Split-[^-]+)-STAR-.*$", r"\1", name) for name in folders]
+    short = [re.sub(rf"^.*?-([a-z_]+-\d+-{re.escape(SPLIT_PREFIX)}[^-]+)-STAR-.*$", r"\1", name) for name in folders]
     return ", ".join(short) or "none"
 
 

@@ -28,7 +28,7 @@ from tfx.types.standard_artifacts import ExampleAnomalies, ExampleStatistics, Mo
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from components.errors import BadDataError
 from components.serving_baseline import has_baseline  # an empty ServingBaseline (nothing served) is none
-from trainer_module.records import split_dir
+from trainer_module import records
 
 DRIFT_FILE = "drift.json"
 COMPARATORS = {"linf": "L-infinity", "jsd": "Jensen-Shannon"}
@@ -96,7 +96,7 @@ def describe(rows: Sequence[Mapping[str, object]]) -> str:
 
 
 def check(statistics_uri: str, schema_uri: str, baseline_model_uri: Optional[str], thresholds_json: str,
-          split: str = "train") -> Dict[str, object]:
+          split: str = records.TRAIN_SPLIT) -> Dict[str, object]:
     """The drift report for this run's `split` against the baseline model's training statistics."""
     import tensorflow_data_validation as tfdv
 
@@ -113,9 +113,9 @@ def check(statistics_uri: str, schema_uri: str, baseline_model_uri: Optional[str
     if not fileio.exists(baseline_path):
         report["note"] = f"the baseline model carries no training statistics ({baseline_path})"
         return report
-    current = tfdv.load_stats_binary(os.path.join(split_dir(statistics_uri, split), "FeatureStats.pb"))
+    current = tfdv.load_stats_binary(records.statistics_file(statistics_uri, split))
     baseline = tfdv.load_stats_binary(baseline_path)
-    schema = tfdv.load_schema_text(os.path.join(schema_uri, "schema.pbtxt"))
+    schema = tfdv.load_schema_text(os.path.join(schema_uri, records.SCHEMA_FILE))
     rows = compare(current, baseline, schema, dict(sorted(thresholds.items())))
     report["features"] = rows
     report["drifted"] = [r["feature"] for r in rows if r["drifted"]]

@@ -25,7 +25,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types.standard_artifacts import Examples, InfraBlessing, Model
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from trainer_module.records import split_dir
+from trainer_module.records import EVAL_SPLIT, split_dir
 
 SIGNATURE = "serving_default"
 
@@ -128,7 +128,7 @@ def eval_examples(examples_uri: str, count: int):
 
     from tfx.dsl.io import fileio
 
-    files = sorted(fileio.glob(os.path.join(split_dir(examples_uri, "eval"), "*")))  # local or object store
+    files = sorted(fileio.glob(os.path.join(split_dir(examples_uri, EVAL_SPLIT), "*")))  # local or object store
     records = tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)
     return [r.numpy() for r in records]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from trainer_module.records import split_dir
+from trainer_module.records import EVAL_SPLIT, split_dir
 
 ROWS = 5
 
@@ -46,7 +46,7 @@ def _example_to_row(serialized: bytes) -> Dict[str, object]:
 def eval_rows(home: Path, count: int = ROWS) -> List[Dict[str, object]]:
     """Rows from the newest eval split ExampleGen wrote; the CSV sample when there is none."""
     pattern = os.path.join(split_dir(os.path.join(home, "pipeline_root", "**", "*ExampleGen", "examples", "*"),
-                                             "eval"), "*.gz")
+                                             EVAL_SPLIT), "*.gz")
     files = sorted(glob.glob(pattern, recursive=True), key=os.path.getmtime)
     if files:
         import tensorflow as tf

@@ -41,6 +41,7 @@ from components.serving_validator import ServingValidator
 from components.span_window import SpanWindowStrategy
 from pipeline import configs
 from trainer_module import features, preprocessing
+from trainer_module.records import EVAL_SPLIT, TRAIN_SPLIT
 
 
 def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
@@ -137,7 +138,7 @@ def create_components(config: configs.PipelineConfig) -> List:
         # No num_steps (0): the executor derives the steps from the training rows and config.epochs.
         # With spans, every row of the window: the held-out judgement is the newest span's (the Evaluator).
         train_args=trainer_pb2.TrainArgs(num_steps=config.train_steps or 0,
-                                         splits=["train", "eval"] if window is not None else ["train"]),
+                                         splits=[TRAIN_SPLIT, EVAL_SPLIT] if window is not None else [TRAIN_SPLIT]),
         eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps),
         # Warm start (trainer_module/warm_start.py) from the baseline, in runs over spans.
         base_model=baseline_model if config.span is not None and config.warm_start else None,
@@ -151,7 +152,7 @@ def create_components(config: configs.PipelineConfig) -> List:
         model=trainer.outputs["model"],
         baseline_model=baseline_model,
         eval_config=eval_config(config),
-        example_splits=["train", "eval"] if window is not None else ["eval"],  # with spans: all of the newest span
+        example_splits=[TRAIN_SPLIT, EVAL_SPLIT] if window is not None else [EVAL_SPLIT],  # with spans: all of the newest span
     ).with_id("Evaluator")
     serving_validator = ServingValidator(
         model=trainer.outputs["model"], examples=example_gen.outputs["examples"], model_name=config.model_name
@@ -172,8 +173,8 @@ def _example_gen(config: configs.PipelineConfig):
         output_config=example_gen_pb2.Output(
             split_config=example_gen_pb2.SplitConfig(
                 splits=[
-                    example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=config.train_buckets),
-                    example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=config.eval_buckets),
+                    example_gen_pb2.SplitConfig.Split(name=TRAIN_SPLIT, hash_buckets=config.train_buckets),
+                    example_gen_pb2.SplitConfig.Split(name=EVAL_SPLIT, hash_buckets=config.eval_buckets),
                 ]
             )
         ),
@@ -209,7 +210,7 @@ def _transform(examples, schema_gen, analyzer_cache: Optional[Resolver], both_sp
         analyzer_cache=analyzer_cache.outputs["cache"] if analyzer_cache is not None else None,
         disable_analyzer_cache=analyzer_cache is None,
         # With spans the model trains on every row of the window, so both splits are analysed.
-        splits_config=transform_pb2.SplitsConfig(analyze=["train", "eval"], transform=["train", "eval"])
+        splits_config=transform_pb2.SplitsConfig(analyze=[TRAIN_SPLIT, EVAL_SPLIT], transform=[TRAIN_SPLIT, EVAL_SPLIT])
         if both_splits else None,
     )
 

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
+from trainer_module import records
+
 SAMPLE_BYTES = 256 * 1024
 
 
@@ -62,7 +64,7 @@ def open_reads(roots: Iterable[str], pids: Optional[List[int]] = None) -> Dict[T
 
 def _is_data(path: str) -> bool:
     name = os.path.basename(path)
-    return name.endswith(".csv") or ("/Split-" in path and not name.endswith((".pb", ".json", ".pbtxt")))
+    return name.endswith(".csv") or (f"/{records.SPLIT_PREFIX}" in path and not name.endswith((".pb", ".json", ".pbtxt")))
 
 
 def rows_per_byte(path: str) -> float:

@@ -46,7 +46,7 @@ class DataStatistics:
 
 def split_order(name: str) -> Tuple[int, str]:
     """train before eval before anything else: the order every table and legend uses."""
-    return ({"train": 0, "eval": 1}.get(name, 2), name)
+    return ({records.TRAIN_SPLIT: 0, records.EVAL_SPLIT: 1}.get(name, 2), name)
 
 
 def data_statistics(statistics_uri: str) -> DataStatistics:
@@ -55,15 +55,14 @@ def data_statistics(statistics_uri: str) -> DataStatistics:
 
     rows: Dict[str, int] = {}
     by_feature: Dict[str, Feature] = {}
-    splits = [e for e in os.listdir(statistics_uri) if e.startswith("Split-")]
-    for entry in sorted(splits, key=lambda e: split_order(e[len("Split-"):])):
-        path = os.path.join(statistics_uri, entry, "FeatureStats.pb")
+    splits = [s for s in map(records.split_of, os.listdir(statistics_uri)) if s is not None]
+    for split in sorted(splits, key=split_order):
+        path = records.statistics_file(statistics_uri, split)
         if not os.path.exists(path):
             continue
         stats = statistics_pb2.DatasetFeatureStatisticsList()
         with open(path, "rb") as f:
             stats.ParseFromString(f.read())
-        split = entry[len("Split-"):]
         dataset = stats.datasets[0]
         rows[split] = int(dataset.num_examples)
         for feature in dataset.features:

@@ -20,9 +20,10 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator  # noqa: E402
 
 from pipeline import history, report_data  # noqa: E402
+from trainer_module import records  # noqa: E402
 
 DPI = 80
-SPLIT_COLORS = {"train": "#1f77b4", "eval": "#ff7f0e"}
+SPLIT_COLORS = {records.TRAIN_SPLIT: "#1f77b4", records.EVAL_SPLIT: "#ff7f0e"}
 _OTHER_COLORS = ["#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 
 
@@ -86,7 +87,7 @@ def training_curves(history: Dict[str, List[float]]) -> bytes:
     fig, axes = plt.subplots(1, len(pairs), figsize=(3.2 * len(pairs), 2.5), squeeze=False)
     for ax, (train_key, val_key) in zip(axes.flat, pairs):
         epochs = range(1, len(history[train_key]) + 1)
-        ax.plot(epochs, history[train_key], marker="o", markersize=3, label="train")
+        ax.plot(epochs, history[train_key], marker="o", markersize=3, label="training")
         if val_key:
             ax.plot(range(1, len(history[val_key]) + 1), history[val_key], marker="o", markersize=3, label="validation")
         ax.set_title(train_key, fontsize=9)

@@ -359,7 +359,7 @@ def split_row_counts(statistics_artifact) -> Dict[str, int]:
 
     counts = {}
     for split, uri in _split_uris(statistics_artifact, standard_artifacts.ExampleStatistics).items():
-        path = os.path.join(uri, "FeatureStats.pb")
+        path = os.path.join(uri, records.STATISTICS_FILE)
         if os.path.exists(path):
             with open(path, "rb") as f:
                 stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read())
@@ -525,7 +525,7 @@ def _drift(result: RunResult, pipeline_root=None) -> Optional[Drift]:
     report = _read_json(path)
     if report is None:
         return None
-    return Drift(report.get("split", "train"), report.get("baseline_model"), _distances(report.get("features", []), "drifted"),
+    return Drift(report.get("split", records.TRAIN_SPLIT), report.get("baseline_model"), _distances(report.get("features", []), "drifted"),
                  report.get("note", ""), stopped and bool(report.get("drifted")))
 
 

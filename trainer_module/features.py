@@ -6,8 +6,10 @@ another tabular CSV, edit these two and nothing else.
 from pathlib import Path
 from typing import Mapping, Optional
 
+from trainer_module import records
+
 # The curated schema (presence, domains, value ranges) every split is validated against.
-SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "schema.pbtxt"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / records.SCHEMA_FILE
 
 # Label: the rider tipped more than 20% of the fare. `tips` is only read to make the label and is
 # never a model input (it is absent in the SERVING environment of the schema).

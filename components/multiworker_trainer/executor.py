@@ -115,7 +115,7 @@ def with_raw_eval_files(input_dict, exec_properties):
     raw = input_dict.get("raw_examples") or []
     if not raw:
         return exec_properties
-    pattern = os.path.join(artifact_utils.get_split_uri(raw, "eval"), "*")
+    pattern = os.path.join(artifact_utils.get_split_uri(raw, records.EVAL_SPLIT), "*")
     return _with_custom_config(exec_properties, raw_eval_files=pattern)
 
 
@@ -137,7 +137,7 @@ def store_training_statistics(input_dict, output_dict) -> Optional[str]:
     statistics = input_dict.get("statistics") or []
     if not statistics:
         return None
-    source = os.path.join(artifact_utils.get_split_uri(statistics, "train"), "FeatureStats.pb")
+    source = os.path.join(artifact_utils.get_split_uri(statistics, records.TRAIN_SPLIT), records.STATISTICS_FILE)
     target = training_statistics_path(artifact_utils.get_single_uri(output_dict[standard_component_specs.MODEL_KEY]))
     fileio.makedirs(os.path.dirname(target))
     fileio.copy(source, target, overwrite=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from trainer_module.records import split_dir
+from trainer_module import records
 
 TRAINER_TYPE_SUFFIX = ".Trainer"
 
@@ -91,11 +91,11 @@ def replay(metadata_path: Path, out_dir: Path, train_steps: Optional[int] = None
     started = time.monotonic()
     MultiWorkerExecutor().Do(input_dict, {"model": [model], "model_run": [model_run]}, exec_properties)
     seconds = time.monotonic() - started
-    reports = [json.loads(p.read_text()) for p in sorted((out_dir / "model_run" / "workers").glob("worker-*.json"))]
+    reports = [json.loads(Path(p).read_text()) for p in records.worker_reports(model_run.uri)]
     return ReplayResult(out_dir / "model" / "Format-Serving", out_dir / "model_run", seconds, reports)
 
 
-def eval_auc(serving_model_dir: Path, examples_uri: str, split: str = "eval",
+def eval_auc(serving_model_dir: Path, examples_uri: str, split: str = records.EVAL_SPLIT,
              label_fn=None, limit: Optional[int] = None) -> float:
     """AUC of a model's `serving_default` (serialized tf.Example in) on an ExampleGen split.
 
@@ -104,7 +104,7 @@ def eval_auc(serving_model_dir: Path, examples_uri: str, split: str = "eval",
     import numpy as np
     import tensorflow as tf
 
-    files = tf.io.gfile.glob(os.path.join(split_dir(examples_uri, split), "*"))
+    files = tf.io.gfile.glob(os.path.join(records.split_dir(examples_uri, split), "*"))
     if not files:
         raise FileNotFoundError(f"no {split} split under {examples_uri}")
     serialized = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]

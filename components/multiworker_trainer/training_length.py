@@ -60,7 +60,7 @@ def resolve(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[s
     from it sees the same step count.
     """
     train_args = _train_args(exec_properties)
-    splits = train_args.get("splits") or ["train"]
+    splits = train_args.get("splits") or [records.TRAIN_SPLIT]
     cfg = custom_config or {}
     epochs = cfg.get("epochs")
     global_batch = int(TrainingSettings.from_custom_config(cfg).batch_size) * workers
