@@ -28,6 +28,7 @@ from tfx.types.standard_artifacts import ExampleAnomalies, ExampleStatistics, Mo
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from components.errors import BadDataError
 from components.serving_baseline import has_baseline  # an empty ServingBaseline (nothing served) is none
+from kubeflow import tfx_internals
 from trainer_module import records
 
 DRIFT_FILE = "drift.json"
@@ -151,8 +152,8 @@ STOPPED_DIR = "stopped"  # <pipeline_root>/DriftCheck/stopped/<output id>.json: 
 
 def stopped_report_path(drift_uri: str) -> str:
     """Where a check that stops the run keeps its report: beside its output folders, which TFX removes."""
-    node_dir = os.path.dirname(os.path.dirname(drift_uri.rstrip("/")))
-    return os.path.join(node_dir, STOPPED_DIR, os.path.basename(drift_uri.rstrip("/")) + ".json")
+    place = tfx_internals.output_place(drift_uri)
+    return os.path.join(place.node_dir, STOPPED_DIR, place.execution + ".json")
 
 
 def _write_json(uri: str, document: Dict[str, object]) -> None:

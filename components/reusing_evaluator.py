@@ -31,6 +31,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils
 
 from components.serving_baseline import has_baseline
+from kubeflow import tfx_internals
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +77,16 @@ def zero_change_passes(eval_config_json: str) -> bool:
 
 
 def _earlier_evaluation(output_uri: str, key: Dict[str, str]) -> Optional[str]:
-    """The newest sibling evaluation (same component's outputs) that evaluated exactly `key`."""
-    parent = os.path.dirname(output_uri.rstrip("/"))
-    found = []
-    for folder in fileio.listdir(parent) if fileio.exists(parent) else []:
-        uri = os.path.join(parent, folder.rstrip("/"))
+    """The newest earlier evaluation of this component that evaluated exactly `key`."""
+    for _, uri in reversed(tfx_internals.earlier_outputs(output_uri)):
         record = os.path.join(uri, RECORD_FILE)
-        if uri.rstrip("/") == output_uri.rstrip("/") or not fileio.exists(record):
+        if not fileio.exists(record):
             continue
         with fileio.open(record, "r") as f:
             earlier = json.loads(f.read())
         if all(earlier.get(k) == v for k, v in key.items()):
-            found.append((folder.isdigit() and int(folder), uri))
-    return max(found)[1] if found else None
+            return uri
+    return None
 
 
 def _copy_tree(src: str, dst: str) -> None:
@@ -144,20 +142,10 @@ class Executor(tfx_evaluator.Executor):
 
         if not output_dict.get(standard_component_specs.BLESSING_KEY):
             return
-        blessing = artifact_utils.get_single_instance(output_dict[standard_component_specs.BLESSING_KEY])
-        model = input_dict[standard_component_specs.MODEL_KEY][0]
-        baseline = input_dict[standard_component_specs.BASELINE_MODEL_KEY][0]
-        blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
-        blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY, model.id)
-        blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY, baseline.uri)
-        blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY, baseline.id)
-        if "current_component_id" in exec_properties:
-            blessing.set_string_custom_property("component_id", exec_properties["current_component_id"])
-        ok = tfma.load_validation_result(output_uri).validation_ok
-        name = constants.BLESSED_FILE_NAME if ok else constants.NOT_BLESSED_FILE_NAME
-        io_utils.write_string_file(os.path.join(blessing.uri, name), "")
-        blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_BLESSED_KEY,
-                                         constants.BLESSED_VALUE if ok else constants.NOT_BLESSED_VALUE)
+        tfx_internals.write_blessing(
+            artifact_utils.get_single_instance(output_dict[standard_component_specs.BLESSING_KEY]),
+            input_dict[standard_component_specs.MODEL_KEY][0], input_dict[standard_component_specs.BASELINE_MODEL_KEY][0],
+            exec_properties, tfma.load_validation_result(output_uri).validation_ok)
 
 
 

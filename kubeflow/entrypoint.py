@@ -12,7 +12,7 @@ what TFX cannot do by itself on a self-hosted Kubeflow:
 - an unreachable or refused S3 store fails the step at once, in one line;
 - TFX's Beam executors would package TFX for the step's workers, which run this image already;
 - TFX's entry point imports the Evaluator's executor, whose package `__init__` would import every
-  TFX component (Kubernetes and Docker clients, keras_tuner...): deferred (`kubeflow.lazy_tfx_components`);
+  TFX component (Kubernetes and Docker clients, keras_tuner...): deferred (`kubeflow.tfx_internals`);
 - exit status: the AWS SDK inside tensorflow-io aborts at interpreter shutdown ("pure virtual
   method called", exit 134) once it has been used; the step's real status is kept by leaving
   with `os._exit` after flushing.
@@ -27,7 +27,7 @@ import traceback
 from typing import List, Optional
 
 import kubeflow  # noqa: F401  (TF_USE_LEGACY_KERAS)
-from kubeflow import executor_input, lazy_tfx_components, object_store
+from kubeflow import executor_input, object_store, tfx_internals
 
 ERROR_MARKER = "TAXI_STEP_ERROR:"
 
@@ -86,16 +86,14 @@ def _no_tfx_sdist_for_workers() -> None:
     """A Beam step's workers run this image (the DirectRunner in this container, DOCKER and Dataflow
     workers the pipeline image), so TFX's sdist of itself, built per Beam step (2-4 s and a 49 MB copy
     of TFX in /tmp; pipeline/beam_runners.py: workers_have_this_install), is skipped for the step."""
-    from tfx.utils import dependency_utils
-
-    dependency_utils.make_beam_dependency_flags = list
+    tfx_internals.skip_tfx_sdist()  # for the rest of this process: one step
 
 
 def main(argv: List[str]) -> int:
     if not argv:
         print("usage: python -m kubeflow.entrypoint MODULE [ARGS...]", file=sys.stderr)
         return 2
-    lazy_tfx_components.defer()  # before anything in this process imports under tfx.components
+    tfx_internals.defer_tfx_components()  # before anything in this process imports under tfx.components
     module, args = argv[0], list(argv[1:])
     args, adapted = executor_input.adapt_args(args)
     for what, keys in adapted.items():

@@ -12,8 +12,7 @@ So the compiled pipeline (`spec_compat.add_input_fingerprint`) starts with an un
 runs this module on CsvExampleGen's `input_base` and hands its output to CsvExampleGen as the
 parameter `input_fingerprint`: unchanged files give the same parameter and KFP's cache works as
 before; any change of the files (names, sizes, modification times: TFX's own fingerprint,
-`tfx.components.example_gen.utils.calculate_splits_fingerprint_span_and_version`) changes
-CsvExampleGen's key and everything after it. The step entry point takes the parameter out before
+`tfx_internals.splits_fingerprint`) changes CsvExampleGen's key and everything after it. The step entry point takes the parameter out before
 TFX sees it (`kubeflow/executor_input.py`).
 
     python -m kubeflow.input_fingerprint --input-base DIR --input-config JSON --output FILE
@@ -28,14 +27,14 @@ PARAMETER = "input_fingerprint"  # CsvExampleGen's input parameter; kept from TF
 
 def fingerprint(input_base: str, input_config_json: str) -> str:
     """TFX's fingerprint of the files each split's pattern matches under `input_base`."""
-    from tfx.components.example_gen import utils
     from tfx.proto import example_gen_pb2
     from tfx.utils import proto_utils
 
+    from kubeflow import tfx_internals
+
     config = example_gen_pb2.Input()
     proto_utils.json_to_proto(input_config_json, config)
-    found, _, _ = utils.calculate_splits_fingerprint_span_and_version(input_base, config.splits)
-    return found
+    return tfx_internals.splits_fingerprint(input_base, config)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

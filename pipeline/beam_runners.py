@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 ENVIRONMENT_TYPES = ("DOCKER", "PROCESS", "EXTERNAL", "LOOPBACK")
@@ -148,18 +147,10 @@ def workers_have_this_install():
     workers run from this repository's venv and DOCKER/Dataflow workers the pipeline image, all with this
     same TFX (the presets refuse workers that could not import our modules, tensorflow/tfx#4948).
     """
-    from tfx.utils import dependency_utils
+    from kubeflow import tfx_internals
 
-    def as_given(beam_pipeline_args: List[str]) -> List[str]:
-        logging.info("Beam workers run this installation: no TFX sdist added to %s", beam_pipeline_args)
-        return list(beam_pipeline_args)
-
-    original = dependency_utils.make_beam_dependency_flags
-    dependency_utils.make_beam_dependency_flags = as_given
-    try:
+    with tfx_internals.tfx_sdist_skipped():
         yield
-    finally:
-        dependency_utils.make_beam_dependency_flags = original
 
 
 def add_arguments(parser) -> None:

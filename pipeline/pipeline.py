@@ -14,7 +14,7 @@ import tensorflow_model_analysis as tfma
 # (google.cloud.aiplatform): the imports up to a built pipeline took 11.4 s with it, 8.8 s without
 # (medians of four interleaved pairs, bench/RESULTS.md 2026-12-01 (c)); and each component from its own module,
 # not `from tfx.components import ...`, which runs that package's __init__ (every TFX component):
-# see kubeflow.lazy_tfx_components.
+# see kubeflow.tfx_internals.defer_tfx_components.
 from tfx.components.example_validator.component import ExampleValidator
 from tfx.components.pusher.component import Pusher
 from tfx.components.statistics_gen.component import StatisticsGen

@@ -84,7 +84,7 @@ def test_building_the_pipeline_loads_neither_tfx_v1_nor_every_tfx_component(tmp_
     start (bench/RESULTS.md, 2026-12-01 (c)), so the pipeline imports TFX's own modules instead. And
     `tfx.components`' package __init__ imports all sixteen TFX components (InfraValidator's Kubernetes
     client, the Tuner's keras_tuner...): ~2.4 s more (2026-12-02 (a)), so it runs only when a name of the
-    package is used (kubeflow.lazy_tfx_components), which must still work."""
+    package is used (kubeflow.tfx_internals.defer_tfx_components), which must still work."""
     unused = ("tfx.v1", "google.cloud.aiplatform", "tfx.components.infra_validator", "keras_tuner",
               "tfx.components.bulk_inferrer", "tfx.components.tuner")
     code = ("import sys\n"

@@ -52,13 +52,13 @@ def die_with_parent(parent_pid: int) -> None:
 
 def run(spec: str) -> None:
     """Rebuilds FnArgs exactly as GenericExecutor.Do does and calls run_fn."""
-    from tfx.components.trainer import executor as trainer_executor
     from tfx.components.util import udf_utils
 
     from components.multiworker_trainer import job_spec
+    from kubeflow import tfx_internals
 
     inputs, outputs, exec_properties = job_spec.read_spec(spec)
-    fn_args = trainer_executor.GenericExecutor()._GetFnArgs(inputs, outputs, exec_properties)  # pylint: disable=protected-access
+    fn_args = tfx_internals.trainer_fn_args(inputs, outputs, exec_properties)
     run_fn = udf_utils.get_fn(exec_properties, "run_fn")
     log.info("calling %s.%s", run_fn.__module__, run_fn.__name__)
     run_fn(fn_args)

@@ -139,7 +139,7 @@ def test_entry_point_keeps_the_steps_exit_status(fake_step):
 def test_entry_point_runs_tfx_steps_without_importing_every_tfx_component(tmp_path):
     """TFX's step entry point imports the Evaluator's executor, and through `tfx.components`' package
     __init__ every other component (InfraValidator's Kubernetes client, the Tuner's keras_tuner): ~2 s
-    of each step's start. The entry point defers that __init__ (kubeflow.lazy_tfx_components)."""
+    of each step's start. The entry point defers that __init__ (kubeflow.tfx_internals)."""
     import subprocess
 
     (tmp_path / "probe_step.py").write_text(

@@ -1,0 +1,199 @@
+"""Every use this project makes of what TFX does but does not promise, in one module.
+
+Each function below relies on TFX 1.16 code that is not part of its public API (`tfx.v1`) or copies
+what a TFX executor does; `tests/test_library_internals.py` runs or reads that TFX code and fails,
+naming the function here, when an upgrade changes it. Subclassing a component's executor (Evaluator,
+Transform, Trainer, Pusher, ExampleGen) is TFX's documented way of customising a component and is not
+listed; re-implementing part of what an executor does is.
+
+- `defer_tfx_components`: `tfx.components`' package `__init__` runs only when one of its names is used.
+- `skip_tfx_sdist`, `tfx_sdist_skipped`: TFX's Beam executors stop packaging TFX for their workers.
+- `write_blessing`: the blessing TFX's Evaluator executor writes for a validation result.
+- `output_place`, `earlier_outputs`: where the local orchestrator puts an execution's output folder.
+- `splits_fingerprint`: ExampleGen's fingerprint of its input files.
+- `trainer_fn_args`: the FnArgs TFX's Trainer executor hands `run_fn`.
+
+The module is in `kubeflow/` because the lowest layer that needs it is there (each Kubeflow step's entry
+point defers `tfx.components` and skips the sdist); components and the pipeline import it from here.
+It imports TFX only inside its functions: importing it loads nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import sys
+import threading
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Sequence, Tuple
+
+log = logging.getLogger(__name__)
+
+# ---- tfx.components without its package __init__ --------------------------------------------------------
+
+COMPONENTS_PACKAGE = "tfx.components"
+_lock = threading.Lock()
+
+
+def defer_tfx_components() -> None:
+    """Make `tfx.components` load its `__init__` only when one of its names is asked for. Idempotent;
+    does nothing if the package is already imported or TFX is not installed.
+
+    TFX's package `__init__` imports all sixteen components with their executors, so the first import
+    of any module under it (the Trainer's FnArgs helpers, one component class) also loads what this
+    project never runs: InfraValidator's Kubernetes and Docker clients with `jsonschema`, the Tuner's
+    `keras_tuner`, BulkInferrer, DistributionValidator, ExampleDiff. Imports up to a built pipeline
+    (`from pipeline import configs, local_runner`, the local DAG runner, `create_pipeline(...)`), three
+    interleaved pairs on a quiet machine: 7.03 / 7.38 / 7.01 s with the package `__init__`, 4.64 /
+    5.02 / 4.67 s without it; a trainer worker's imports 11.8-12.9 s -> 8.0-8.9 s (bench/RESULTS.md,
+    2026-12-02 (a)). Every process that runs TFX code defers it first: `components/__init__.py` (the local
+    runs, trainer workers) and `kubeflow/entrypoint.py` (each Kubeflow step, whose TFX entry point
+    imports the Evaluator's executor and, through the package, every other component).
+
+    The package is registered as an empty module whose attribute lookups (PEP 562 `__getattr__`) run
+    TFX's real `__init__` on first use, so `from tfx.components import Trainer`, `tfx.v1` and TFX's own
+    tests keep working; only importing a submodule by its full path skips it.
+    `importlib.util.LazyLoader` cannot do this: importing a submodule reads the package's `__path__`,
+    which makes a lazy module load in full.
+    """
+    if COMPONENTS_PACKAGE in sys.modules:
+        return
+    try:
+        spec = importlib.util.find_spec(COMPONENTS_PACKAGE)  # imports the `tfx` package (its version only)
+    except ModuleNotFoundError:  # no TFX at all
+        return
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    loaded = False
+
+    def __getattr__(name: str):
+        nonlocal loaded
+        if name.startswith("__"):  # __path__, __file__ … are set; others (e.g. __wrapped__) do not exist
+            raise AttributeError(name)
+        with _lock:
+            if not loaded:
+                loaded = True
+                del module.__getattr__  # from here on, the real module's own attributes
+                spec.loader.exec_module(module)
+        return getattr(module, name)
+
+    module.__getattr__ = __getattr__
+    sys.modules[COMPONENTS_PACKAGE] = module
+    parent, _, child = COMPONENTS_PACKAGE.rpartition(".")
+    setattr(sys.modules[parent], child, module)  # as the import system binds a package it loads: tfx.components
+
+
+# ---- Beam workers: no sdist of TFX ----------------------------------------------------------------------
+
+def skip_tfx_sdist() -> Callable[[], None]:
+    """TFX's Beam executors take the pipeline options as given, without an sdist of TFX itself; returns the
+    function that undoes it.
+
+    Given any pipeline options, TFX's `BaseBeamExecutor.__init__` calls
+    `dependency_utils.make_beam_dependency_flags`, which, unless an option names the workers'
+    dependencies, copies the installed `tfx` tree to a new `/tmp` folder, builds an sdist of it and adds
+    `--extra_package=<that sdist>` (pipeline/beam_runners.py: `workers_have_this_install` says why none
+    of the project's workers needs it). This replaces that function for as long as it is not undone.
+    """
+    from tfx.utils import dependency_utils
+
+    original = dependency_utils.make_beam_dependency_flags
+
+    def as_given(beam_pipeline_args: Sequence[str]) -> List[str]:
+        log.info("Beam workers run this installation: no TFX sdist added to %s", beam_pipeline_args)
+        return list(beam_pipeline_args)
+
+    dependency_utils.make_beam_dependency_flags = as_given
+
+    def undo() -> None:
+        dependency_utils.make_beam_dependency_flags = original
+
+    return undo
+
+
+@contextlib.contextmanager
+def tfx_sdist_skipped() -> Iterator[None]:
+    """`skip_tfx_sdist` within the block."""
+    undo = skip_tfx_sdist()
+    try:
+        yield
+    finally:
+        undo()
+
+
+# ---- the Evaluator's blessing ---------------------------------------------------------------------------
+
+def write_blessing(blessing, model, baseline, exec_properties: Dict[str, Any], validation_ok: bool) -> None:
+    """What TFX's Evaluator executor (`tfx.components.evaluator.executor.Executor.Do`, after TFMA has run)
+    writes on its ModelBlessing: the models' URIs and ids, the component id, and the BLESSED or NOT_BLESSED
+    file with the `blessed` property. `baseline` None: no baseline model was given."""
+    from tfx.components.evaluator import constants
+    from tfx.utils import io_utils
+
+    blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
+    blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY, model.id)
+    if baseline is not None:
+        blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY, baseline.uri)
+        blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY, baseline.id)
+    if "current_component_id" in exec_properties:
+        blessing.set_string_custom_property("component_id", exec_properties["current_component_id"])
+    name = constants.BLESSED_FILE_NAME if validation_ok else constants.NOT_BLESSED_FILE_NAME
+    io_utils.write_string_file(os.path.join(blessing.uri, name), "")
+    blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_BLESSED_KEY,
+                                     constants.BLESSED_VALUE if validation_ok else constants.NOT_BLESSED_VALUE)
+
+
+# ---- where an execution's outputs are -------------------------------------------------------------------
+
+class OutputPlace(NamedTuple):
+    """An output folder as TFX's local orchestrator makes it: `<pipeline root>/<node id>/<key>/<execution id>`
+    (`tfx.orchestration.portable.outputs_utils.generate_output_artifacts`)."""
+    node_dir: str
+    key: str
+    execution: str
+
+
+def output_place(output_uri: str) -> OutputPlace:
+    execution_dir = output_uri.rstrip("/")
+    key_dir = os.path.dirname(execution_dir)
+    return OutputPlace(os.path.dirname(key_dir), os.path.basename(key_dir), os.path.basename(execution_dir))
+
+
+def earlier_outputs(output_uri: str) -> List[Tuple[int, str]]:
+    """(execution id, folder) of the same node's same output in its other executions, oldest first."""
+    from tfx.dsl.io import fileio
+
+    parent = os.path.dirname(output_uri.rstrip("/"))
+    found = []
+    for folder in fileio.listdir(parent) if fileio.exists(parent) else []:
+        name = folder.rstrip("/")
+        uri = os.path.join(parent, name)
+        if name.isdigit() and uri != output_uri.rstrip("/"):
+            found.append((int(name), uri))
+    return sorted(found)
+
+
+# ---- ExampleGen's input fingerprint ---------------------------------------------------------------------
+
+def splits_fingerprint(input_base: str, input_config) -> str:
+    """ExampleGen's fingerprint of the files each split's pattern matches under `input_base` (names, sizes,
+    modification times): `tfx.components.example_gen.utils.calculate_splits_fingerprint_span_and_version`,
+    what TFX's ExampleGen driver compares to decide whether its input changed. `input_config`: an
+    `example_gen_pb2.Input`."""
+    from tfx.components.example_gen import utils
+
+    found, _, _ = utils.calculate_splits_fingerprint_span_and_version(input_base, input_config.splits)
+    return found
+
+
+# ---- the Trainer's FnArgs -------------------------------------------------------------------------------
+
+def trainer_fn_args(input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
+                    exec_properties: Dict[str, Any]):
+    """The FnArgs TFX's Trainer executor (`GenericExecutor.Do`) builds and passes to `run_fn`, built by its
+    own (protected) `_GetFnArgs`: a trainer worker process rebuilds them from the serialized execution."""
+    from tfx.components.trainer import executor as trainer_executor
+
+    return trainer_executor.GenericExecutor()._GetFnArgs(input_dict, output_dict, exec_properties)  # noqa: SLF001
+

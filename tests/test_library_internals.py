@@ -1,0 +1,386 @@
+"""What the project relies on in TFX, TF-Transform, TFMA and TFDV beyond their public APIs still holds.
+
+One module per library holds those uses:
+- TFX: `kubeflow/tfx_internals.py` (the lazy `tfx.components`, the Beam sdist, the Evaluator's blessing,
+  the output folder layout, ExampleGen's fingerprint, the Trainer's FnArgs); TFX's file and folder names
+  the components read are in `trainer_module/records.py`;
+- TF-Transform: `components/analysis_reuse.py` (the analyzer cache's folder per dataset);
+  `trainer_module/transform_probe.py` reads TFT's constants through its public layer alone, relying on
+  what its outputs mean, which is checked here too;
+- TFMA: `pipeline/report_data.py` (the file TFMA writes its EvalConfig to, TFMA's metric names);
+- TFDV: `pipeline/skew.py` (statistics of an in-memory batch).
+
+Each test runs or reads the library's own code and fails with a message naming the wrapper to revisit.
+The library versions are pinned (constraints.txt): a failure here after an upgrade is the list of what to
+look at.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from kubeflow import tfx_internals
+from tfx.dsl.components.base import base_beam_executor
+from trainer_module import records
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _custom_properties(artifact) -> dict:
+    found = {}
+    for name, value in artifact.mlmd_artifact.custom_properties.items():
+        found[name] = getattr(value, value.WhichOneof("value"))
+    return found
+
+
+# ---- TFX -----------------------------------------------------------------------------------------------
+
+class _StubTFMA:
+    """TFMA as TFX's Evaluator executor sees it, with the model loading and evaluation replaced: the executor
+    then runs everything of its own (config checks, reading the split, writing the blessing) in seconds."""
+
+    def __init__(self, validation_ok: bool):
+        import apache_beam as beam
+        import tensorflow_model_analysis as tfma
+        from tensorflow_model_analysis.proto import validation_result_pb2
+
+        self._real = tfma
+        self.default_eval_shared_model = lambda **kwargs: kwargs["model_name"]
+        self.is_batched_input = lambda *args, **kwargs: False
+        self.ExtractEvaluateAndWriteResults = lambda **kwargs: beam.Map(lambda example: example)
+        self.load_validation_result = lambda path: validation_result_pb2.ValidationResult(validation_ok=validation_ok)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def _evaluator_io(tmp_path: Path, name: str, with_baseline: bool):
+    from tfx.types import standard_artifacts, standard_component_specs as specs
+
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / name / "examples")
+    examples.split_names = json.dumps([records.EVAL_SPLIT])
+    os.makedirs(records.split_dir(examples.uri, records.EVAL_SPLIT))
+    Path(records.split_dir(examples.uri, records.EVAL_SPLIT), "data").write_bytes(b"")  # no examples
+    model, baseline = standard_artifacts.Model(), standard_artifacts.Model()
+    model.uri, model.id = str(tmp_path / "model"), 11
+    baseline.uri, baseline.id = str(tmp_path / "baseline"), 7
+    evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
+    evaluation.uri, blessing.uri = str(tmp_path / name / "evaluation"), str(tmp_path / name / "blessing")
+    for uri in (evaluation.uri, blessing.uri):
+        os.makedirs(uri)
+    inputs = {specs.EXAMPLES_KEY: [examples], specs.MODEL_KEY: [model]}
+    if with_baseline:
+        inputs[specs.BASELINE_MODEL_KEY] = [baseline]
+    return inputs, {specs.EVALUATION_KEY: [evaluation], specs.BLESSING_KEY: [blessing]}
+
+
+@pytest.mark.parametrize("validation_ok,with_baseline", [(True, True), (False, True), (True, False)])
+def test_write_blessing_writes_what_tfxs_evaluator_writes(tmp_path, monkeypatch, validation_ok, with_baseline):
+    """components/reusing_evaluator.py blesses a reused evaluation through tfx_internals.write_blessing,
+    which must leave the blessing TFX's Evaluator executor leaves: the same files, the same properties."""
+    from tfx.components.evaluator import executor as tfx_evaluator
+    from tfx.types import standard_component_specs as specs
+    from tfx.utils import proto_utils
+
+    from pipeline import configs
+    from pipeline.pipeline import eval_config
+
+    config = eval_config(configs.PipelineConfig())
+    if not with_baseline:
+        del config.model_specs[1:]  # the candidate alone
+    exec_properties = {specs.EVAL_CONFIG_KEY: proto_utils.proto_to_json(config),
+                       specs.EXAMPLE_SPLITS_KEY: json.dumps([records.EVAL_SPLIT]),
+                       "current_component_id": "Evaluator"}
+    monkeypatch.setattr(tfx_evaluator, "tfma", _StubTFMA(validation_ok))
+    inputs, outputs = _evaluator_io(tmp_path, "tfx", with_baseline)
+    tfx_evaluator.Executor().Do(inputs, outputs, dict(exec_properties))
+    theirs = outputs[specs.BLESSING_KEY][0]
+
+    inputs, outputs = _evaluator_io(tmp_path, "ours", with_baseline)
+    ours = outputs[specs.BLESSING_KEY][0]
+    tfx_internals.write_blessing(ours, inputs[specs.MODEL_KEY][0], (inputs.get(specs.BASELINE_MODEL_KEY) or [None])[0],
+                                 exec_properties, validation_ok)
+
+    assert sorted(os.listdir(ours.uri)) == sorted(os.listdir(theirs.uri)), \
+        "TFX's Evaluator writes other blessing files than kubeflow/tfx_internals.write_blessing"
+    assert _custom_properties(ours) == _custom_properties(theirs), \
+        "TFX's Evaluator sets other blessing properties than kubeflow/tfx_internals.write_blessing"
+    assert _custom_properties(theirs)["blessed"] == int(validation_ok)
+
+
+def test_output_place_reads_the_local_orchestrators_output_folders(tmp_path):
+    """ReusingEvaluator finds its earlier evaluations, and a stopped DriftCheck keeps its report, by where TFX's
+    local orchestrator puts an execution's outputs: `<node dir>/<output key>/<execution id>`."""
+    from tfx.orchestration.portable import outputs_utils
+    from tfx.proto.orchestration import pipeline_pb2
+
+    spec = pipeline_pb2.OutputSpec()
+    spec.artifact_spec.type.name = "ModelEvaluation"
+    node_dir = str(tmp_path / "pipeline_root" / "Evaluator")
+    uris = {execution: outputs_utils.generate_output_artifacts(execution, {"evaluation": spec}, node_dir)["evaluation"][0].uri
+            for execution in (3, 12, 40)}
+    assert tfx_internals.output_place(uris[12]) == (node_dir, "evaluation", "12"), uris[12]
+    for uri in uris.values():
+        os.makedirs(uri)
+    os.makedirs(os.path.join(node_dir, "evaluation", ".system"))  # not an execution's folder
+    assert tfx_internals.earlier_outputs(uris[40]) == [(3, uris[3]), (12, uris[12])]
+
+
+class _BeamExecutor(base_beam_executor.BaseBeamExecutor):  # a module-level class: TFX logs its full name
+    def Do(self, input_dict, output_dict, exec_properties):
+        pass
+
+
+def test_skipping_the_sdist_is_what_tfxs_beam_executors_call():
+    """TFX's BaseBeamExecutor turns its pipeline options into the workers' dependencies through
+    `dependency_utils.make_beam_dependency_flags`, looked up when an executor is made: the function
+    tfx_internals.skip_tfx_sdist replaces."""
+    from tfx.utils import dependency_utils
+
+    args = ["--direct_num_workers=1"]
+    with tfx_internals.tfx_sdist_skipped():
+        executor = _BeamExecutor(_BeamExecutor.Context(beam_pipeline_args=args))
+        assert not [a for a in executor._beam_pipeline_args if a.startswith("--extra_package")], \
+            executor._beam_pipeline_args
+    called = []
+    original = dependency_utils.make_beam_dependency_flags
+    dependency_utils.make_beam_dependency_flags = lambda given: called.append(list(given)) or list(given)
+    try:
+        _BeamExecutor(_BeamExecutor.Context(beam_pipeline_args=args))
+    finally:
+        dependency_utils.make_beam_dependency_flags = original
+    assert called == [args], "TFX's Beam executors no longer call dependency_utils.make_beam_dependency_flags"
+
+
+def test_the_tfx_component_modules_the_project_imports_exist():
+    """The pipeline imports each TFX component from its own module, not from `tfx.components`, whose
+    `__init__` defer_tfx_components holds back: every such module must still be there."""
+    import importlib.util
+    import re
+
+    named = set()
+    for package in ("pipeline", "components", "kubeflow", "trainer_module"):
+        for path in (REPO / package).rglob("*.py"):
+            named.update(re.findall(r"^\s*from (tfx\.components\.[\w.]+) import", path.read_text(), re.M))
+    assert len(named) > 10, named
+    missing = sorted(m for m in named if importlib.util.find_spec(m) is None)
+    assert not missing, f"TFX no longer has {missing}"
+
+
+def test_defer_tfx_components_holds_back_the_package_init_and_still_gives_its_names():
+    code = ("import sys\n"
+            "from kubeflow import tfx_internals\n"
+            "tfx_internals.defer_tfx_components()\n"
+            "from tfx.components.evaluator import constants\n"
+            "print('tfx.components.tuner' in sys.modules, 'tfx.components.infra_validator' in sys.modules)\n"
+            "from tfx.components import Evaluator\n"
+            "from tfx.components.evaluator.component import Evaluator as Same\n"
+            "print(Evaluator is Same, 'tfx.components.tuner' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    before, after = done.stdout.strip().splitlines()[-2:]
+    assert before == "False False", "importing one TFX component module loaded the others: " + done.stdout
+    assert after == "True True", "the deferred tfx.components __init__ did not run on first use: " + done.stdout
+
+
+def test_splits_fingerprint_changes_with_the_files_alone(tmp_path):
+    """kubeflow/input_fingerprint.py gives KFP's cache key TFX's fingerprint of ExampleGen's input files."""
+    from tfx.proto import example_gen_pb2
+
+    config = example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="single_split", pattern="*")])
+    data = tmp_path / "data.csv"
+    data.write_text("a,b\n1,2\n")
+    first = tfx_internals.splits_fingerprint(str(tmp_path), config)
+    assert tfx_internals.splits_fingerprint(str(tmp_path), config) == first
+    data.write_text("a,b\n1,2\n3,4\n")
+    os.utime(data, (1_700_000_000, 1_700_000_000))
+    assert tfx_internals.splits_fingerprint(str(tmp_path), config) != first, \
+        "TFX's ExampleGen fingerprint no longer sees a changed file"
+
+
+def test_trainer_fn_args_are_the_ones_tfxs_trainer_hands_run_fn(tmp_path, monkeypatch):
+    """A trainer worker rebuilds FnArgs through tfx_internals.trainer_fn_args; they must be what TFX's
+    GenericExecutor.Do passes to run_fn in the Trainer's own process."""
+    from tfx.components.trainer import executor as trainer_executor
+    from tfx.types import standard_artifacts, standard_component_specs as specs
+
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    examples.split_names = json.dumps([records.TRAIN_SPLIT, records.EVAL_SPLIT])
+    model, model_run = standard_artifacts.Model(), standard_artifacts.ModelRun()
+    model.uri, model_run.uri = str(tmp_path / "model"), str(tmp_path / "model_run")
+    inputs = {specs.EXAMPLES_KEY: [examples]}
+    outputs = {specs.MODEL_KEY: [model], specs.MODEL_RUN_KEY: [model_run]}
+    exec_properties = {specs.TRAIN_ARGS_KEY: json.dumps({"num_steps": 10, "splits": [records.TRAIN_SPLIT]}),
+                       specs.EVAL_ARGS_KEY: json.dumps({"num_steps": 5}),
+                       specs.CUSTOM_CONFIG_KEY: json.dumps({"epochs": 2}),
+                       specs.RUN_FN_KEY: "not.used"}
+    handed = []
+
+    def run_fn(fn_args):
+        handed.append(fn_args)
+        os.makedirs(fn_args.serving_model_dir)
+
+    monkeypatch.setattr(trainer_executor.udf_utils, "get_fn", lambda properties, name: run_fn)
+    trainer_executor.GenericExecutor().Do(inputs, outputs, dict(exec_properties))
+    ours = tfx_internals.trainer_fn_args(inputs, outputs, dict(exec_properties))
+
+    def fields(fn_args):
+        return {k: v for k, v in vars(fn_args).items() if k != "data_accessor"}  # functions made per call
+
+    assert fields(ours) == fields(handed[0]), "TFX's Trainer hands run_fn other FnArgs than tfx_internals.trainer_fn_args"
+    assert ours.train_files == [os.path.join(records.split_dir(examples.uri, records.TRAIN_SPLIT), "*")]
+    assert (ours.train_steps, ours.eval_steps, ours.custom_config) == (10, 5, {"epochs": 2})
+
+
+def test_tfx_file_and_folder_names_in_records_are_tfxs():
+    """trainer_module/records.py names TFX's split folders, statistics and schema files for the readers."""
+    from tfx.components.schema_gen import executor as schema_gen_executor
+    from tfx.components.statistics_gen import executor as statistics_gen_executor
+    from tfx.types import artifact_utils, standard_artifacts
+
+    statistics = standard_artifacts.ExampleStatistics()
+    statistics.uri = "/root/StatisticsGen/statistics/4"
+    statistics.split_names = json.dumps([records.TRAIN_SPLIT, records.EVAL_SPLIT])
+    assert records.split_dir(statistics.uri, records.EVAL_SPLIT) == artifact_utils.get_split_uri([statistics], records.EVAL_SPLIT)
+    assert records.split_of(artifact_utils.get_split_uri([statistics], records.TRAIN_SPLIT)) == records.TRAIN_SPLIT
+    assert records.STATISTICS_FILE == statistics_gen_executor.DEFAULT_FILE_NAME
+    assert records.SCHEMA_FILE == schema_gen_executor.DEFAULT_FILE_NAME
+
+
+# ---- TF-Transform --------------------------------------------------------------------------------------
+
+def test_the_analyzer_cache_keeps_one_folder_per_split_named_after_its_path():
+    """components/analysis_reuse.py counts reused datasets by the analyzer cache's folder names: TFX's
+    Transform names a dataset after its split's file pattern, and TFT keeps its cache in a folder of
+    that name, the same in every run over the same split."""
+    from tensorflow_transform.beam import analyzer_cache
+    from tfx.components.transform import executor as transform_executor
+
+    from components import analysis_reuse
+
+    pattern = os.path.join("/home/pipeline_root/CsvExampleGen/examples/14", f"{records.SPLIT_PREFIX}train", "*")
+    keys = [transform_executor._Dataset(pattern, "tfrecords_gzip", 0, None).dataset_key for _ in range(2)]
+    assert keys[0] == keys[1], "TFX's Transform names one split's dataset differently in two runs"
+    folder = os.path.basename(analyzer_cache._get_dataset_cache_path("/cache", keys[0]))
+    assert analysis_reuse._names([folder]) == "examples-14-Split-train", folder
+
+
+@pytest.fixture(scope="module")
+def transform_output(tmp_path_factory):
+    """The project's preprocessing_fn analysed by TF-Transform on a few rows (a Transform graph in a folder)."""
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+    from trainer_module.features import SCHEMA_PATH
+    from trainer_module.preprocessing import FORCE_TF_COMPAT_V1, preprocessing_fn
+
+    schema = text_format.Parse(SCHEMA_PATH.read_text(), schema_pb2.Schema())
+    spec = schema_utils.schema_as_feature_spec(schema).feature_spec
+    rows = []
+    for i in range(40):
+        row = {}
+        for name, feature in spec.items():
+            value = {"string": [b"Cash", b"Credit Card", b"Flash Cab"][i % 3], "int64": (i * 7) % 24,
+                     "float32": float((i * 13) % 37) + 0.25}[feature.dtype.name]
+            row[name] = [value] if hasattr(feature, "shape") or i % 5 else []  # some optional values missing
+        rows.append(row)
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+    out = tmp_path_factory.mktemp("transform")
+    with tft_beam.Context(temp_dir=str(out / "tmp"), force_tf_compat_v1=FORCE_TF_COMPAT_V1):
+        transform_fn = (rows, metadata) | tft_beam.AnalyzeDataset(preprocessing_fn)
+        _ = transform_fn | tft_beam.WriteTransformFn(str(out / "graph"))
+    return tft.TFTransformOutput(str(out / "graph")), spec, rows
+
+
+def test_transform_probe_reads_constants_that_reproduce_tfts_own_layer(transform_output):
+    """DensePreprocessing reads TFT's means, deviations and bucket boundaries off its layer
+    (trainer_module/transform_probe.py): z-scores affine in the value, bucket indices counting the
+    boundaries at or below it. Its outputs must then be TFT's on any values, inside and outside the data."""
+    import numpy as np
+    import tensorflow as tf
+
+    from trainer_module import features
+    from trainer_module.dense_preprocessing import DensePreprocessing
+
+    tf_transform_output, spec, rows = transform_output
+    raw_spec = {name: spec[name] for name in DensePreprocessing.inputs()}
+    dense = DensePreprocessing.from_transform(tf_transform_output, raw_spec)
+    name = features.LOG_NUMERIC_FEATURES[0]
+    values = np.log1p([r[name][0] for r in rows if r[name]]).astype(np.float64)
+    mean, deviation = dense.scores[name]  # TFT's mean and population deviation of the present log1p values
+    assert (mean, deviation) == (pytest.approx(values.mean(), rel=1e-4), pytest.approx(values.std(), rel=1e-4))
+    grid = np.concatenate([np.linspace(-5, 60, 131), [0.0, 0.25, 1e6]])
+    columns = {}
+    for feature, feature_spec in raw_spec.items():
+        if feature_spec.dtype == tf.string:
+            columns[feature] = np.array(([b"Cash", b"Credit Card", b"Unseen", b""] * 40)[:len(grid)], dtype=object)
+        elif feature_spec.dtype.is_integer:
+            columns[feature] = (np.arange(len(grid)) % 30 - 3).astype(feature_spec.dtype.as_numpy_dtype)
+        else:
+            columns[feature] = grid.astype(feature_spec.dtype.as_numpy_dtype)
+    worst = dense.check(tf_transform_output, columns)  # raises PreprocessingMismatch, naming the output
+    assert worst, "no output compared"
+
+
+# ---- TFMA ----------------------------------------------------------------------------------------------
+
+def test_report_data_reads_the_eval_config_file_tfma_writes():
+    from tensorflow_model_analysis.writers import eval_config_writer
+
+    from pipeline import report_data
+
+    written = f"{eval_config_writer.EVAL_CONFIG_FILE}.{eval_config_writer.EVAL_CONFIG_FILE_FORMAT}"
+    assert report_data.EVAL_CONFIG_FILE == written, "TFMA writes its EvalConfig to another file than report_data reads"
+
+
+def test_report_data_names_each_thresholded_metric_as_tfma_does():
+    """The report matches the bars in eval_config.json to TFMA's measured values by metric name, which
+    report_data derives from each MetricConfig as TFMA does (its configured name, else the class name)."""
+    import tensorflow_model_analysis as tfma
+    from google.protobuf import json_format
+
+    from pipeline import configs, report_data
+    from pipeline.pipeline import eval_config
+
+    config = eval_config(configs.PipelineConfig())
+    config.metrics_specs[0].metrics.append(tfma.MetricConfig(
+        class_name="BinaryAccuracy", config=json.dumps({"name": "accuracy_at_half"}),
+        threshold=tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(lower_bound={"value": 0.1}))))
+    tfmas = {key.name for key in tfma.metrics.metric_thresholds_from_metrics_specs(config.metrics_specs, config)}
+    ours = {report_data._metric_name(json_format.MessageToDict(metric))
+            for spec in config.metrics_specs for metric in spec.metrics
+            if metric.HasField("threshold") or metric.per_slice_thresholds}
+    assert ours == tfmas, "TFMA names the thresholded metrics otherwise than report_data._metric_name"
+    assert "accuracy_at_half" in ours
+
+
+# ---- TFDV ----------------------------------------------------------------------------------------------
+
+def test_skew_statistics_of_an_in_memory_batch():
+    """pipeline/skew.py computes the served requests' statistics with TFDV's in-memory generator."""
+    import tensorflow as tf
+
+    from pipeline import skew
+
+    def example(fare, payment):
+        return tf.train.Example(features=tf.train.Features(feature={
+            "fare": tf.train.Feature(float_list=tf.train.FloatList(value=[fare])),
+            "payment_type": tf.train.Feature(bytes_list=tf.train.BytesList(value=[payment]))})).SerializeToString()
+
+    statistics = skew.statistics_of([example(10.0, b"Cash"), example(20.0, b"Credit Card"), example(30.0, b"Cash")])
+    dataset = statistics.datasets[0]
+    assert dataset.num_examples == 3
+    fare = next(f for f in dataset.features if f.path.step == ["fare"])
+    assert fare.num_stats.mean == pytest.approx(20.0)
