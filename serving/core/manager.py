@@ -29,11 +29,11 @@ State = get_model_status_pb2.ModelVersionStatus.State
 # TF Serving's AspiredVersionsManager acts on its state-management thread every
 # `manage_state_interval_micros` (100 ms by default, aspired_versions_manager.h; ServerCore keeps the
 # default), so a version replaced by a newly AVAILABLE one starts unloading at that thread's next tick,
-# up to 100 ms later. Unloading at once instead put the old version's teardown (its Session's close,
+# up to 100 ms later. Unloading at once instead puts the old version's teardown (its Session's close,
 # 10-22 ms of CPU, and the freeing of its graph under the GIL, 17-25 ms) beside the new version's first
 # requests. `python -m bench.serving_warmup --home <default run> --scenario new-version` (a request every
 # 50 ms): first request to the new version / median 1.06 and 0.95 (12 rounds each) unloading at once, 0.99
-# (16 rounds, 6 slower) at the tick. The teardown still lands on a request: now the second or third (the
+# (16 rounds, 6 slower) at the tick. The teardown still lands on a request: the second or third (the
 # second request's ratio 1.08, 2.0-2.7x in 3 of 16 rounds), as it does in TF Serving's timing.
 MANAGE_STATE_INTERVAL_S = 0.1
 
