@@ -3,7 +3,8 @@
 One module per library holds those uses:
 - TFX: `kubeflow/tfx_internals.py` (the lazy `tfx.components`, the Beam sdist, the Evaluator's blessing,
   the output folder layout, ExampleGen's fingerprint, the Trainer's FnArgs); TFX's file and folder names
-  the components read are in `trainer_module/records.py`;
+  the components read are in `trainer_module/records.py`. The lazy `tfx.components` is checked against
+  TFX by tests/test_layers.py (building the pipeline loads no other component; the package's names work);
 - TF-Transform: `components/analysis_reuse.py` (the analyzer cache's folder per dataset);
   `trainer_module/transform_probe.py` reads TFT's constants through its public layer alone, relying on
   what its outputs mean, which is checked here too;
@@ -18,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -172,23 +171,6 @@ def test_the_tfx_component_modules_the_project_imports_exist():
     assert len(named) > 10, named
     missing = sorted(m for m in named if importlib.util.find_spec(m) is None)
     assert not missing, f"TFX no longer has {missing}"
-
-
-def test_defer_tfx_components_holds_back_the_package_init_and_still_gives_its_names():
-    code = ("import sys\n"
-            "from kubeflow import tfx_internals\n"
-            "tfx_internals.defer_tfx_components()\n"
-            "from tfx.components.evaluator import constants\n"
-            "print('tfx.components.tuner' in sys.modules, 'tfx.components.infra_validator' in sys.modules)\n"
-            "from tfx.components import Evaluator\n"
-            "from tfx.components.evaluator.component import Evaluator as Same\n"
-            "print(Evaluator is Same, 'tfx.components.tuner' in sys.modules)\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    before, after = done.stdout.strip().splitlines()[-2:]
-    assert before == "False False", "importing one TFX component module loaded the others: " + done.stdout
-    assert after == "True True", "the deferred tfx.components __init__ did not run on first use: " + done.stdout
 
 
 def test_splits_fingerprint_changes_with_the_files_alone(tmp_path):

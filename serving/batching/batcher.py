@@ -49,15 +49,9 @@ class BatchingOptions:
 
 def parse_batching_parameters(text: str) -> BatchingOptions:
     """Parse a `--batching_parameters_file` text proto; ValueError with a readable line if it is wrong."""
-    from google.protobuf import text_format
+    from serving.config.extra_protos import batching_parameters_class, parse_text
 
-    from serving.config.extra_protos import batching_parameters_class
-
-    params = batching_parameters_class()()
-    try:
-        text_format.Parse(text, params)
-    except text_format.ParseError as err:
-        raise ValueError(f"batching parameters file is not a BatchingParameters text proto: {err}") from None
+    params = parse_text(text, batching_parameters_class()(), "batching parameters file")
     if params.pad_variable_length_inputs:
         raise ValueError("pad_variable_length_inputs is not supported by the stand-in server; remove it")
     if params.HasField("enable_large_batch_splitting") and params.enable_large_batch_splitting.value:

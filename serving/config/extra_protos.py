@@ -48,6 +48,18 @@ def message_class(full_name: str, fields: Sequence[Tuple[str, str]]):
     return cls
 
 
+def parse_text(text: str, message, what: str, error=ValueError):
+    """`message` filled from the text proto `text`; `error` naming `what` and the message type when it does
+    not parse."""
+    from google.protobuf import text_format
+
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as err:
+        raise error(f"{what} is not a {message.DESCRIPTOR.name} text proto: {err}") from None
+    return message
+
+
 def batching_parameters_class():
     """tensorflow_serving/servables/tensorflow/session_bundle_config.proto: BatchingParameters."""
     i64, s, b = ".google.protobuf.Int64Value", ".google.protobuf.StringValue", ".google.protobuf.BoolValue"

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 from typing import Dict, Iterable, Set
 
-from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
+
+from serving.config.extra_protos import parse_text
 
 
 class ConfigError(ValueError):
@@ -27,11 +28,7 @@ def single_model_config(name: str, base_path: str) -> model_server_config_pb2.Mo
 
 
 def parse_config_text(text: str, source: str = "model config") -> model_server_config_pb2.ModelServerConfig:
-    config = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as err:
-        raise ConfigError(f"{source} is not a ModelServerConfig text proto: {err}") from None
+    config = parse_text(text, model_server_config_pb2.ModelServerConfig(), source, ConfigError)
     validate(config, source)
     return config
 

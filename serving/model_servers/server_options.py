@@ -68,15 +68,9 @@ class ServerOptions:
 
 def parse_ssl_config(text: str) -> TlsConfig:
     """TF Serving's `--ssl_config_file` text proto (server_key, server_cert, custom_ca, client_verify)."""
-    from google.protobuf import text_format
+    from serving.config.extra_protos import parse_text, ssl_config_class
 
-    from serving.config.extra_protos import ssl_config_class
-
-    config = ssl_config_class()()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as err:
-        raise ValueError(f"SSL config is not an SSLConfig text proto: {err}") from None
+    config = parse_text(text, ssl_config_class()(), "SSL config")
     if not config.server_key or not config.server_cert:
         raise ValueError("SSL config needs server_key and server_cert (PEM text)")
     return TlsConfig(server_key=config.server_key.encode(), server_cert=config.server_cert.encode(),
@@ -89,16 +83,10 @@ def parse_monitoring_config(text: str) -> Optional[str]:
 
     An empty `path` means PrometheusExporter::kPrometheusPath, /monitoring/prometheus/metrics.
     """
-    from google.protobuf import text_format
-
-    from serving.config.extra_protos import monitoring_config_class
+    from serving.config.extra_protos import monitoring_config_class, parse_text
     from serving.util.metrics import DEFAULT_PATH
 
-    config = monitoring_config_class()()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as err:
-        raise ValueError(f"monitoring config is not a MonitoringConfig text proto: {err}") from None
+    config = parse_text(text, monitoring_config_class()(), "monitoring config")
     if not config.prometheus_config.enable:
         return None
     path = config.prometheus_config.path or DEFAULT_PATH

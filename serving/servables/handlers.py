@@ -109,13 +109,17 @@ def _signature_text(sig) -> str:
            f"method_name: {sig.method_name}}}"
 
 
-def _preprocess_classification(sig, method_check: bool):
-    """classifier.cc PreProcessClassification: (input alias, output aliases to fetch)."""
-    if method_check and sig.method_name != CLASSIFY_METHOD:
-        raise invalid_argument(f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
-                               f"Was: {sig.method_name}")
+def _one_input(sig, method_check: bool, kind: str, method: str) -> None:
+    """What classifier.cc and regressor.cc check first: the method name (when asked) and one input."""
+    if method_check and sig.method_name != method:
+        raise invalid_argument(f"Expected {kind} signature method_name to be {method}. Was: {sig.method_name}")
     if len(sig.inputs) != 1:
         raise invalid_argument("Expected one input Tensor.")
+
+
+def _preprocess_classification(sig, method_check: bool):
+    """classifier.cc PreProcessClassification: (input alias, output aliases to fetch)."""
+    _one_input(sig, method_check, "classification", CLASSIFY_METHOD)
     if len(sig.outputs) not in (1, 2):
         raise invalid_argument(f"Expected one or two output Tensors, found {len(sig.outputs)}")
     if CLASSIFY_INPUTS not in sig.inputs:
@@ -129,11 +133,7 @@ def _preprocess_classification(sig, method_check: bool):
 
 def _preprocess_regression(sig, method_check: bool):
     """regressor.cc PreProcessRegression."""
-    if method_check and sig.method_name != REGRESS_METHOD:
-        raise invalid_argument(f"Expected regression signature method_name to be {REGRESS_METHOD}. "
-                               f"Was: {sig.method_name}")
-    if len(sig.inputs) != 1:
-        raise invalid_argument("Expected one input Tensor.")
+    _one_input(sig, method_check, "regression", REGRESS_METHOD)
     if len(sig.outputs) != 1:
         raise invalid_argument("Expected one output Tensor.")
     if REGRESS_INPUTS not in sig.inputs:
