@@ -25,6 +25,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types.standard_artifacts import Examples, InfraBlessing, Model
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from kubeflow import tfx_internals
 from trainer_module.records import EVAL_SPLIT, split_dir
 
 SIGNATURE = "serving_default"
@@ -101,10 +102,9 @@ def warmup_logs(model_dir: str, serialized_examples, model_name: str):
 def write_warmup_model(model_dir: str, output_dir: str, logs) -> str:
     """InfraValidator's _CreateWarmupModel: copy the model, add assets.extra/tf_serving_warmup_requests."""
     import tensorflow as tf
-    from tfx.utils import path_utils
 
     _copy_dir(model_dir, output_dir)
-    path = path_utils.warmup_file_path(output_dir)
+    path = tfx_internals.warmup_file(output_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
         for log in logs:
@@ -151,7 +151,7 @@ def ServingValidator(
 
     model_dir = path_utils.serving_model_path(model.uri)
     examples_list = eval_examples(examples.uri, num_examples)
-    stamped = path_utils.stamped_model_path(blessing.uri)
+    stamped = tfx_internals.stamped_model_dir(blessing.uri)
     try:
         logs = warmup_logs(model_dir, examples_list, model_name)
     except Exception as err:  # noqa: BLE001  an unreadable model, or a signature not taking serialized examples
@@ -161,12 +161,6 @@ def ServingValidator(
         problem = check_model(stamped, examples_list, model_name, load_timeout_s)
     if problem:
         shutil.rmtree(stamped, ignore_errors=True)  # nothing to push
-    blessing.set_int_custom_property("blessed", 0 if problem else 1)
-    blessing.set_int_custom_property("has_model", 0 if problem else 1)  # InfraValidator's _MODEL_FLAG_KEY
+    tfx_internals.write_infra_blessing(blessing, blessed=not problem, has_model=not problem, note=problem)
     blessing.set_int_custom_property("warmup_requests", 0 if problem else len(examples_list))
     blessing.set_string_custom_property("reason", problem or f"served {num_examples} eval examples over gRPC")
-    marker = "INFRA_NOT_BLESSED" if problem else "INFRA_BLESSED"
-    from tfx.dsl.io import fileio
-
-    with fileio.open(os.path.join(blessing.uri, marker), "w") as f:
-        f.write(problem)

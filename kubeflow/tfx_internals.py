@@ -9,6 +9,8 @@ listed; re-implementing part of what an executor does is.
 - `defer_tfx_components`: `tfx.components`' package `__init__` runs only when one of its names is used.
 - `skip_tfx_sdist`, `tfx_sdist_skipped`: TFX's Beam executors stop packaging TFX for their workers.
 - `write_blessing`: the blessing TFX's Evaluator executor writes for a validation result.
+- `write_infra_blessing`, `stamped_model_dir`, `warmup_file`: the InfraBlessing TFX's InfraValidator writes
+  and its Pusher reads, with the model to push inside.
 - `output_place`, `earlier_outputs`: where the local orchestrator puts an execution's output folder.
 - `splits_fingerprint`: ExampleGen's fingerprint of its input files.
 - `trainer_fn_args`: the FnArgs TFX's Trainer executor hands `run_fn`.
@@ -142,6 +144,35 @@ def write_blessing(blessing, model, baseline, exec_properties: Dict[str, Any], v
     io_utils.write_string_file(os.path.join(blessing.uri, name), "")
     blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_BLESSED_KEY,
                                      constants.BLESSED_VALUE if validation_ok else constants.NOT_BLESSED_VALUE)
+
+
+# ---- the InfraValidator's blessing, as the Pusher reads it ---------------------------------------------
+
+def stamped_model_dir(blessing_uri: str) -> str:
+    """Where an InfraBlessing keeps the model to push (`path_utils.stamped_model_path`)."""
+    from tfx.utils import path_utils
+
+    return path_utils.stamped_model_path(blessing_uri)
+
+
+def warmup_file(model_dir: str) -> str:
+    """A SavedModel's warmup records, as InfraValidator writes them (`path_utils.warmup_file_path`)."""
+    from tfx.utils import path_utils
+
+    return path_utils.warmup_file_path(model_dir)
+
+
+def write_infra_blessing(blessing, blessed: bool, has_model: bool, note: str = "") -> None:
+    """What TFX's InfraValidator executor writes on its InfraBlessing (`_mark_blessed`, `_mark_not_blessed`,
+    `_CreateWarmupModel`) and TFX's Pusher reads (`model_utils.is_infra_validated`, `GetModelPath`): the
+    `blessed` property, `has_model` 1 when `stamped_model_dir` holds the model to push, and the
+    INFRA_BLESSED or INFRA_NOT_BLESSED file (holding `note` here; InfraValidator leaves it empty)."""
+    from tfx.dsl.io import fileio
+
+    blessing.set_int_custom_property("blessed", int(blessed))
+    blessing.set_int_custom_property("has_model", int(has_model))
+    with fileio.open(os.path.join(blessing.uri, "INFRA_BLESSED" if blessed else "INFRA_NOT_BLESSED"), "w") as f:
+        f.write(note)
 
 
 # ---- where an execution's outputs are -------------------------------------------------------------------

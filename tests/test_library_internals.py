@@ -114,6 +114,40 @@ def test_write_blessing_writes_what_tfxs_evaluator_writes(tmp_path, monkeypatch,
     assert _custom_properties(theirs)["blessed"] == int(validation_ok)
 
 
+@pytest.mark.parametrize("blessed", [True, False])
+def test_write_infra_blessing_writes_what_infravalidator_writes_and_the_pusher_reads(tmp_path, blessed):
+    """components/serving_validator.py blesses through tfx_internals.write_infra_blessing in place of TFX's
+    InfraValidator, and TFX's Pusher pushes the model it leaves in stamped_model_dir."""
+    from tfx.components.infra_validator import executor as infra_validator
+    from tfx.components.pusher import executor as pusher_executor
+    from tfx.components.util import model_utils
+    from tfx.types import standard_artifacts, standard_component_specs as specs
+
+    from serving.servables import warmup
+
+    theirs, ours = standard_artifacts.InfraBlessing(), standard_artifacts.InfraBlessing()
+    theirs.uri, ours.uri = str(tmp_path / "theirs"), str(tmp_path / "ours")
+    for uri in (theirs.uri, ours.uri):
+        os.makedirs(uri)
+    if blessed:
+        infra_validator._mark_blessed(theirs)
+        theirs.set_int_custom_property(infra_validator._MODEL_FLAG_KEY, 1)  # as _CreateWarmupModel does
+    else:
+        infra_validator._mark_not_blessed(theirs)
+    tfx_internals.write_infra_blessing(ours, blessed, has_model=blessed, note="why")
+
+    assert sorted(os.listdir(ours.uri)) == sorted(os.listdir(theirs.uri)), \
+        "TFX's InfraValidator writes other blessing files than kubeflow/tfx_internals.write_infra_blessing"
+    for name in _custom_properties(theirs):
+        assert ours.get_int_custom_property(name) == theirs.get_int_custom_property(name), name
+    assert model_utils.is_infra_validated(ours) == blessed
+    if blessed:
+        pushed = pusher_executor.Executor().GetModelPath({specs.INFRA_BLESSING_KEY: [ours]})
+        assert pushed == tfx_internals.stamped_model_dir(ours.uri), "TFX's Pusher pushes another folder"
+    # The warmup file the ServingValidator writes is the one TF Serving, and serving/, replay.
+    assert tfx_internals.warmup_file("/m") == warmup.requests_path("/m")
+
+
 def test_output_place_reads_the_local_orchestrators_output_folders(tmp_path):
     """ReusingEvaluator finds its earlier evaluations, and a stopped DriftCheck keeps its report, by where TFX's
     local orchestrator puts an execution's outputs: `<node dir>/<output key>/<execution id>`."""
