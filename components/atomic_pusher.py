@@ -21,8 +21,7 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-_PUSHED_DESTINATION_KEY = "pushed_destination"
-_PUSHED_VERSION_KEY = "pushed_version"
+from kubeflow import tfx_internals
 
 
 class AtomicPusherExecutor(pusher_executor.Executor):
@@ -40,7 +39,7 @@ class AtomicPusherExecutor(pusher_executor.Executor):
         if current is not None and self.CheckBlessing(input_dict):
             # The same model is already the newest version (e.g. a re-run on unchanged data): pushing
             # it again would only make the server reload identical weights under a new number.
-            self._MarkPushed(pushed, pushed_destination=os.path.join(base, current), pushed_version=current)
+            tfx_internals.mark_pushed(self, pushed, tfx_internals.pushed_folder(base, current), current)
             return None
 
         staging = os.path.join(base, f".staging-{uuid.uuid4().hex}")
@@ -50,15 +49,15 @@ class AtomicPusherExecutor(pusher_executor.Executor):
         os.makedirs(base, exist_ok=True)
         try:
             super().Do(input_dict, output_dict, staged_properties)
-            if pushed.get_int_custom_property("pushed") != 1:
+            staged = tfx_internals.pushed_version(pushed)
+            if staged is None:
                 return
-            version = int(pushed.get_string_custom_property(_PUSHED_VERSION_KEY))
-            while os.path.exists(os.path.join(base, str(version))):  # two pushes within one second
+            version = int(staged)
+            while os.path.exists(tfx_internals.pushed_folder(base, str(version))):  # two pushes within one second
                 version += 1
-            final = os.path.join(base, str(version))
-            os.rename(os.path.join(staging, pushed.get_string_custom_property(_PUSHED_VERSION_KEY)), final)
-            pushed.set_string_custom_property(_PUSHED_DESTINATION_KEY, final)
-            pushed.set_string_custom_property(_PUSHED_VERSION_KEY, str(version))
+            final = tfx_internals.pushed_folder(base, str(version))
+            os.rename(tfx_internals.pushed_folder(staging, staged), final)
+            tfx_internals.mark_pushed(self, pushed, final, str(version))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

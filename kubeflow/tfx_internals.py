@@ -11,6 +11,7 @@ listed; re-implementing part of what an executor does is.
 - `write_blessing`: the blessing TFX's Evaluator executor writes for a validation result.
 - `write_infra_blessing`, `stamped_model_dir`, `warmup_file`: the InfraBlessing TFX's InfraValidator writes
   and its Pusher reads, with the model to push inside.
+- `mark_pushed` and the property names below: what TFX's Pusher records of a push.
 - `output_place`, `earlier_outputs`: where the local orchestrator puts an execution's output folder.
 - `splits_fingerprint`: ExampleGen's fingerprint of its input files.
 - `trainer_fn_args`: the FnArgs TFX's Trainer executor hands `run_fn`.
@@ -27,9 +28,18 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 log = logging.getLogger(__name__)
+
+# Custom properties TFX's components set on their artifacts and the project reads back from ML Metadata
+# (run view, history, rollback) without importing TFX: TFX keeps most of them as private constants.
+BLESSED_KEY = "blessed"  # ModelBlessing and InfraBlessing: 1 blessed, 0 not
+CURRENT_MODEL_ID_KEY = "current_model_id"  # ModelBlessing: the Model artifact the Evaluator judged
+HAS_MODEL_KEY = "has_model"  # InfraBlessing: 1 when it holds the model to push (stamped_model_dir)
+PUSHED_KEY = "pushed"  # PushedModel: 1 when a version is in the serving folder
+PUSHED_VERSION_KEY = "pushed_version"  # PushedModel: that version's number
+PUSHED_DESTINATION_KEY = "pushed_destination"  # PushedModel: that version's folder
 
 # ---- tfx.components without its package __init__ --------------------------------------------------------
 
@@ -169,10 +179,30 @@ def write_infra_blessing(blessing, blessed: bool, has_model: bool, note: str = "
     INFRA_BLESSED or INFRA_NOT_BLESSED file (holding `note` here; InfraValidator leaves it empty)."""
     from tfx.dsl.io import fileio
 
-    blessing.set_int_custom_property("blessed", int(blessed))
-    blessing.set_int_custom_property("has_model", int(has_model))
+    blessing.set_int_custom_property(BLESSED_KEY, int(blessed))
+    blessing.set_int_custom_property(HAS_MODEL_KEY, int(has_model))
     with fileio.open(os.path.join(blessing.uri, "INFRA_BLESSED" if blessed else "INFRA_NOT_BLESSED"), "w") as f:
         f.write(note)
+
+
+# ---- the Pusher's record of a push ---------------------------------------------------------------------
+
+def mark_pushed(pusher_executor, pushed, destination: str, version: str) -> None:
+    """Record on a PushedModel that `version` is in the serving folder at `destination`, as TFX's Pusher
+    records its own pushes (its protected `_MarkPushed`): PUSHED_KEY 1, the folder and the version."""
+    pusher_executor._MarkPushed(pushed, pushed_destination=destination, pushed_version=version)  # noqa: SLF001
+
+
+def pushed_version(pushed) -> Optional[str]:
+    """The version a PushedModel records as pushed, None when it pushed nothing."""
+    if pushed.get_int_custom_property(PUSHED_KEY) != 1:
+        return None
+    return pushed.get_string_custom_property(PUSHED_VERSION_KEY)
+
+
+def pushed_folder(base_directory: str, version: str) -> str:
+    """Where TFX's Pusher puts a version under a filesystem destination: `<base>/<version>`."""
+    return os.path.join(base_directory, version)
 
 
 # ---- where an execution's outputs are -------------------------------------------------------------------

@@ -25,6 +25,7 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.proto import metadata_store_pb2
 
 from components.mlmd_properties import span_of
+from kubeflow.tfx_internals import PUSHED_KEY, PUSHED_VERSION_KEY
 from pipeline import report_data, report_store, rollback_record, run_view, spans
 from pipeline.run_view import FeatureDistance, RunView
 
@@ -150,11 +151,11 @@ def pushed_versions(store) -> Dict[str, str]:
         return runs
     for artifact in pushed:
         props = artifact.custom_properties
-        if "pushed" not in props or props["pushed"].int_value != 1 or "pushed_version" not in props:
+        if PUSHED_KEY not in props or props[PUSHED_KEY].int_value != 1 or PUSHED_VERSION_KEY not in props:
             continue
         for context in store.get_contexts_by_artifact(artifact.id):
             if context.type_id == run_type:
-                runs[context.name] = props["pushed_version"].string_value
+                runs[context.name] = props[PUSHED_VERSION_KEY].string_value
     return runs
 
 

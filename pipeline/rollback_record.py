@@ -26,9 +26,11 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from kubeflow import tfx_internals
+
 EXECUTION_TYPE = "Rollback"
-BLESSED = "blessed"  # TFX's evaluator constants ARTIFACT_PROPERTY_BLESSED_KEY / _CURRENT_MODEL_ID_KEY
-CURRENT_MODEL_ID = "current_model_id"
+BLESSED = tfx_internals.BLESSED_KEY  # set by the Evaluator on a ModelBlessing, with the model it judged
+CURRENT_MODEL_ID = tfx_internals.CURRENT_MODEL_ID_KEY
 ROLLED_BACK_AT = "rolled_back_at"
 ROLLED_BACK_TO = "rolled_back_to"
 RESTORED_AT = "restored_by_rollback_at"
@@ -58,8 +60,8 @@ def connect(metadata_path: Path) -> metadata_store.MetadataStore:
 
 def models_by_version(store) -> Dict[int, Set[int]]:
     """Serving version -> ids of the Model artifacts pushed as it, from every Pusher that pushed."""
-    pushed = [a for a in _artifacts_of_type(store, "PushedModel") if _int(a, "pushed") == 1
-              and _str(a, "pushed_version").isdigit()]
+    pushed = [a for a in _artifacts_of_type(store, "PushedModel") if _int(a, tfx_internals.PUSHED_KEY) == 1
+              and _str(a, tfx_internals.PUSHED_VERSION_KEY).isdigit()]
     if not pushed:
         return {}
     producer = {e.artifact_id: e.execution_id for e in store.get_events_by_artifact_ids([a.id for a in pushed])
@@ -73,7 +75,7 @@ def models_by_version(store) -> Dict[int, Set[int]]:
     for artifact in pushed:
         for input_id in inputs.get(producer.get(artifact.id), []):
             if input_id in blessings:
-                found.setdefault(int(_str(artifact, "pushed_version")), set()).add(
+                found.setdefault(int(_str(artifact, tfx_internals.PUSHED_VERSION_KEY)), set()).add(
                     _int(blessings[input_id], CURRENT_MODEL_ID))
     return found
 

@@ -16,6 +16,7 @@ import dataclasses
 import os
 from typing import Dict, List, Optional, Tuple
 
+from kubeflow import tfx_internals
 from pipeline import rollback_record
 from pipeline.run_results import NodeResult, RunResult, load_run
 from trainer_module import records
@@ -443,16 +444,16 @@ def _bound(threshold) -> str:
 def _verdict(result: RunResult, evaluation_uri: Optional[str]) -> Verdict:
     evaluator = result.nodes.get("Evaluator")
     blessing = evaluator.output("blessing") if evaluator else None
-    if blessing is None or "blessed" not in blessing.custom_properties:
+    if blessing is None or tfx_internals.BLESSED_KEY not in blessing.custom_properties:
         return Verdict(None)
     withdrawn = rollback_record.withdrawal(blessing)  # the Evaluator blessed it; a rollback took that back
-    blessed = blessing.custom_properties["blessed"].int_value == 1 or bool(withdrawn)
+    blessed = blessing.custom_properties[tfx_internals.BLESSED_KEY].int_value == 1 or bool(withdrawn)
     failures = tuple(validation_failures(evaluation_uri)) if (not blessed and evaluation_uri) else ()
     validator = result.nodes.get("ServingValidator")
     infra = validator.output("blessing") if validator else None
     check = None
-    if infra is not None and "blessed" in infra.custom_properties:
-        check = ServingCheck(infra.custom_properties["blessed"].int_value == 1,
+    if infra is not None and tfx_internals.BLESSED_KEY in infra.custom_properties:
+        check = ServingCheck(infra.custom_properties[tfx_internals.BLESSED_KEY].int_value == 1,
                              infra.custom_properties["reason"].string_value if "reason" in infra.custom_properties else "")
     return Verdict(blessed, failures, check, withdrawn)
 
@@ -461,10 +462,11 @@ def _push(result: RunResult) -> Optional[Push]:
     """Where the Pusher put the model (its PushedModel artifact), None when it pushed nothing."""
     pusher = result.nodes.get("Pusher")
     artifact = pusher.output("pushed_model") if pusher else None
-    if artifact is None or artifact.custom_properties["pushed"].int_value != 1:
+    if artifact is None or artifact.custom_properties[tfx_internals.PUSHED_KEY].int_value != 1:
         return None
     props = artifact.custom_properties
-    return Push(props["pushed_version"].string_value, props["pushed_destination"].string_value)
+    return Push(props[tfx_internals.PUSHED_VERSION_KEY].string_value,
+                props[tfx_internals.PUSHED_DESTINATION_KEY].string_value)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -148,6 +148,50 @@ def test_write_infra_blessing_writes_what_infravalidator_writes_and_the_pusher_r
     assert tfx_internals.warmup_file("/m") == warmup.requests_path("/m")
 
 
+def test_the_property_names_are_tfxs():
+    """The run view, history and rollback read these off TFX's artifacts in ML Metadata without importing TFX."""
+    from tfx.components.evaluator import constants as evaluator
+    from tfx.components.infra_validator import executor as infra_validator
+    from tfx.components.pusher import executor as pusher_executor
+
+    assert tfx_internals.BLESSED_KEY == evaluator.ARTIFACT_PROPERTY_BLESSED_KEY == infra_validator._BLESSED_KEY
+    assert tfx_internals.CURRENT_MODEL_ID_KEY == evaluator.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY
+    assert tfx_internals.HAS_MODEL_KEY == infra_validator._MODEL_FLAG_KEY
+    assert (tfx_internals.PUSHED_KEY, tfx_internals.PUSHED_VERSION_KEY, tfx_internals.PUSHED_DESTINATION_KEY) == (
+        pusher_executor._PUSHED_KEY, pusher_executor._PUSHED_VERSION_KEY, pusher_executor._PUSHED_DESTINATION_KEY)
+
+
+def test_tfxs_pusher_puts_a_version_where_the_atomic_pusher_renames_it_from(tmp_path):
+    """components/atomic_pusher.py lets TFX's Pusher push into a staging folder, reads the version it
+    recorded (pushed_version), renames `pushed_folder(staging, version)` into place and records it again
+    with mark_pushed."""
+    from tfx.components.pusher import executor as pusher_executor
+    from tfx.proto import pusher_pb2
+    from tfx.types import standard_artifacts, standard_component_specs as specs
+    from tfx.utils import proto_utils
+
+    model, blessing, pushed = standard_artifacts.Model(), standard_artifacts.ModelBlessing(), standard_artifacts.PushedModel()
+    model.uri, blessing.uri, pushed.uri = str(tmp_path / "model"), str(tmp_path / "blessing"), str(tmp_path / "pushed")
+    serving = tmp_path / "model" / "Format-Serving"
+    (serving / "variables").mkdir(parents=True)
+    (serving / "saved_model.pb").write_bytes(b"graph")
+    blessing.set_int_custom_property(tfx_internals.BLESSED_KEY, 1)
+    destination = pusher_pb2.PushDestination(filesystem=pusher_pb2.PushDestination.Filesystem(
+        base_directory=str(tmp_path / "staging")))
+    executor = pusher_executor.Executor()
+    executor.Do({specs.MODEL_KEY: [model], specs.MODEL_BLESSING_KEY: [blessing]}, {specs.PUSHED_MODEL_KEY: [pushed]},
+                {specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination)})
+
+    version = tfx_internals.pushed_version(pushed)
+    assert version is not None and version.isdigit(), _custom_properties(pushed)
+    folder = tfx_internals.pushed_folder(str(tmp_path / "staging"), version)
+    assert pushed.get_string_custom_property(tfx_internals.PUSHED_DESTINATION_KEY) == folder
+    assert (Path(folder) / "saved_model.pb").read_bytes() == b"graph", "TFX's Pusher put the version elsewhere"
+    tfx_internals.mark_pushed(executor, pushed, "/serving/7", "7")
+    assert (tfx_internals.pushed_version(pushed),
+            pushed.get_string_custom_property(tfx_internals.PUSHED_DESTINATION_KEY)) == ("7", "/serving/7")
+
+
 def test_output_place_reads_the_local_orchestrators_output_folders(tmp_path):
     """ReusingEvaluator finds its earlier evaluations, and a stopped DriftCheck keeps its report, by where TFX's
     local orchestrator puts an execution's outputs: `<node dir>/<output key>/<execution id>`."""
