@@ -11,14 +11,15 @@ listed; re-implementing part of what an executor does is.
 - `write_blessing`: the blessing TFX's Evaluator executor writes for a validation result.
 - `write_infra_blessing`, `stamped_model_dir`, `warmup_file`: the InfraBlessing TFX's InfraValidator writes
   and its Pusher reads, with the model to push inside.
-- `mark_pushed` and the property names below: what TFX's Pusher records of a push.
+- `mark_pushed`, `pushed_version`, `pushed_folder`: what TFX's Pusher records of a push and where it puts it;
+  the artifact property names at the top, which the run view, history and rollback read.
 - `output_place`, `earlier_outputs`: where the local orchestrator puts an execution's output folder.
 - `splits_fingerprint`: ExampleGen's fingerprint of its input files.
 - `trainer_fn_args`: the FnArgs TFX's Trainer executor hands `run_fn`.
 
 The module is in `kubeflow/` because the lowest layer that needs it is there (each Kubeflow step's entry
 point defers `tfx.components` and skips the sdist); components and the pipeline import it from here.
-It imports TFX only inside its functions: importing it loads nothing.
+It imports TFX only inside its functions: importing it loads no TFX.
 """
 from __future__ import annotations
 
