@@ -30,6 +30,9 @@ import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
 ENVIRONMENT_TYPES = ("DOCKER", "PROCESS", "EXTERNAL", "LOOPBACK")
+# The direct runner's modes: "auto" runs the pipeline in one process and lets pipeline/beam_parallelism.py
+# give the components that gain from it several (per component, by the size of their input).
+BEAM_MODES = ("auto", "in_memory", "multi_processing")
 JOB_SERVER_TIMEOUT_S = 86400  # the longest one component's Beam job may run on a portable runner
 
 
@@ -69,7 +72,7 @@ def parse_options(pairs: Sequence[str]) -> Dict[str, str]:
     return options
 
 
-def pipeline_args(runner: str, *, beam_mode: str = "in_memory", beam_workers: int = 1,
+def pipeline_args(runner: str, *, beam_mode: str = "auto", beam_workers: int = 1,
                   job_endpoint: Optional[str] = None, environment: Optional[str] = None,
                   environment_config: Optional[str] = None, options: Sequence[str] = (),
                   image: Optional[str] = None) -> List[str]:
@@ -79,7 +82,9 @@ def pipeline_args(runner: str, *, beam_mode: str = "in_memory", beam_workers: in
         raise BeamConfigError(f"beam runner must be one of {', '.join(BEAM_RUNNERS)}, not {runner!r}")
     extra = parse_options(options)
     if preset.name == "direct":
-        args = {"direct_running_mode": beam_mode, "direct_num_workers": "1" if beam_mode == "in_memory" else str(beam_workers)}
+        several = beam_mode == "multi_processing"
+        args = {"direct_running_mode": "multi_processing" if several else "in_memory",
+                "direct_num_workers": str(beam_workers) if several else "1"}
         if environment or job_endpoint:
             raise BeamConfigError("--beam-job-endpoint and --beam-environment need --beam-runner portable "
                                   "(or FlinkRunner / SparkRunner)")

@@ -50,7 +50,7 @@ DRIFT_THRESHOLDS: Tuple[Tuple[str, str, float, str], ...] = (
 # trip_miles (a false alarm at any useful threshold); with 200 buckets by 0.24 (fare 0.037 -> 0.022).
 HISTOGRAM_BUCKETS = 200
 
-BEAM_MODES = ("in_memory", "multi_processing")
+BEAM_MODES = beam_runners.BEAM_MODES
 BASELINES = ("latest_blessed", "serving")  # PipelineConfig.baseline
 
 
@@ -125,8 +125,10 @@ class PipelineConfig:
     min_accuracy: float = 0.85
     auc_regression_tolerance: float = 0.001
 
-    # Beam: in-process for small data; several local processes for bigger data.
-    beam_mode: str = "in_memory"
+    # Beam with the direct runner: "auto" runs each Beam component in this process, the Evaluator on
+    # beam_workers processes when its input is large enough to repay them (pipeline/beam_parallelism.py);
+    # "in_memory" all in this process, "multi_processing" all on beam_workers processes.
+    beam_mode: str = "auto"
     beam_workers: int = 2
     # Or another runner: "portable" (a job service) or the presets "DataflowRunner", "FlinkRunner",
     # "SparkRunner"; pipeline/beam_runners.py says what each needs.

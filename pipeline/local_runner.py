@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from pipeline import beam_runners, configs, home_lock, spans, stderr_redirect
+from pipeline import beam_parallelism, beam_runners, configs, home_lock, spans, stderr_redirect
 from pipeline.errors import ComponentFailed, UserError
 from pipeline.data_check import check_data_dir
 
@@ -215,7 +215,10 @@ def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path =
     """Run the pipeline for `config`; returns the run's view (`run_view.RunView`), read back from ML Metadata."""
     log_file = log_file or _log_file(config)
     if progress:
-        progress.write(f"taxi-pipeline: data {config.data}\n  home {config.home}  (log: {log_file})\n")
+        evaluator = beam_parallelism.evaluator_beam(config)
+        progress.write(f"taxi-pipeline: data {config.data}\n  home {config.home}  (log: {log_file})\n"
+                       f"  Evaluator on {evaluator.processes} process{'es' if evaluator.processes > 1 else ''}"
+                       f" ({evaluator.why})\n")
     with quiet_logs(log_file, progress, (config.data, config.pipeline_root)) as components:
         from tfx.orchestration import metadata as tfx_metadata  # not tfx.v1: see pipeline.pipeline's imports
         from tfx.orchestration.local.local_dag_runner import LocalDagRunner

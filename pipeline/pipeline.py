@@ -8,6 +8,7 @@ The local runner and the Kubeflow runner both build their pipeline here.
 """
 from typing import List, Optional
 
+from google.protobuf import wrappers_pb2
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 # TFX's own modules rather than `from tfx import v1`, which also imports TFX's Google Cloud extensions
@@ -39,7 +40,7 @@ from components.reusing_evaluator import ReusingEvaluator
 from components.serving_baseline import ServingBaseline
 from components.serving_validator import ServingValidator
 from components.span_window import SpanWindowStrategy
-from pipeline import configs
+from pipeline import beam_parallelism, configs
 from trainer_module import features, preprocessing
 from trainer_module.records import EVAL_SPLIT, TRAIN_SPLIT
 
@@ -69,6 +70,9 @@ def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
                 model_type=tfma.TF_KERAS,
             )
         ],
+        # No metrics from the model's compile(): it compiles none that TFMA reports, and looking for them
+        # loads each model with Keras once more (tensorflow_model_analysis/evaluators/keras_util.py).
+        options=tfma.Options(include_default_metrics=wrappers_pb2.BoolValue(value=False)),
         slicing_specs=[
             tfma.SlicingSpec(),
             tfma.SlicingSpec(feature_keys=["trip_start_hour"]),
@@ -147,13 +151,16 @@ def create_components(config: configs.PipelineConfig) -> List:
         custom_executor_spec=executor_spec.ExecutorClassSpec(MultiWorkerExecutor),
     )
     # TFX's Evaluator; a candidate that is its own baseline (a re-run on unchanged input) reuses its evaluation.
+    # On several processes when its input is large enough (pipeline/beam_parallelism.py).
+    evaluator_beam = beam_parallelism.evaluator_beam(config)
     evaluator = ReusingEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline_model,
         eval_config=eval_config(config),
         example_splits=[TRAIN_SPLIT, EVAL_SPLIT] if window is not None else [EVAL_SPLIT],  # with spans: all of the newest span
-    ).with_id("Evaluator")
+        module_path=evaluator_beam.module_path,
+    ).with_id("Evaluator").with_beam_pipeline_args(evaluator_beam.beam_args)
     serving_validator = ServingValidator(
         model=trainer.outputs["model"], examples=example_gen.outputs["examples"], model_name=config.model_name
     )

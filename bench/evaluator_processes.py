@@ -1,0 +1,224 @@
+"""The Evaluator alone, the way it ran before and the way it runs now, on one run's model and examples.
+
+For each `--rows` size: a run of `taxi-pipeline run` on the scale bench's data (bench/scale.py) gives a
+trained model and ExampleGen's examples; then TFX's Evaluator executor runs alone on them, in a fresh
+process per measurement, alternating the variants `--repeats` times:
+
+- `before`: one process, TFMA's default metrics included (what the pipeline did before
+  `include_default_metrics=False` and the shuffle of components/parallel_evaluation.py);
+- `one`: the pipeline's EvalConfig now, one process (`--beam-mode in_memory`);
+- `two`: the pipeline's EvalConfig now, `--beam-workers` processes behind the shuffle (`--beam-mode
+  multi_processing`, and `auto` above pipeline/beam_parallelism.py's threshold).
+
+Reported: wall seconds, CPU seconds of all the processes, and whether every metric of every slice equals
+`before`'s within 1e-6 (the same metrics by another schedule, issue 25's acceptance 3).
+
+    python -m bench evaluator_processes [--rows 15000 100000] [--repeats 2] [--home DIR] [--cache DIR]
+
+Writes bench/results/evaluator_processes.json and its section of bench/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results" / "evaluator_processes.json"
+RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
+VARIANTS = ("before", "one", "two")
+TOLERANCE = 1e-6
+
+
+# ---- one evaluation, in its own process ------------------------------------------------------------------
+
+def _evaluate(home: Path, out: Path, variant: str, workers: int) -> dict:
+    """TFX's Evaluator executor on `home`'s last model and ExampleGen examples (the eval split)."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow_model_analysis as tfma
+    from tfx.components.evaluator import executor as tfx_evaluator
+    from tfx.types import standard_artifacts
+    from tfx.utils import proto_utils
+
+    from pipeline import beam_parallelism, configs, pipeline, run_results
+    from trainer_module import records
+
+    store = run_results.connect(home / "metadata.db")
+
+    def newest(type_name: str, producer: str):
+        found = [a for a in store.get_artifacts_by_type(type_name) if f"/{producer}/" in a.uri]
+        artifact = getattr(standard_artifacts, type_name)()
+        artifact.set_mlmd_artifact(max(found, key=lambda a: a.id))
+        return artifact
+
+    config = pipeline.eval_config(configs.PipelineConfig())
+    props = {"example_splits": json.dumps([records.EVAL_SPLIT])}
+    beam = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    if variant == "before":
+        config.ClearField("options")
+    if variant == "two":
+        props["module_path"] = beam_parallelism.MODULE_PATH
+        beam = ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    props["eval_config"] = proto_utils.proto_to_json(config)
+    evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
+    evaluation.uri, blessing.uri = str(out / "evaluation"), str(out / "blessing")
+    for uri in (evaluation.uri, blessing.uri):
+        os.makedirs(uri, exist_ok=True)
+    executor = tfx_evaluator.Executor(tfx_evaluator.Executor.Context(
+        beam_pipeline_args=beam, tmp_dir=str(out / "tmp"), unique_id="bench"))
+    started = time.time()
+    executor.Do({"examples": [newest("Examples", "CsvExampleGen")], "model": [newest("Model", "Trainer")]},
+                {"evaluation": [evaluation], "blessing": [blessing]}, props)
+    wall = time.time() - started
+    metrics = {}
+    for slice_key, by_output in tfma.load_eval_result(evaluation.uri).slicing_metrics:
+        for name, value in by_output[""][""].items():
+            if "doubleValue" in value:
+                metrics[f"{slice_key}:{name}"] = value["doubleValue"]
+    return {"executor_seconds": round(wall, 2), "metrics": metrics}
+
+
+def measure_once(home: Path, variant: str, workers: int, workdir: Path) -> dict:
+    """One evaluation in a fresh process: its wall time and the CPU time of it and its worker processes."""
+    out = Path(tempfile.mkdtemp(prefix=f"{variant}-", dir=workdir))
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = usage.ru_utime + usage.ru_stime
+    started = time.time()
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-m", "bench.evaluator_processes", "--one", variant, "--home", str(home),
+                           "--out", str(out), "--workers", str(workers)], cwd=str(REPO), env=env,
+                          capture_output=True, text=True)
+    wall = time.time() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"the {variant} evaluation failed:\n{proc.stderr[-3000:]}")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = json.loads((out / "result.json").read_text())
+    return {**result, "wall_seconds": round(wall, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime - cpu_before, 1)}
+
+
+def differences(metrics: Dict[str, float], reference: Dict[str, float]) -> List[str]:
+    """Metrics (slice:name) missing on either side or differing by more than TOLERANCE."""
+    out = [k for k in sorted(set(metrics) ^ set(reference))]
+    out += [k for k in sorted(set(metrics) & set(reference)) if abs(metrics[k] - reference[k]) > TOLERANCE]
+    return out
+
+
+# ---- the bench -------------------------------------------------------------------------------------------
+
+def home_for(rows: int, cache: Path, workdir: Path) -> Path:
+    from bench import scale
+
+    home = workdir / f"home-{rows}"
+    data = scale.dataset(rows, cache) if rows else None
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--home", str(home), "--beam-mode", "in_memory"]
+    cmd += ["--data", str(data)] if data else []
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with open(workdir / f"run-{rows}.log", "w") as log:
+        if subprocess.run(cmd, cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed; see {workdir / f'run-{rows}.log'}")
+    return home
+
+
+def bench_size(home: Path, rows: int, repeats: int, workers: int, workdir: Path) -> dict:
+    runs: Dict[str, List[dict]] = {v: [] for v in VARIANTS}
+    for _ in range(repeats):
+        for variant in VARIANTS:  # alternated, so load changes fall on every variant alike
+            runs[variant].append(measure_once(home, variant, workers, workdir))
+            print(f"  {rows:>9,} rows  {variant:<6} {runs[variant][-1]['wall_seconds']:6.1f} s wall, "
+                  f"{runs[variant][-1]['cpu_seconds']:6.1f} CPU s", flush=True)
+    reference = runs["before"][0]["metrics"]
+    out = {"rows": rows, "eval_rows": int(reference.get("():example_count", 0)), "variants": {}}
+    for variant, measured in runs.items():
+        out["variants"][variant] = {
+            "wall_seconds": [m["wall_seconds"] for m in measured],
+            "cpu_seconds": [m["cpu_seconds"] for m in measured],
+            "median_wall_seconds": statistics.median(m["wall_seconds"] for m in measured),
+            "median_cpu_seconds": statistics.median(m["cpu_seconds"] for m in measured),
+            "metrics_differing": sorted({k for m in measured for k in differences(m["metrics"], reference)}),
+            "metrics_compared": len(reference),
+        }
+    return out
+
+
+def _commit() -> str:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=str(REPO), capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown"
+
+
+def table(results: dict) -> str:
+    lines = ["| rows (eval rows) | variant | wall s (median) | CPU s (median) | wall vs before | metrics equal to before (1e-6) |",
+             "|---|---|---|---|---|---|"]
+    for size in results["sizes"]:
+        before = size["variants"]["before"]["median_wall_seconds"]
+        for variant, v in size["variants"].items():
+            same = "yes" if not v["metrics_differing"] else f"NO: {', '.join(v['metrics_differing'][:3])}"
+            lines.append(f"| {size['rows']:,} ({size['eval_rows']:,}) | {variant} | {v['median_wall_seconds']:.1f} "
+                         f"| {v['median_cpu_seconds']:.1f} | {v['median_wall_seconds'] / before:.2f}x "
+                         f"| {same} ({v['metrics_compared']}) |")
+    return "\n".join(lines)
+
+
+def write_markdown(results: dict) -> None:
+    begin, end = "<!-- evaluator_processes:begin -->", "<!-- evaluator_processes:end -->"
+    block = "\n".join([
+        begin,
+        "## The Evaluator on one and on several processes (`python -m bench evaluator_processes`)",
+        "",
+        f"Measured {results['measured_at']} at commit `{results['commit']}` on {results['machine']['cpus']} cores "
+        f"(load average before: {results['load_before']}), {results['repeats']} alternated repeats per variant, each a "
+        "fresh process running TFX's Evaluator executor on one run's model and eval split. `before`: one process with "
+        "TFMA's default metrics; `one`: the pipeline's EvalConfig, one process; `two`: the same on "
+        f"{results['workers']} processes behind components/parallel_evaluation.py's shuffle. CPU: all processes.",
+        "",
+        table(results),
+        end,
+    ])
+    text = RESULTS_MD.read_text()
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    RESULTS_MD.write_text(text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[15_000, 100_000],
+                        help="sizes of the scale bench's data; 15000 runs the default data instead")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--home", type=Path, help="evaluate this home's last run instead (one size)")
+    parser.add_argument("--cache", type=Path, default=REPO / "outputs" / "bench-data")
+    parser.add_argument("--one", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        (args.out / "result.json").write_text(json.dumps(_evaluate(args.home, args.out, args.one, args.workers)))
+        return 0
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    sizes = []
+    with tempfile.TemporaryDirectory(prefix="bench-evaluator-") as tmp:
+        for rows in ([0] if args.home else sorted(args.rows)):
+            home = args.home or home_for(0 if rows == 15_000 else rows, args.cache, Path(tmp))
+            sizes.append(bench_size(home, rows or 15_000, args.repeats, args.workers, Path(tmp)))
+    results = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "commit": _commit(), "repeats": args.repeats,
+               "workers": args.workers, "load_before": load,
+               "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "sizes": sizes}
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    write_markdown(results)
+    print(table(results))
+    bad = [s["rows"] for s in sizes for v in s["variants"].values() if v["metrics_differing"]]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
