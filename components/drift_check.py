@@ -156,6 +156,12 @@ def stopped_report_path(drift_uri: str) -> str:
     return os.path.join(place.node_dir, STOPPED_DIR, place.execution + ".json")
 
 
+def stopped_report_of(node_dir: str, execution_id: int) -> str:
+    """The report a check that stopped the run kept, from its node's folder and its execution's id (the name
+    of its output folders: stopped_report_path)."""
+    return os.path.join(node_dir, STOPPED_DIR, f"{execution_id}.json")
+
+
 def _write_json(uri: str, document: Dict[str, object]) -> None:
     fileio.makedirs(os.path.dirname(uri))
     with fileio.open(uri, "w") as f:

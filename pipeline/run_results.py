@@ -20,9 +20,8 @@ class NodeResult:
     state: str  # COMPLETE, CACHED, FAILED, RUNNING, ...
     seconds: Optional[float]
     outputs: Dict[str, List[metadata_store_pb2.Artifact]]
-    # When the execution started and last changed (ms since the epoch): finds what a failed execution wrote.
-    started_ms: Optional[int] = None
-    finished_ms: Optional[int] = None
+    # Its ML Metadata id, which names its output folders (and what a failed execution kept: a stopped DriftCheck's report).
+    execution_id: Optional[int] = None
 
     def output_uri(self, key: str) -> Optional[str]:
         artifacts = self.outputs.get(key) or []
@@ -78,8 +77,7 @@ def load_run(metadata_path, run_id: Optional[str] = None) -> Optional[RunResult]
         if execution.last_update_time_since_epoch and execution.create_time_since_epoch:
             seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000.0
         nodes[node_id] = NodeResult(node_id, STATE_NAMES.get(execution.last_known_state, "UNKNOWN"), seconds, outputs,
-                                    execution.create_time_since_epoch or None,
-                                    execution.last_update_time_since_epoch or None)
+                                    execution.id)
     return RunResult(ids[0], nodes, run.create_time_since_epoch)
 
 

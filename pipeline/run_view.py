@@ -511,8 +511,8 @@ def _read_json(path: Optional[str]):
 
 def _drift(result: RunResult, pipeline_root=None) -> Optional[Drift]:
     """The DriftCheck's drift.json: its output artifact, or for a check that stopped the run, the copy
-    it kept (`<pipeline_root>/DriftCheck/stopped/<id>.json`), found by the time its execution ran."""
-    from components.drift_check import DRIFT_FILE, STOPPED_DIR  # the check's own names
+    it kept, named by its execution (components/drift_check.py: stopped_report_of)."""
+    from components.drift_check import DRIFT_FILE, stopped_report_of  # the check's own names
 
     node = result.nodes.get(DRIFT_NODE)
     if node is None:
@@ -520,24 +520,14 @@ def _drift(result: RunResult, pipeline_root=None) -> Optional[Drift]:
     artifact = _output(result, DRIFT_NODE, "drift")
     stopped = False
     path = os.path.join(artifact.uri, DRIFT_FILE) if artifact is not None else None
-    if path is None and node.state == "FAILED" and pipeline_root is not None and node.started_ms and node.finished_ms:
-        path = _written_during(os.path.join(str(pipeline_root), DRIFT_NODE, STOPPED_DIR, "*.json"),
-                               node.started_ms, node.finished_ms)
+    if path is None and node.state == "FAILED" and pipeline_root is not None and node.execution_id is not None:
+        path = stopped_report_of(os.path.join(str(pipeline_root), DRIFT_NODE), node.execution_id)
         stopped = True
     report = _read_json(path)
     if report is None:
         return None
     return Drift(report.get("split", records.TRAIN_SPLIT), report.get("baseline_model"), _distances(report.get("features", []), "drifted"),
                  report.get("note", ""), stopped and bool(report.get("drifted")))
-
-
-def _written_during(pattern: str, started_ms: int, finished_ms: int, slack_ms: int = 2000) -> Optional[str]:
-    """The file matching `pattern` last modified while an execution ran (None when there is none)."""
-    import glob
-
-    during = [p for p in glob.glob(pattern)
-              if started_ms - slack_ms <= os.path.getmtime(p) * 1000 <= finished_ms + slack_ms]
-    return max(during, key=os.path.getmtime) if during else None
 
 
 def _tflite(result: RunResult) -> Optional[TFLiteComparison]:

@@ -87,10 +87,13 @@ def _record(m, root: Path, run_id: str, run: Run, index: int) -> Dict[str, Tuple
     node("StatisticsGen", statistics=statistics)
     report = _drift_report(run.drift)
     if run.refused_by == "DriftCheck":
-        stopped = root / "DriftCheck" / "stopped"  # components.drift_check.STOPPED_DIR: what a refusing check keeps
-        stopped.mkdir(parents=True, exist_ok=True)
-        (stopped / f"{index}.json").write_text(json.dumps(report))
+        from components.drift_check import stopped_report_of  # what a refusing check keeps, named by its execution
+
         node("DriftCheck", "FAILED")
+        execution = max(m.store.get_executions_by_type("DriftCheckExecutor"), key=lambda e: e.id)
+        stopped = Path(stopped_report_of(str(root / "DriftCheck"), execution.id))
+        stopped.parent.mkdir(parents=True, exist_ok=True)
+        stopped.write_text(json.dumps(report))
         return done
     drift = _artifact(sa.ExampleAnomalies(), root / "DriftCheck" / "drift" / str(index))
     (Path(drift.uri) / "drift.json").write_text(json.dumps(report))
