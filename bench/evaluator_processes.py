@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -32,9 +33,10 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+from bench import results_md
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "evaluator_processes.json"
-RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 VARIANTS = ("before", "one", "two")
 TOLERANCE = 1e-6
 
@@ -82,8 +84,8 @@ def _evaluate(home: Path, out: Path, variant: str, workers: int) -> dict:
     metrics = {}
     for slice_key, by_output in tfma.load_eval_result(evaluation.uri).slicing_metrics:
         for name, value in by_output[""][""].items():
-            if "doubleValue" in value:
-                metrics[f"{slice_key}:{name}"] = value["doubleValue"]
+            if "doubleValue" in value:  # a float, or "NaN" (e.g. precision on a slice with no positive prediction)
+                metrics[f"{slice_key}:{name}"] = float(value["doubleValue"])
     return {"executor_seconds": round(wall, 2), "metrics": metrics}
 
 
@@ -108,7 +110,8 @@ def measure_once(home: Path, variant: str, workers: int, workdir: Path) -> dict:
 def differences(metrics: Dict[str, float], reference: Dict[str, float]) -> List[str]:
     """Metrics (slice:name) missing on either side or differing by more than TOLERANCE."""
     out = [k for k in sorted(set(metrics) ^ set(reference))]
-    out += [k for k in sorted(set(metrics) & set(reference)) if abs(metrics[k] - reference[k]) > TOLERANCE]
+    out += [k for k in sorted(set(metrics) & set(reference))
+            if not (abs(metrics[k] - reference[k]) <= TOLERANCE or (math.isnan(metrics[k]) and math.isnan(reference[k])))]
     return out
 
 
@@ -128,10 +131,10 @@ def home_for(rows: int, cache: Path, workdir: Path) -> Path:
     return home
 
 
-def bench_size(home: Path, rows: int, repeats: int, workers: int, workdir: Path) -> dict:
-    runs: Dict[str, List[dict]] = {v: [] for v in VARIANTS}
+def bench_size(home: Path, rows: int, repeats: int, workers: int, workdir: Path, variants=VARIANTS) -> dict:
+    runs: Dict[str, List[dict]] = {v: [] for v in variants}
     for _ in range(repeats):
-        for variant in VARIANTS:  # alternated, so load changes fall on every variant alike
+        for variant in variants:  # alternated, so load changes fall on every variant alike
             runs[variant].append(measure_once(home, variant, workers, workdir))
             print(f"  {rows:>9,} rows  {variant:<6} {runs[variant][-1]['wall_seconds']:6.1f} s wall, "
                   f"{runs[variant][-1]['cpu_seconds']:6.1f} CPU s", flush=True)
@@ -155,39 +158,31 @@ def _commit() -> str:
 
 
 def table(results: dict) -> str:
-    lines = ["| rows (eval rows) | variant | wall s (median) | CPU s (median) | wall vs before | metrics equal to before (1e-6) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| rows (eval rows) | measured (commit, load before, repeats) | variant | wall s (median) | CPU s (median) "
+             "| wall vs before | metrics equal to before (1e-6) |", "|---|---|---|---|---|---|---|"]
     for size in results["sizes"]:
         before = size["variants"]["before"]["median_wall_seconds"]
+        when = f"{size['measured_at']} (`{size['commit']}`, {size['load_before']}, {size['repeats']})"
         for variant, v in size["variants"].items():
             same = "yes" if not v["metrics_differing"] else f"NO: {', '.join(v['metrics_differing'][:3])}"
-            lines.append(f"| {size['rows']:,} ({size['eval_rows']:,}) | {variant} | {v['median_wall_seconds']:.1f} "
+            lines.append(f"| {size['rows']:,} ({size['eval_rows']:,}) | {when} | {variant} | {v['median_wall_seconds']:.1f} "
                          f"| {v['median_cpu_seconds']:.1f} | {v['median_wall_seconds'] / before:.2f}x "
                          f"| {same} ({v['metrics_compared']}) |")
     return "\n".join(lines)
 
 
 def write_markdown(results: dict) -> None:
-    begin, end = "<!-- evaluator_processes:begin -->", "<!-- evaluator_processes:end -->"
-    block = "\n".join([
-        begin,
+    results_md.write_section("evaluator_processes", [
         "## The Evaluator on one and on several processes (`python -m bench evaluator_processes`)",
         "",
-        f"Measured {results['measured_at']} at commit `{results['commit']}` on {results['machine']['cpus']} cores "
-        f"(load average before: {results['load_before']}), {results['repeats']} alternated repeats per variant, each a "
-        "fresh process running TFX's Evaluator executor on one run's model and eval split. `before`: one process with "
-        "TFMA's default metrics; `one`: the pipeline's EvalConfig, one process; `two`: the same on "
-        f"{results['workers']} processes behind components/parallel_evaluation.py's shuffle. CPU: all processes.",
+        f"On {results['machine']['cpus']} cores; alternated repeats per variant, each a fresh process running TFX's "
+        "Evaluator executor on one run's model and eval split. `before`: one process with TFMA's default metrics; "
+        "`one`: the pipeline's EvalConfig, one process; `two`: the same on two processes behind "
+        "components/parallel_evaluation.py's shuffle. CPU: all processes. Sizes above 100k rows run with `--home` "
+        "on a finished run's home (`--variants before two --repeats 1`).",
         "",
         table(results),
-        end,
     ])
-    text = RESULTS_MD.read_text()
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS_MD.write_text(text)
 
 
 def main(argv=None) -> int:
@@ -196,7 +191,9 @@ def main(argv=None) -> int:
                         help="sizes of the scale bench's data; 15000 runs the default data instead")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--home", type=Path, help="evaluate this home's last run instead (one size)")
+    parser.add_argument("--home", type=Path, help="evaluate this home's last run instead (give its --rows)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                        help="which to measure (before is the reference and always runs)")
     parser.add_argument("--cache", type=Path, default=REPO / "outputs" / "bench-data")
     parser.add_argument("--one", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -207,12 +204,17 @@ def main(argv=None) -> int:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     sizes = []
     with tempfile.TemporaryDirectory(prefix="bench-evaluator-") as tmp:
-        for rows in ([0] if args.home else sorted(args.rows)):
+        for rows in (args.rows[:1] if args.home else sorted(args.rows)):
             home = args.home or home_for(0 if rows == 15_000 else rows, args.cache, Path(tmp))
-            sizes.append(bench_size(home, rows or 15_000, args.repeats, args.workers, Path(tmp)))
-    results = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "commit": _commit(), "repeats": args.repeats,
-               "workers": args.workers, "load_before": load,
-               "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "sizes": sizes}
+            variants = ["before"] + [v for v in args.variants if v != "before"]
+            sizes.append(bench_size(home, rows, args.repeats, args.workers, Path(tmp), variants))
+    for size in sizes:
+        size.update(measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"), commit=_commit(), repeats=args.repeats,
+                    workers=args.workers, load_before=load)
+    # Sizes measured now replace the same sizes measured before; the others are kept (each says when).
+    earlier = json.loads(RESULTS.read_text())["sizes"] if RESULTS.exists() else []
+    sizes = sorted([s for s in earlier if s["rows"] not in {n["rows"] for n in sizes}] + sizes, key=lambda s: s["rows"])
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "sizes": sizes}
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     write_markdown(results)
     print(table(results))

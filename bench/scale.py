@@ -31,9 +31,10 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from bench import results_md
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"
-RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 DEFAULT_ROWS = (100_000, 1_000_000)
 SEED = 20261201
 COMPONENTS = ("CsvExampleGen", "StatisticsGen", "ExampleValidator", "Transform", "Trainer", "Evaluator",
@@ -258,10 +259,8 @@ def table(results: dict) -> str:
 
 
 def write_markdown(results: dict) -> None:
-    begin, end = "<!-- scale:begin -->", "<!-- scale:end -->"
     ratio = results.get("time_ratio_1m_100k")
-    block = "\n".join([
-        begin,
+    results_md.write_section("scale", [
         "## Scale (`python -m bench scale`)",
         "",
         f"Measured {results['measured_at']} at commit `{results['commit']}` on {results['machine']['cpus']} cores"
@@ -273,14 +272,7 @@ def write_markdown(results: dict) -> None:
         table(results),
         "",
         f"time(1M) / time(100k): {ratio if ratio is not None else '-'}",
-        end,
     ])
-    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n\nFigures written by `python -m bench`; each section names its command, date and commit.\n"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS_MD.write_text(text)
 
 
 def main(argv=None) -> int:

@@ -24,9 +24,12 @@ from typing import List, Optional
 
 from pipeline import configs, spans
 
-# Above this many CSV bytes to evaluate (about 16k taxi rows), `auto` gives the Evaluator beam_workers
-# processes. Evaluator alone, one process vs two (python -m bench evaluator_processes, 2026-12-06).
-EVALUATOR_PARALLEL_MIN_BYTES = 2_000_000
+# From this many CSV bytes to evaluate (about 18k taxi rows at 120 bytes a row), `auto` gives the Evaluator
+# beam_workers processes. `python -m bench evaluator_processes` (2026-12-06, bench/RESULTS.md), TFX's Evaluator
+# alone, two processes against one: 5k eval rows 22.7 s vs 18.1 s, 33k rows 34.8 s vs 40.1 s, 332k rows
+# 158.9 s vs 284.7 s (0.56x, the same CPU seconds). Two cost 4.6 s more to start and 0.43 ms a row against
+# 0.78: they break even at about 18k rows.
+EVALUATOR_PARALLEL_MIN_BYTES = 2_200_000
 MODULE_PATH = "components.parallel_evaluation"  # custom_extractors: TFMA's extractors behind a shuffle
 
 

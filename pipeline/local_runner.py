@@ -43,8 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="per-replica batch size")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="trainer worker processes (MultiWorkerMirroredStrategy when > 1)")
     parser.add_argument("--training-loop", choices=configs.TRAINING_LOOPS, default=defaults.training_loop)
-    parser.add_argument("--beam-mode", choices=configs.BEAM_MODES, default=defaults.beam_mode)
-    parser.add_argument("--beam-workers", type=int, default=defaults.beam_workers, help="processes for --beam-mode multi_processing")
+    parser.add_argument("--beam-mode", choices=configs.BEAM_MODES, default=defaults.beam_mode,
+                        help="auto: the Evaluator on --beam-workers processes when its input repays them, the other "
+                             "Beam components in this process; in_memory: all in this process; multi_processing: "
+                             "all on --beam-workers processes (default %(default)s)")
+    parser.add_argument("--beam-workers", type=int, default=defaults.beam_workers,
+                        help="processes for --beam-mode multi_processing, and for the Evaluator under auto")
     beam_runners.add_arguments(parser)
     parser.add_argument("--no-cache", action="store_true", help="re-run every component even if its inputs are unchanged")
     parser.add_argument("--allow-anomalies", action="store_true", help="train even when the data does not match the schema")
