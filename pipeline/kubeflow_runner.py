@@ -52,7 +52,7 @@ def _in_cluster_path(value: str, flag: str) -> Path:
 
 def kubeflow_config(image: str, data: Optional[str] = None, serving_base: Optional[str] = None,
                     **changes) -> KubeflowPipelineConfig:
-    """The pipeline config for the cluster: in-cluster paths, the image, multi-process Beam.
+    """The pipeline config for the cluster: in-cluster paths, the image, the Evaluator on two Beam processes.
 
     `changes` are further `PipelineConfig` fields (workers, training_loop, train_steps, ...).
     """
@@ -63,7 +63,9 @@ def kubeflow_config(image: str, data: Optional[str] = None, serving_base: Option
                                else Path(str(storage.SERVING_BASE))),
         schema_path=Path(str(storage.IMAGE_SCHEMA_PATH)),  # read inside the image, not here
         kubeflow_image=image,
-        beam_mode="multi_processing",
+        # The data's size is not known when compiling: the Evaluator runs on beam_workers processes (the rows
+        # a cluster evaluates repay them), the other Beam steps in their pod's process (pipeline/beam_parallelism.py).
+        beam_mode="auto",
         baseline="serving",  # the open-source backend runs no resolver tasks: compare with the served model
         **changes,
     )

@@ -104,13 +104,18 @@ def test_trainer_custom_config_selects_the_tfjob_launcher(compiled_job):
     assert json.loads(param(compiled_job, "Trainer", "train_args"))["num_steps"] == TRAIN_STEPS
 
 
-def test_beam_runs_multi_process_in_every_step(compiled_job):
-    expected = configs.PipelineConfig(beam_mode="multi_processing").beam_pipeline_args()
-    assert any(arg.startswith("--direct_running_mode=multi_processing") for arg in expected)
-    for task in PIPELINE_STEPS:
+def test_the_evaluator_runs_on_two_beam_processes_and_the_other_steps_on_one(compiled_job):
+    """Where more processes pay (pipeline/beam_parallelism.py): the Evaluator, behind its shuffle."""
+    def mode(task):
         args = container(compiled_job, task)["args"]
-        for arg in expected:
-            assert arg in args, (task, arg)
+        modes = [a.split("=", 1)[1] for a in args if a.startswith("--direct_running_mode=")]
+        workers = [a.split("=", 1)[1] for a in args if a.startswith("--direct_num_workers=")]
+        return modes[-1], workers[-1]  # TFX puts a step's own options after the pipeline's: the last wins
+
+    assert mode("Evaluator") == ("multi_processing", "2")
+    assert param(compiled_job, "Evaluator", "module_path") == "components.parallel_evaluation"
+    for task in ["CsvExampleGen", "StatisticsGen", "Transform"]:
+        assert mode(task) == ("in_memory", "1"), task
 
 
 def test_paths_are_in_cluster_not_this_checkout(compiled_job):
