@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from pipeline import beam_parallelism, beam_runners, configs, home_lock, spans, stderr_redirect
+from pipeline import beam_parallelism, beam_runners, configs, freed_memory, home_lock, spans, stderr_redirect
 from pipeline.errors import ComponentFailed, UserError
 from pipeline.data_check import check_data_dir
 
@@ -200,7 +200,7 @@ def quiet_logs(log_file: Path, progress, read_roots=()):
     file_handler = logging.FileHandler(log_file)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     progress_handler = _ProgressHandler(progress, read_roots)
-    root.handlers = [file_handler, progress_handler]
+    root.handlers = [file_handler, progress_handler, freed_memory.AfterEachComponent()]  # freed heap back to the system
     root.setLevel(logging.INFO)
     absl_logging.set_verbosity(absl_logging.INFO)
     logging.captureWarnings(True)
