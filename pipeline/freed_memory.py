@@ -1,4 +1,4 @@
-"""A local run gives the heap memory each component freed back to the system when the component finishes.
+"""Heap memory a component freed, given back to the system: the local runner calls `trim` after each component.
 
 Every component of a local run executes in the run's own process (TFX's LocalDagRunner), and glibc keeps
 what Python and Beam free on its heap rather than returning it: after CsvExampleGen on 1M rows the process
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 from typing import Optional
 
 _libc: Optional[ctypes.CDLL] = None
@@ -27,14 +26,3 @@ def trim() -> bool:
     trim_fn = getattr(_libc, "malloc_trim", None)
     return bool(trim_fn(0)) if trim_fn is not None else False
 
-
-class AfterEachComponent(logging.Handler):
-    """Trims on TFX's "Component X is finished." log line, which the local runner logs after each component."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-
-    def emit(self, record):
-        message = record.getMessage()
-        if message.startswith("Component ") and message.endswith(" is finished."):
-            trim()

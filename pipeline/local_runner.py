@@ -146,7 +146,8 @@ def run_spans(config: configs.PipelineConfig, folders: spans.SpanFolders) -> int
 
 
 class _ProgressHandler(logging.Handler):
-    """Turns TFX's "Component X is running/finished" log lines into one terminal line per component."""
+    """Turns TFX's "Component X is running/finished" log lines into one terminal line per component, and gives
+    the heap a finished component freed back to the system (pipeline/freed_memory.py)."""
 
     def __init__(self, stream=None, read_roots=()):
         super().__init__(logging.INFO)
@@ -175,6 +176,7 @@ class _ProgressHandler(logging.Handler):
         elif message.startswith("Component ") and message.endswith(" is finished."):
             node = message[len("Component "):-len(" is finished.")]
             self._stop_ticker()
+            freed_memory.trim()
             seconds = time.time() - self.started.get(node, time.time())
             note = "cached" if node in self.cached else ""
             self.current = None
@@ -200,7 +202,7 @@ def quiet_logs(log_file: Path, progress, read_roots=()):
     file_handler = logging.FileHandler(log_file)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     progress_handler = _ProgressHandler(progress, read_roots)
-    root.handlers = [file_handler, progress_handler, freed_memory.AfterEachComponent()]  # freed heap back to the system
+    root.handlers = [file_handler, progress_handler]
     root.setLevel(logging.INFO)
     absl_logging.set_verbosity(absl_logging.INFO)
     logging.captureWarnings(True)

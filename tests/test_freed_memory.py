@@ -4,7 +4,7 @@ import platform
 
 import pytest
 
-from pipeline import freed_memory
+from pipeline.local_runner import _ProgressHandler
 
 
 def _rss_bytes() -> int:
@@ -20,7 +20,7 @@ def test_a_finished_component_gives_freed_heap_back():
     keep = blocks[-1]
     del blocks
     held = _rss_bytes()
-    handler = freed_memory.AfterEachComponent()
+    handler = _ProgressHandler(None)  # the local run's handler of TFX's component log lines
     handler.emit(logging.makeLogRecord({"msg": "Component Transform is running."}))
     assert _rss_bytes() > held - 100_000_000  # only a finished component trims
     handler.emit(logging.makeLogRecord({"msg": "Component Transform is finished."}))
