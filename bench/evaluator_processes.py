@@ -46,12 +46,11 @@ TOLERANCE = 1e-6
 def _evaluate(home: Path, out: Path, variant: str, workers: int) -> dict:
     """TFX's Evaluator executor on `home`'s last model and ExampleGen examples (the eval split)."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    import tensorflow_model_analysis as tfma
     from tfx.components.evaluator import executor as tfx_evaluator
     from tfx.types import standard_artifacts
     from tfx.utils import proto_utils
 
-    from pipeline import beam_parallelism, configs, pipeline, run_results
+    from pipeline import beam_parallelism, configs, pipeline, run_results, run_view
     from trainer_module import records
 
     store = run_results.connect(home / "metadata.db")
@@ -81,11 +80,9 @@ def _evaluate(home: Path, out: Path, variant: str, workers: int) -> dict:
     executor.Do({"examples": [newest("Examples", "CsvExampleGen")], "model": [newest("Model", "Trainer")]},
                 {"evaluation": [evaluation], "blessing": [blessing]}, props)
     wall = time.time() - started
-    metrics = {}
-    for slice_key, by_output in tfma.load_eval_result(evaluation.uri).slicing_metrics:
-        for name, value in by_output[""][""].items():
-            if "doubleValue" in value:  # a float, or "NaN" (e.g. precision on a slice with no positive prediction)
-                metrics[f"{slice_key}:{name}"] = float(value["doubleValue"])
+    metrics = {f"{slice_name}:{name}": value  # NaN where a metric is undefined (no positive prediction in a slice)
+               for slice_name, values in run_view.candidate_metrics(evaluation.uri).items()
+               for (name, is_diff), value in values.items() if not is_diff}
     return {"executor_seconds": round(wall, 2), "metrics": metrics}
 
 
@@ -138,8 +135,10 @@ def bench_size(home: Path, rows: int, repeats: int, workers: int, workdir: Path,
             runs[variant].append(measure_once(home, variant, workers, workdir))
             print(f"  {rows:>9,} rows  {variant:<6} {runs[variant][-1]['wall_seconds']:6.1f} s wall, "
                   f"{runs[variant][-1]['cpu_seconds']:6.1f} CPU s", flush=True)
+    from pipeline.run_view import OVERALL
+
     reference = runs["before"][0]["metrics"]
-    out = {"rows": rows, "eval_rows": int(reference.get("():example_count", 0)), "variants": {}}
+    out = {"rows": rows, "eval_rows": int(reference.get(f"{OVERALL}:example_count", 0)), "variants": {}}
     for variant, measured in runs.items():
         out["variants"][variant] = {
             "wall_seconds": [m["wall_seconds"] for m in measured],
