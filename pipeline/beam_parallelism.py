@@ -62,7 +62,8 @@ def evaluator_beam(config: configs.PipelineConfig) -> EvaluatorBeam:
     """How the Evaluator runs for `config`: its processes, the module of its shuffle, its extra Beam options."""
     one = EvaluatorBeam(1, None, [], "")
     if config.beam_runner != "direct" or config.beam_mode == "in_memory" or config.beam_workers < 2:
-        return dataclasses.replace(one, why=f"beam runner {config.beam_runner}, mode {config.beam_mode}")
+        return dataclasses.replace(one, why=f"beam runner {config.beam_runner}, mode {config.beam_mode}, "
+                                            f"{config.beam_workers} beam worker{'s' if config.beam_workers > 1 else ''}")
     several = EvaluatorBeam(config.beam_workers, MODULE_PATH, [
         "--direct_running_mode=multi_processing", f"--direct_num_workers={config.beam_workers}"], "")
     if config.beam_mode == "multi_processing":
