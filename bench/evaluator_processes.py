@@ -5,13 +5,15 @@ trained model and ExampleGen's examples; then TFX's Evaluator executor runs alon
 process per measurement, alternating the variants `--repeats` times:
 
 - `before`: one process, TFMA's default metrics included (what the pipeline did before
-  `include_default_metrics=False` and the shuffle of components/parallel_evaluation.py);
+  `include_default_metrics=False` and several processes);
 - `one`: the pipeline's EvalConfig now, one process (`--beam-mode in_memory`);
-- `two`: the pipeline's EvalConfig now, `--beam-workers` processes behind the shuffle (`--beam-mode
-  multi_processing`, and `auto` above pipeline/beam_parallelism.py's threshold).
+- `two`: the pipeline's EvalConfig now, `--workers` processes with the records dealt out among them
+  (components/dealt_records.py; `--beam-mode multi_processing`, and `auto` above pipeline/beam_parallelism.py's
+  threshold).
 
-Reported: wall seconds, CPU seconds of all the processes, and whether every metric of every slice equals
-`before`'s within 1e-6 (the same metrics by another schedule, issue 25's acceptance 3).
+Reported: wall seconds, CPU seconds and peak summed RSS and PSS of all the processes (bench/scale.py's
+sampler), and whether every metric of every slice equals `before`'s within 1e-6 (the same metrics by
+another schedule, issue 25's acceptance 3).
 
     python -m bench evaluator_processes [--rows 15000 100000] [--repeats 2] [--home DIR] [--cache DIR]
 
@@ -50,7 +52,8 @@ def _evaluate(home: Path, out: Path, variant: str, workers: int) -> dict:
     from tfx.types import standard_artifacts
     from tfx.utils import proto_utils
 
-    from pipeline import beam_parallelism, configs, pipeline, run_results, run_view
+    from components import dealt_records
+    from pipeline import configs, pipeline, run_results, run_view
     from trainer_module import records
 
     store = run_results.connect(home / "metadata.db")
@@ -67,7 +70,6 @@ def _evaluate(home: Path, out: Path, variant: str, workers: int) -> dict:
     if variant == "before":
         config.ClearField("options")
     if variant == "two":
-        props["module_path"] = beam_parallelism.MODULE_PATH
         beam = ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
     props["eval_config"] = proto_utils.proto_to_json(config)
     evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
@@ -77,8 +79,9 @@ def _evaluate(home: Path, out: Path, variant: str, workers: int) -> dict:
     executor = tfx_evaluator.Executor(tfx_evaluator.Executor.Context(
         beam_pipeline_args=beam, tmp_dir=str(out / "tmp"), unique_id="bench"))
     started = time.time()
-    executor.Do({"examples": [newest("Examples", "CsvExampleGen")], "model": [newest("Model", "Trainer")]},
-                {"evaluation": [evaluation], "blessing": [blessing]}, props)
+    with dealt_records.dealt_among_workers(variant == "two"):
+        executor.Do({"examples": [newest("Examples", "CsvExampleGen")], "model": [newest("Model", "Trainer")]},
+                    {"evaluation": [evaluation], "blessing": [blessing]}, props)
     wall = time.time() - started
     metrics = {f"{slice_name}:{name}": value  # NaN where a metric is undefined (no positive prediction in a slice)
                for slice_name, values in run_view.candidate_metrics(evaluation.uri).items()
@@ -93,15 +96,20 @@ def measure_once(home: Path, variant: str, workers: int, workdir: Path) -> dict:
     cpu_before = usage.ru_utime + usage.ru_stime
     started = time.time()
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, "-m", "bench.evaluator_processes", "--one", variant, "--home", str(home),
-                           "--out", str(out), "--workers", str(workers)], cwd=str(REPO), env=env,
-                          capture_output=True, text=True)
+    from bench.scale import MemorySampler
+
+    proc = subprocess.Popen([sys.executable, "-m", "bench.evaluator_processes", "--one", variant, "--home", str(home),
+                             "--out", str(out), "--workers", str(workers)], cwd=str(REPO), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with MemorySampler(proc.pid) as memory:
+        _, stderr = proc.communicate()
     wall = time.time() - started
     if proc.returncode != 0:
-        raise RuntimeError(f"the {variant} evaluation failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"the {variant} evaluation failed:\n{stderr[-3000:]}")
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads((out / "result.json").read_text())
-    return {**result, "wall_seconds": round(wall, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime - cpu_before, 1)}
+    return {**result, "wall_seconds": round(wall, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime - cpu_before, 1),
+            "peak_rss_bytes": memory.peak(), "peak_pss_bytes": memory.peak_pss()}
 
 
 def differences(metrics: Dict[str, float], reference: Dict[str, float]) -> List[str]:
@@ -134,7 +142,8 @@ def bench_size(home: Path, rows: int, repeats: int, workers: int, workdir: Path,
         for variant in variants:  # alternated, so load changes fall on every variant alike
             runs[variant].append(measure_once(home, variant, workers, workdir))
             print(f"  {rows:>9,} rows  {variant:<6} {runs[variant][-1]['wall_seconds']:6.1f} s wall, "
-                  f"{runs[variant][-1]['cpu_seconds']:6.1f} CPU s", flush=True)
+                  f"{runs[variant][-1]['cpu_seconds']:6.1f} CPU s, peak {runs[variant][-1]['peak_rss_bytes'] / 2**30:.2f} GiB RSS, "
+                  f"{runs[variant][-1]['peak_pss_bytes'] / 2**30:.2f} GiB PSS", flush=True)
     from pipeline.run_view import OVERALL
 
     reference = runs["before"][0]["metrics"]
@@ -145,6 +154,8 @@ def bench_size(home: Path, rows: int, repeats: int, workers: int, workdir: Path,
             "cpu_seconds": [m["cpu_seconds"] for m in measured],
             "median_wall_seconds": statistics.median(m["wall_seconds"] for m in measured),
             "median_cpu_seconds": statistics.median(m["cpu_seconds"] for m in measured),
+            "peak_rss_bytes": max(m["peak_rss_bytes"] for m in measured),
+            "peak_pss_bytes": max(m["peak_pss_bytes"] for m in measured),
             "metrics_differing": sorted({k for m in measured for k in differences(m["metrics"], reference)}),
             "metrics_compared": len(reference),
         }
@@ -156,16 +167,22 @@ def _commit() -> str:
     return proc.stdout.strip() or "unknown"
 
 
+def _gib(variant: dict) -> str:
+    """Peak summed RSS / PSS of a variant's processes (not measured before 2026-12-07: '-')."""
+    rss, pss = variant.get("peak_rss_bytes"), variant.get("peak_pss_bytes")
+    return "-" if rss is None else f"{rss / 2**30:.2f} / {pss / 2**30:.2f}"
+
+
 def table(results: dict) -> str:
     lines = ["| rows (eval rows) | measured (commit, load before, repeats) | variant | wall s (median) | CPU s (median) "
-             "| wall vs before | metrics equal to before (1e-6) |", "|---|---|---|---|---|---|---|"]
+             "| wall vs before | peak GiB, RSS / PSS | metrics equal to before (1e-6) |", "|---|---|---|---|---|---|---|---|"]
     for size in results["sizes"]:
         before = size["variants"]["before"]["median_wall_seconds"]
         when = f"{size['measured_at']} (`{size['commit']}`, {size['load_before']}, {size['repeats']})"
         for variant, v in size["variants"].items():
             same = "yes" if not v["metrics_differing"] else f"NO: {', '.join(v['metrics_differing'][:3])}"
             lines.append(f"| {size['rows']:,} ({size['eval_rows']:,}) | {when} | {variant} | {v['median_wall_seconds']:.1f} "
-                         f"| {v['median_cpu_seconds']:.1f} | {v['median_wall_seconds'] / before:.2f}x "
+                         f"| {v['median_cpu_seconds']:.1f} | {v['median_wall_seconds'] / before:.2f}x | {_gib(v)} "
                          f"| {same} ({v['metrics_compared']}) |")
     return "\n".join(lines)
 
@@ -176,8 +193,8 @@ def write_markdown(results: dict) -> None:
         "",
         f"On {results['machine']['cpus']} cores; alternated repeats per variant, each a fresh process running TFX's "
         "Evaluator executor on one run's model and eval split. `before`: one process with TFMA's default metrics; "
-        "`one`: the pipeline's EvalConfig, one process; `two`: the same on two processes behind "
-        "components/parallel_evaluation.py's shuffle. CPU: all processes. Sizes above 100k rows run with `--home` "
+        "`one`: the pipeline's EvalConfig, one process; `two`: the same on two processes, the records dealt out "
+        "among them (components/dealt_records.py; until 2026-12-07, a shuffle of TFMA's record batches). CPU: all processes. Sizes above 100k rows run with `--home` "
         "on a finished run's home (`--variants before two --repeats 1`).",
         "",
         table(results),

@@ -10,7 +10,10 @@ Each size runs `taxi-pipeline run` from a fresh process on an empty home (no cac
 on the same home and unchanged input (the second-run ratio of acceptance 3). While it runs, the
 resident memory of the run's process and all its descendants (Beam workers, trainer workers, the
 serving check's model server) is summed every 0.25 s; the peak of that sum is reported, overall and
-per component (by the component running at the time, from ML Metadata's execution times).
+per component (by the component running at the time, from ML Metadata's execution times). Two sums:
+RSS, which counts a page shared by several processes (TensorFlow's libraries, mapped by every worker)
+once in each, and PSS (the kernel's proportional set size, /proc/PID/smaps_rollup), which splits a shared
+page among the processes sharing it: the memory the run takes from the machine.
 
     python -m bench scale [--rows 100000 1000000] [--cache DIR] [--beam-mode multi_processing] [--no-second-run]
 
@@ -94,14 +97,29 @@ def dataset(rows: int, cache: Path) -> Path:
 
 # ---- measuring ----------------------------------------------------------------------------------------
 
+PSS_EVERY = 4  # samples: PSS once a second
+
+
+def _pss_bytes(pid: int) -> int:
+    """The kernel's proportional set size of a process (0 where the kernel gives none)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class MemorySampler:
-    """Peak of the summed RSS of a process and all its descendants, with the time of each sample; and the
+    """Peak of the summed RSS (and PSS) of a process and all its descendants, with the time of each sample; and the
     CPU time the tree has used by then (user + system of the live processes, plus what their exited,
     reaped children used), so a component's CPU seconds are the difference across its time window."""
 
     def __init__(self, pid: int, every_s: float = 0.25):
         self.pid, self.every_s = pid, every_s
-        self.samples: List[tuple] = []  # (time, summed rss bytes, processes, CPU seconds used by the tree so far)
+        self.samples: List[tuple] = []  # (time, summed rss bytes, processes, CPU s used by the tree so far, summed pss)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -121,7 +139,7 @@ class MemorySampler:
         except psutil.NoSuchProcess:
             return
         while not self._stop.is_set():
-            total, count, cpu = 0, 0, 0.0
+            total, count, cpu, pss = 0, 0, 0.0, 0
             try:
                 procs = [root] + root.children(recursive=True)
             except psutil.NoSuchProcess:
@@ -129,21 +147,27 @@ class MemorySampler:
             for proc in procs:
                 try:
                     total += proc.memory_info().rss
+                    if len(self.samples) % PSS_EVERY == 0:  # the kernel walks the page tables: every 4th sample
+                        pss += _pss_bytes(proc.pid)
                     times = proc.cpu_times()
                     cpu += times.user + times.system + times.children_user + times.children_system
                     count += 1
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
-            self.samples.append((time.time(), total, count, cpu))
+            self.samples.append((time.time(), total, count, cpu, pss))
             self._stop.wait(self.every_s)
 
     def peak(self, start: float = 0.0, end: float = float("inf")) -> Optional[int]:
-        values = [rss for t, rss, _, _ in self.samples if start <= t <= end]
+        values = [rss for t, rss, *_ in self.samples if start <= t <= end]
+        return max(values) if values else None
+
+    def peak_pss(self, start: float = 0.0, end: float = float("inf")) -> Optional[int]:
+        values = [pss for i, (t, _, _, _, pss) in enumerate(self.samples) if start <= t <= end and i % PSS_EVERY == 0]
         return max(values) if values else None
 
     def cpu_seconds(self, start: float = 0.0, end: float = float("inf")) -> Optional[float]:
         """CPU seconds the tree used between the first and the last sample inside [start, end]."""
-        values = [cpu for t, _, _, cpu in self.samples if start <= t <= end]
+        values = [cpu for t, _, _, cpu, _ in self.samples if start <= t <= end]
         return round(max(values) - min(values), 1) if len(values) > 1 else None
 
 
@@ -159,7 +183,8 @@ def run_once(data: Path, home: Path, log: Path, extra: List[str]) -> dict:
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {rc}); see {log}")
     cpu = _children_cpu_seconds() - cpu_before  # every process of the run, reaped (Beam, trainer workers...)
-    return {"wall_seconds": round(wall, 1), "peak_rss_bytes": memory.peak(), "memory": memory, "cmd": cmd,
+    return {"wall_seconds": round(wall, 1), "peak_rss_bytes": memory.peak(), "peak_pss_bytes": memory.peak_pss(),
+            "memory": memory, "cmd": cmd,
             "cpu_seconds": round(cpu, 1)}
 
 
@@ -190,6 +215,7 @@ def components_of(home: Path, memory: MemorySampler, rows: int):
             entry["rows_per_second"] = round(rows / node.seconds)
         if name in windows:
             entry["peak_rss_bytes"] = memory.peak(*windows[name])
+            entry["peak_pss_bytes"] = memory.peak_pss(*windows[name])
             entry["cpu_seconds"] = memory.cpu_seconds(*windows[name])
         out[name] = entry
     return out, run_view.of(result)
@@ -202,6 +228,7 @@ def measure(rows: int, cache: Path, workdir: Path, extra: List[str], second_run:
     per_component, view = components_of(home, first.pop("memory"), rows)
     record = {
         "rows": rows, "wall_seconds": first["wall_seconds"], "peak_rss_bytes": first["peak_rss_bytes"],
+        "peak_pss_bytes": first["peak_pss_bytes"],
         # On N cores no schedule of this work ends sooner than CPU / N: the floor any wall-time goal is against.
         "cpu_seconds": first["cpu_seconds"], "cpu_floor_seconds": round(first["cpu_seconds"] / os.cpu_count(), 1),
         "rows_per_second": round(rows / first["wall_seconds"]), "components": per_component,
@@ -235,7 +262,7 @@ def _gib(n: Optional[int]) -> str:
 
 
 def table(results: dict) -> str:
-    head = ["rows", "wall s", "CPU s (/ cores)", "rows/s", "peak GiB (all procs)", *COMPONENTS[:1], "StatisticsGen", "Transform",
+    head = ["rows", "wall s", "CPU s (/ cores)", "rows/s", "peak GiB, RSS / PSS (all procs)", *COMPONENTS[:1], "StatisticsGen", "Transform",
             "Trainer", "Evaluator", "2nd run s (ratio)", "accuracy", "rows kept"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results["runs"]:
@@ -252,7 +279,7 @@ def table(results: dict) -> str:
         acc = "-" if r.get("accuracy") is None else f"{r['accuracy']:.4f}"
         cpu = f"{r['cpu_seconds']:.0f} ({r['cpu_floor_seconds']:.0f})" if r.get("cpu_seconds") is not None else "-"
         lines.append("| " + " | ".join([f"{r['rows']:,}", f"{r['wall_seconds']:.1f}", cpu, f"{r['rows_per_second']:,}",
-                                        _gib(r["peak_rss_bytes"]), cell("CsvExampleGen"), cell("StatisticsGen"),
+                                        f'{_gib(r["peak_rss_bytes"])} / {_gib(r.get("peak_pss_bytes"))}', cell("CsvExampleGen"), cell("StatisticsGen"),
                                         cell("Transform"), cell("Trainer"), cell("Evaluator"), second, acc,
                                         "yes" if r["rows_kept"] else "NO"]) + " |")
     return "\n".join(lines)
@@ -289,7 +316,7 @@ def main(argv=None) -> int:
         for rows in sorted(args.rows):
             r = measure(rows, args.cache, Path(tmp), extra, second_run=not args.no_second_run)
             runs.append(r)
-            print(f"{rows:>9,} rows: {r['wall_seconds']:.1f} s, {r['cpu_seconds']:.0f} CPU s, peak {_gib(r['peak_rss_bytes'])} GiB over all processes, "
+            print(f"{rows:>9,} rows: {r['wall_seconds']:.1f} s, {r['cpu_seconds']:.0f} CPU s, peak {_gib(r['peak_rss_bytes'])} GiB RSS, {_gib(r['peak_pss_bytes'])} GiB PSS over all processes, "
                   + ", ".join(f"{n} {c['seconds']:.1f} s" for n, c in r["components"].items() if c.get("seconds"))
                   + (f"; second run {r['second_run_seconds']:.1f} s ({r['second_run_ratio']:.2f}x)" if "second_run_seconds" in r else ""))
     by_rows = {r["rows"]: r for r in runs}

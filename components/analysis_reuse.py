@@ -9,6 +9,8 @@ were analysed. Both counts go on the updated cache artifact as custom properties
 `status` and the summary read them) and into the log, one line per run:
 
     analyzer cache: reused 6 of 8 datasets (...-examples-14-Split-train, ...), analysed 2 (...)
+
+On several Beam processes its records are dealt out among them (components/dealt_records.py).
 """
 import logging
 import re
@@ -21,6 +23,7 @@ from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
 from tfx.types import standard_component_specs
 
+from components import dealt_records
 from components.mlmd_properties import ANALYSED_PROPERTY, REUSED_PROPERTY
 from trainer_module.records import SPLIT_PREFIX
 
@@ -38,12 +41,13 @@ def dataset_folders(artifacts: List[types.Artifact]) -> Set[str]:
 
 
 class Executor(transform_executor.Executor):
-    """Runs TFX's Transform, then records and logs what its analysis reused."""
+    """Runs TFX's Transform (its records dealt among the Beam workers), then records and logs what its analysis reused."""
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
         cached = dataset_folders(input_dict.get(standard_component_specs.ANALYZER_CACHE_KEY))
-        super().Do(input_dict, output_dict, exec_properties)
+        with dealt_records.dealt_among_workers(dealt_records.several_processes(self._beam_pipeline_args)):
+            super().Do(input_dict, output_dict, exec_properties)
         updated = output_dict.get(standard_component_specs.UPDATED_ANALYZER_CACHE_KEY) or []
         if not updated:
             return

@@ -30,6 +30,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils
 
+from components import dealt_records
 from components.serving_baseline import has_baseline
 from kubeflow import tfx_internals
 
@@ -115,7 +116,8 @@ class Executor(tfx_evaluator.Executor):
         key = _key(input_dict, exec_properties)
         earlier = self._reusable(input_dict, output_uri, key, exec_properties)
         if earlier is None:
-            super().Do(input_dict, output_dict, exec_properties)
+            with dealt_records.dealt_among_workers(dealt_records.several_processes(self._beam_pipeline_args)):
+                super().Do(input_dict, output_dict, exec_properties)
             record = {**key}
         else:
             log.info("the candidate is its own baseline: reusing its evaluation %s instead of evaluating it "

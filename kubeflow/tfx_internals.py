@@ -16,6 +16,7 @@ listed; re-implementing part of what an executor does is.
 - `output_place`, `earlier_outputs`: where the local orchestrator puts an execution's output folder.
 - `splits_fingerprint`: ExampleGen's fingerprint of its input files.
 - `trainer_fn_args`: the FnArgs TFX's Trainer executor hands `run_fn`.
+- `tfxio_record_source`: the Beam source tfx_bsl's TFXIOs read record files with.
 
 The module is in `kubeflow/` because the lowest layer that needs it is there (each Kubeflow step's entry
 point defers `tfx.components` and skips the sdist); components and the pipeline import it from here.
@@ -133,6 +134,28 @@ def tfx_sdist_skipped() -> Iterator[None]:
         yield
     finally:
         undo()
+
+
+# ---- TFXIO's record-file source -------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def tfxio_record_source(replacement: Callable[[Any], Any]) -> Iterator[None]:
+    """Within the block, every TFXIO record-file source built is `replacement(tfx_bsl's own)`.
+
+    tfx_bsl's TFXIOs for record files (`TFExampleRecord`, `TFSequenceExampleRecord`, `RawTfRecordTFXIO`,
+    `TFRecordToTensorTFXIO`: what TFX's StatisticsGen, Transform and Evaluator read through) all build their
+    `_RawRecordBeamSourceInternal` by calling `tfx_bsl.tfxio.record_based_tfxio.ReadTfRecord(file_pattern)`,
+    a PTransform of a pipeline into its records' bytes, looked up on the module at each call. `replacement`
+    takes that function and returns one of the same signature.
+    """
+    from tfx_bsl.tfxio import record_based_tfxio
+
+    original = record_based_tfxio.ReadTfRecord
+    record_based_tfxio.ReadTfRecord = replacement(original)
+    try:
+        yield
+    finally:
+        record_based_tfxio.ReadTfRecord = original
 
 
 # ---- the Evaluator's blessing ---------------------------------------------------------------------------

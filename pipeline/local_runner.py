@@ -221,10 +221,8 @@ def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path =
     """Run the pipeline for `config`; returns the run's view (`run_view.RunView`), read back from ML Metadata."""
     log_file = log_file or _log_file(config)
     if progress:
-        evaluator = beam_parallelism.evaluator_beam(config)
         progress.write(f"taxi-pipeline: data {config.data}\n  home {config.home}  (log: {log_file})\n"
-                       f"  Evaluator on {evaluator.processes} process{'es' if evaluator.processes > 1 else ''}"
-                       f" ({evaluator.why})\n")
+                       f"  {beam_parallelism.describe(beam_parallelism.plan(config))}\n")
     with quiet_logs(log_file, progress, (config.data, config.pipeline_root)) as components:
         from tfx.orchestration import metadata as tfx_metadata  # not tfx.v1: see pipeline.pipeline's imports
         from tfx.orchestration.local.local_dag_runner import LocalDagRunner

@@ -18,8 +18,6 @@ import tensorflow_model_analysis as tfma
 # see kubeflow.tfx_internals.defer_tfx_components.
 from tfx.components.example_validator.component import ExampleValidator
 from tfx.components.pusher.component import Pusher
-from tfx.components.statistics_gen.component import StatisticsGen
-from tfx.components.transform.component import Transform
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
@@ -32,6 +30,7 @@ from components import analysis_reuse
 from components.anomalies_gate import AnomaliesGate
 from components.arrow_csv_example_gen import ArrowCsvExampleGen
 from components.atomic_pusher import AtomicPusherExecutor
+from components.dealt_statistics_gen import StatisticsGen
 from components.drift_check import DriftCheck
 from components.multiworker_trainer.component import Trainer
 from components.multiworker_trainer.executor import MultiWorkerExecutor
@@ -104,10 +103,11 @@ def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
 
 def create_components(config: configs.PipelineConfig) -> List:
     example_gen = _example_gen(config)
+    beam = beam_parallelism.plan(config)  # each Beam component's processes, from the size of what it reads
     statistics_gen = StatisticsGen(
         examples=example_gen.outputs["examples"],
         stats_options=tfdv.StatsOptions(num_histogram_buckets=configs.HISTOGRAM_BUCKETS),
-    )
+    ).with_beam_pipeline_args(beam["StatisticsGen"].beam_args)
     schema_gen = ImportSchemaGen(schema_file=str(config.schema_path))
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
@@ -129,6 +129,7 @@ def create_components(config: configs.PipelineConfig) -> List:
     training_examples = window.outputs["examples"] if window is not None else example_gen.outputs["examples"]
     analyzer_cache = _analyzer_cache(config)
     transform = _transform(training_examples, schema_gen, analyzer_cache, both_splits=window is not None)
+    transform.with_beam_pipeline_args(beam["Transform"].beam_args)
     transform.add_upstream_node(anomalies_gate)  # no Transform (nor anything after it) on bad data
     transform.add_upstream_node(drift_check)  # ... nor on data that drifted, unless told to go on
     tuning = _tuning(config, transform, schema_gen)
@@ -151,16 +152,13 @@ def create_components(config: configs.PipelineConfig) -> List:
         custom_executor_spec=executor_spec.ExecutorClassSpec(MultiWorkerExecutor),
     )
     # TFX's Evaluator; a candidate that is its own baseline (a re-run on unchanged input) reuses its evaluation.
-    # On several processes when its input is large enough (pipeline/beam_parallelism.py).
-    evaluator_beam = beam_parallelism.evaluator_beam(config)
     evaluator = ReusingEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline_model,
         eval_config=eval_config(config),
         example_splits=[TRAIN_SPLIT, EVAL_SPLIT] if window is not None else [EVAL_SPLIT],  # with spans: all of the newest span
-        module_path=evaluator_beam.module_path,
-    ).with_id("Evaluator").with_beam_pipeline_args(evaluator_beam.beam_args)
+    ).with_id("Evaluator").with_beam_pipeline_args(beam["Evaluator"].beam_args)
     serving_validator = ServingValidator(
         model=trainer.outputs["model"], examples=example_gen.outputs["examples"], model_name=config.model_name
     )
@@ -203,8 +201,8 @@ def _baseline(config: configs.PipelineConfig):
 
 
 def _transform(examples, schema_gen, analyzer_cache: Optional[Resolver], both_splits: bool):
-    """TFX's Transform; with an analyzer cache (spans), the executor that records what it reused."""
-    return (Transform if analyzer_cache is None else analysis_reuse.Transform)(
+    """TFX's Transform, with the executor that records what its analyzer cache reused (spans)."""
+    return analysis_reuse.Transform(
         examples=examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=configs.PREPROCESSING_FN,

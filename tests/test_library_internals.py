@@ -444,3 +444,38 @@ def test_skew_statistics_of_an_in_memory_batch():
     assert dataset.num_examples == 3
     fare = next(f for f in dataset.features if f.path.step == ["fare"])
     assert fare.num_stats.mean == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("tfxio_class", ["tf_example_record.TFExampleRecord", "raw_tf_record.RawTfRecordTFXIO",
+                                         "tf_sequence_example_record.TFSequenceExampleRecord"])
+def test_tfxio_record_source_replaces_the_source_tfx_bsls_record_tfxios_read_with(tmp_path, tfxio_class):
+    """tfx_bsl's record TFXIOs (what TFX's StatisticsGen, Transform and Evaluator read through) build their
+    source with the function tfx_internals.tfxio_record_source replaces, looked up at each call: inside the
+    block the replacement is used, after it tfx_bsl's own again."""
+    import importlib
+
+    import apache_beam as beam
+
+    module, name = tfxio_class.split(".")
+    cls = getattr(importlib.import_module(f"tfx_bsl.tfxio.{module}"), name)
+    pattern = str(tmp_path / "records*")
+    (tmp_path / "records-0").write_bytes(b"")  # ReadFromTFRecord checks that the pattern matches a file
+    seen = []
+
+    def replacement(original):
+        def read(file_pattern):
+            seen.append(list(file_pattern))
+            return original(file_pattern)
+        return read
+
+    def build():
+        p = beam.Pipeline()
+        extra = {"raw_record_column_name": "raw"} if name == "RawTfRecordTFXIO" else {}
+        source = cls(file_pattern=pattern, telemetry_descriptors=["test"], **extra)
+        _ = p | source.RawRecordBeamSource()
+
+    with tfx_internals.tfxio_record_source(replacement):
+        build()
+    assert seen == [[pattern]]
+    build()
+    assert seen == [[pattern]]  # restored
