@@ -24,6 +24,7 @@ another grouping, so sums can differ in the last bits and approximate quantiles 
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 from typing import Iterable, Iterator, List, Sequence, Tuple
 
@@ -71,7 +72,7 @@ def several_processes(beam_pipeline_args: Sequence[str]) -> bool:
         if arg.startswith("--direct_running_mode="):
             mode = arg.split("=", 1)[1]
         elif arg.startswith("--direct_num_workers="):
-            workers = int(arg.split("=", 1)[1])
+            workers = int(arg.split("=", 1)[1]) or os.cpu_count() or 1  # Beam: 0 is one per core
     runner = [a.split("=", 1)[1] for a in beam_pipeline_args or () if a.startswith("--runner=")]
     return mode == "multi_processing" and workers > 1 and (not runner or runner[-1] in ("DirectRunner", "direct"))
 

@@ -12,7 +12,7 @@ of these components reads and does its per-row work in one stage that starts at 
 Why `auto` keeps StatisticsGen and Transform in one process: at 1M rows (`python -m bench scale` with and
 without `--beam-mode multi_processing`, 2026-12-07, bench/RESULTS.md) two processes gave StatisticsGen no
 time (34.6 s against 34.4 s, 48 CPU s against 34) and Transform 89 s against 107 s for 129 CPU s against
-about 100, while the run's summed memory rose from about 1.5 GiB to 4.6 GiB (StatisticsGen) and 6.3 GiB
+107, while the run's summed memory (RSS) rose from 1.4 to 4.6 GiB (StatisticsGen) and from 1.6 to 6.3 GiB
 (Transform): every PCollection between their many stages passes through the runner's process, and each
 worker holds TensorFlow and the component's graphs. The Evaluator's per-row work (the models and TFMA's
 combiners) is large against the data it moves: at 333k eval rows two processes take 0.56x its time.

@@ -146,6 +146,8 @@ def test_several_processes_reads_the_options_as_the_direct_runner_does():
     assert not several_processes(["--direct_running_mode=in_memory", "--direct_num_workers=1", *SEVERAL[:1]])
     assert several_processes(["--direct_running_mode=in_memory", "--direct_num_workers=1", *SEVERAL])  # last wins
     assert not several_processes([*SEVERAL, "--runner=PortableRunner"])
+    assert several_processes(["--direct_running_mode=multi_processing", "--direct_num_workers=0"]) == (
+        (os.cpu_count() or 1) > 1)  # Beam: one worker per core
 
 
 # ---- the same results -----------------------------------------------------------------------------------
