@@ -92,3 +92,20 @@ def test_no_data_and_no_steps_is_an_error_that_names_the_way_out(tmp_path):
         executor_length.resolve({"examples": [examples]}, _props(), {}, workers=1)
     # With explicit steps the count is informative only (the toy trainer tests have no data files).
     assert executor_length.resolve({"examples": [examples]}, _props(5), {}, workers=1)["train_rows"] is None
+
+
+def test_rows_are_counted_in_plain_and_gzipped_files_and_a_cut_file_is_named(tmp_path):
+    import tensorflow as tf
+
+    from components.multiworker_trainer.training_length import count_rows
+
+    examples = _examples(tmp_path, {"train": 1_001})
+    folder = tmp_path / "examples" / "Split-train"
+    with tf.io.TFRecordWriter(str(folder / "plain-0")) as writer:  # uncompressed, as a runner may write
+        for _ in range(5):
+            writer.write(b"x" * 100)
+    assert count_rows([examples], ["train"]) == 1_006
+    cut = folder / "data-0.gz"
+    cut.write_bytes(cut.read_bytes()[:-40])
+    with pytest.raises(ValueError, match="data-0.gz"):
+        count_rows([examples], ["train"])
