@@ -31,9 +31,10 @@ from pipeline import configs, spans
 
 # From this many CSV bytes read, `auto` gives the component beam_workers processes (bench data: about 120
 # bytes a row); None: never (see above). The Evaluator's, from `python -m bench evaluator_processes`
-# (2026-12-06, bench/RESULTS.md), TFX's Evaluator alone, two processes against one: 5k eval rows 22.7 s vs
-# 18.1 s, 33k rows 34.8 s vs 40.1 s, 332k rows 158.9 s vs 284.7 s. Two cost 4.6 s more to start and 0.43 ms
-# a row against 0.78: they break even at about 18k rows.
+# (bench/RESULTS.md), TFX's Evaluator alone, two processes against one: 2026-12-06, behind a shuffle of
+# record batches, 5k eval rows 22.7 s vs 18.1 s, 33k rows 34.8 s vs 40.1 s, 332k rows 158.9 s vs 284.7 s
+# (two cost 4.6 s more to start and 0.43 ms a row against 0.78: they break even at about 18k rows);
+# 2026-12-07, the records dealt, 5k rows 1.23x, 33k rows 0.84x (medians of two), 332k rows 0.57x.
 PARALLEL_MIN_BYTES: Dict[str, Optional[int]] = {
     "StatisticsGen": None,
     "Transform": None,
