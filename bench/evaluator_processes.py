@@ -45,6 +45,16 @@ TOLERANCE = 1e-6
 
 # ---- one evaluation, in its own process ------------------------------------------------------------------
 
+def newest_output(store, type_name: str, producer: str):
+    """The newest artifact of a standard type `producer` wrote in an ML Metadata store, as TFX's artifact class."""
+    from tfx.types import standard_artifacts
+
+    found = [a for a in store.get_artifacts_by_type(type_name) if f"/{producer}/" in a.uri]
+    artifact = getattr(standard_artifacts, type_name)()
+    artifact.set_mlmd_artifact(max(found, key=lambda a: a.id))
+    return artifact
+
+
 def _evaluate(home: Path, out: Path, variant: str, workers: int) -> dict:
     """TFX's Evaluator executor on `home`'s last model and ExampleGen examples (the eval split)."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -57,12 +67,6 @@ def _evaluate(home: Path, out: Path, variant: str, workers: int) -> dict:
     from trainer_module import records
 
     store = run_results.connect(home / "metadata.db")
-
-    def newest(type_name: str, producer: str):
-        found = [a for a in store.get_artifacts_by_type(type_name) if f"/{producer}/" in a.uri]
-        artifact = getattr(standard_artifacts, type_name)()
-        artifact.set_mlmd_artifact(max(found, key=lambda a: a.id))
-        return artifact
 
     config = pipeline.eval_config(configs.PipelineConfig())
     props = {"example_splits": json.dumps([records.EVAL_SPLIT])}
@@ -79,8 +83,9 @@ def _evaluate(home: Path, out: Path, variant: str, workers: int) -> dict:
     executor = tfx_evaluator.Executor(tfx_evaluator.Executor.Context(
         beam_pipeline_args=beam, tmp_dir=str(out / "tmp"), unique_id="bench"))
     started = time.time()
-    with dealt_records.dealt_among_workers(variant == "two"):
-        executor.Do({"examples": [newest("Examples", "CsvExampleGen")], "model": [newest("Model", "Trainer")]},
+    with dealt_records.dealt_among_workers(beam):
+        executor.Do({"examples": [newest_output(store, "Examples", "CsvExampleGen")],
+                     "model": [newest_output(store, "Model", "Trainer")]},
                     {"evaluation": [evaluation], "blessing": [blessing]}, props)
     wall = time.time() - started
     metrics = {f"{slice_name}:{name}": value  # NaN where a metric is undefined (no positive prediction in a slice)
@@ -169,8 +174,10 @@ def _commit() -> str:
 
 def _gib(variant: dict) -> str:
     """Peak summed RSS / PSS of a variant's processes (not measured before 2026-12-07: '-')."""
-    rss, pss = variant.get("peak_rss_bytes"), variant.get("peak_pss_bytes")
-    return "-" if rss is None else f"{rss / 2**30:.2f} / {pss / 2**30:.2f}"
+    from bench.scale import gib
+
+    rss = variant.get("peak_rss_bytes")
+    return "-" if rss is None else f"{gib(rss)} / {gib(variant.get('peak_pss_bytes'))}"
 
 
 def table(results: dict) -> str:

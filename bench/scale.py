@@ -119,7 +119,7 @@ class MemorySampler:
 
     def __init__(self, pid: int, every_s: float = 0.25):
         self.pid, self.every_s = pid, every_s
-        self.samples: List[tuple] = []  # (time, summed rss bytes, processes, CPU s used by the tree so far, summed pss)
+        self.samples: List[tuple] = []  # (time, summed rss bytes, processes, CPU s used by the tree so far, summed pss or None)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -139,7 +139,8 @@ class MemorySampler:
         except psutil.NoSuchProcess:
             return
         while not self._stop.is_set():
-            total, count, cpu, pss = 0, 0, 0.0, 0
+            total, count, cpu = 0, 0, 0.0
+            pss = 0 if len(self.samples) % PSS_EVERY == 0 else None  # the kernel walks the page tables: every 4th sample
             try:
                 procs = [root] + root.children(recursive=True)
             except psutil.NoSuchProcess:
@@ -147,7 +148,7 @@ class MemorySampler:
             for proc in procs:
                 try:
                     total += proc.memory_info().rss
-                    if len(self.samples) % PSS_EVERY == 0:  # the kernel walks the page tables: every 4th sample
+                    if pss is not None:
                         pss += _pss_bytes(proc.pid)
                     times = proc.cpu_times()
                     cpu += times.user + times.system + times.children_user + times.children_system
@@ -162,7 +163,7 @@ class MemorySampler:
         return max(values) if values else None
 
     def peak_pss(self, start: float = 0.0, end: float = float("inf")) -> Optional[int]:
-        values = [pss for i, (t, _, _, _, pss) in enumerate(self.samples) if start <= t <= end and i % PSS_EVERY == 0]
+        values = [pss for t, _, _, _, pss in self.samples if start <= t <= end and pss is not None]
         return max(values) if values else None
 
     def cpu_seconds(self, start: float = 0.0, end: float = float("inf")) -> Optional[float]:
@@ -257,7 +258,7 @@ def _commit() -> str:
         return "unknown"
 
 
-def _gib(n: Optional[int]) -> str:
+def gib(n: Optional[int]) -> str:
     return "-" if n is None else f"{n / 2**30:.2f}"
 
 
@@ -279,7 +280,7 @@ def table(results: dict) -> str:
         acc = "-" if r.get("accuracy") is None else f"{r['accuracy']:.4f}"
         cpu = f"{r['cpu_seconds']:.0f} ({r['cpu_floor_seconds']:.0f})" if r.get("cpu_seconds") is not None else "-"
         lines.append("| " + " | ".join([f"{r['rows']:,}", f"{r['wall_seconds']:.1f}", cpu, f"{r['rows_per_second']:,}",
-                                        f'{_gib(r["peak_rss_bytes"])} / {_gib(r.get("peak_pss_bytes"))}', cell("CsvExampleGen"), cell("StatisticsGen"),
+                                        f'{gib(r["peak_rss_bytes"])} / {gib(r.get("peak_pss_bytes"))}', cell("CsvExampleGen"), cell("StatisticsGen"),
                                         cell("Transform"), cell("Trainer"), cell("Evaluator"), second, acc,
                                         "yes" if r["rows_kept"] else "NO"]) + " |")
     return "\n".join(lines)
@@ -316,7 +317,7 @@ def main(argv=None) -> int:
         for rows in sorted(args.rows):
             r = measure(rows, args.cache, Path(tmp), extra, second_run=not args.no_second_run)
             runs.append(r)
-            print(f"{rows:>9,} rows: {r['wall_seconds']:.1f} s, {r['cpu_seconds']:.0f} CPU s, peak {_gib(r['peak_rss_bytes'])} GiB RSS, {_gib(r['peak_pss_bytes'])} GiB PSS over all processes, "
+            print(f"{rows:>9,} rows: {r['wall_seconds']:.1f} s, {r['cpu_seconds']:.0f} CPU s, peak {gib(r['peak_rss_bytes'])} GiB RSS, {gib(r['peak_pss_bytes'])} GiB PSS over all processes, "
                   + ", ".join(f"{n} {c['seconds']:.1f} s" for n, c in r["components"].items() if c.get("seconds"))
                   + (f"; second run {r['second_run_seconds']:.1f} s ({r['second_run_ratio']:.2f}x)" if "second_run_seconds" in r else ""))
     by_rows = {r["rows"]: r for r in runs}

@@ -46,7 +46,7 @@ class Executor(transform_executor.Executor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
         cached = dataset_folders(input_dict.get(standard_component_specs.ANALYZER_CACHE_KEY))
-        with dealt_records.dealt_among_workers(dealt_records.several_processes(self._beam_pipeline_args)):
+        with dealt_records.dealt_among_workers(self._beam_pipeline_args):
             super().Do(input_dict, output_dict, exec_properties)
         updated = output_dict.get(standard_component_specs.UPDATED_ANALYZER_CACHE_KEY) or []
         if not updated:

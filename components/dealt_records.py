@@ -9,7 +9,7 @@ one process does all the work while the others wait.
 
 TFX's components read record files through tfx_bsl's TFXIO, whose every record-file source is
 `tfx_bsl.tfxio.record_based_tfxio.ReadTfRecord` (replaced through kubeflow/tfx_internals.py, the
-project's one module of library internals). While `dealt_among_workers()` is entered, that source reads the same
+project's one module of library internals). While `dealt_among_workers(options)` is entered on several processes, that source reads the same
 files, then packs the records in batches of `BATCH_RECORDS`, numbers the batches 0, 1, 2 ... and groups them
 by number. The runner hands the groups of a shuffle round-robin to the workers in the order it received
 them (`execution.py`, `GroupingBuffer.partition`: the i-th key to worker i % n), so each worker gets every
@@ -66,20 +66,20 @@ def DealtTfRecords(pipeline, file_pattern: Sequence[str], read=None):  # pylint:
 
 
 def several_processes(beam_pipeline_args: Sequence[str]) -> bool:
-    """Whether these Beam options run the direct runner on more than one process (the later flag wins)."""
-    mode, workers = "in_memory", 1
-    for arg in beam_pipeline_args or ():
-        if arg.startswith("--direct_running_mode="):
-            mode = arg.split("=", 1)[1]
-        elif arg.startswith("--direct_num_workers="):
-            workers = int(arg.split("=", 1)[1]) or os.cpu_count() or 1  # Beam: 0 is one per core
-    runner = [a.split("=", 1)[1] for a in beam_pipeline_args or () if a.startswith("--runner=")]
-    return mode == "multi_processing" and workers > 1 and (not runner or runner[-1] in ("DirectRunner", "direct"))
+    """Whether these Beam options, read by Beam's own parser, run the direct runner on more than one process."""
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+    options = PipelineOptions(list(beam_pipeline_args or ()))
+    direct = options.view_as(DirectOptions)
+    workers = direct.direct_num_workers or os.cpu_count() or 1  # Beam: 0 is one per core
+    runner = options.view_as(StandardOptions).runner
+    return direct.direct_running_mode == "multi_processing" and workers > 1 and runner in (None, "DirectRunner", "direct")
 
 
-def dealt_among_workers(enabled: bool = True):
-    """A context: while entered, every TFXIO record source built deals its records out among the Beam workers."""
-    if not enabled:
+def dealt_among_workers(beam_pipeline_args: Sequence[str]):
+    """A context: while entered, when these Beam options run the direct runner on several processes, every
+    TFXIO record source built deals its records out among the workers (else it changes nothing)."""
+    if not several_processes(beam_pipeline_args):
         return contextlib.nullcontext()
     return tfx_internals.tfxio_record_source(
         lambda read: lambda file_pattern: DealtTfRecords(file_pattern, read=read))  # noqa: E731

@@ -20,7 +20,7 @@ class Executor(statistics_gen_executor.Executor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        with dealt_records.dealt_among_workers(dealt_records.several_processes(self._beam_pipeline_args)):
+        with dealt_records.dealt_among_workers(self._beam_pipeline_args):
             super().Do(input_dict, output_dict, exec_properties)
 
 

@@ -116,7 +116,7 @@ class Executor(tfx_evaluator.Executor):
         key = _key(input_dict, exec_properties)
         earlier = self._reusable(input_dict, output_uri, key, exec_properties)
         if earlier is None:
-            with dealt_records.dealt_among_workers(dealt_records.several_processes(self._beam_pipeline_args)):
+            with dealt_records.dealt_among_workers(self._beam_pipeline_args):
                 super().Do(input_dict, output_dict, exec_properties)
             record = {**key}
         else:

@@ -172,19 +172,14 @@ def test_statistics_gen_on_two_processes_counts_what_one_process_counts(taxi_pip
     import tensorflow_data_validation as tfdv
     from tfx.types import standard_artifacts
 
+    from bench.evaluator_processes import newest_output
     from components import dealt_statistics_gen
     from pipeline import run_results
     from trainer_module import records
 
     store = run_results.connect(Path(taxi_pipeline_run.metadata_path))
-
-    def newest(type_name: str, producer: str):
-        found = [a for a in store.get_artifacts_by_type(type_name) if f"/{producer}/" in a.uri]
-        artifact = getattr(standard_artifacts, type_name)()
-        artifact.set_mlmd_artifact(max(found, key=lambda a: a.id))
-        return artifact
-
-    examples, theirs = newest("Examples", "CsvExampleGen"), newest("ExampleStatistics", "StatisticsGen")
+    examples = newest_output(store, "Examples", "CsvExampleGen")
+    theirs = newest_output(store, "ExampleStatistics", "StatisticsGen")
     ours = standard_artifacts.ExampleStatistics()
     ours.uri = str(tmp_path / "statistics")
     executor = dealt_statistics_gen.Executor(dealt_statistics_gen.Executor.Context(
