@@ -132,13 +132,13 @@ def create_components(config: configs.PipelineConfig) -> List:
     transform.with_beam_pipeline_args(beam["Transform"].beam_args)
     transform.add_upstream_node(anomalies_gate)  # no Transform (nor anything after it) on bad data
     transform.add_upstream_node(drift_check)  # ... nor on data that drifted, unless told to go on
-    tuning = _tuning(config, transform, schema_gen)
+    tuning = _tuning(config, training_examples, transform, schema_gen)
     trainer = Trainer(  # TFX's Trainer, also given the raw examples (TF Lite evaluation) and their statistics
         run_fn=configs.RUN_FN,
-        examples=transform.outputs["transformed_examples"],
+        examples=training_examples,  # raw: run_fn applies Transform's graph (trainer_module/inputs.py)
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        raw_examples=example_gen.outputs["examples"],
+        raw_examples=example_gen.outputs["examples"] if window is not None else None,  # TF Lite's evaluation
         statistics=statistics_gen.outputs["statistics"],
         # No num_steps (0): the executor derives the steps from the training rows and config.epochs.
         # With spans, every row of the window: the held-out judgement is the newest span's (the Evaluator).
@@ -206,6 +206,9 @@ def _transform(examples, schema_gen, analyzer_cache: Optional[Resolver], both_sp
         examples=examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=configs.PREPROCESSING_FN,
+        # No transformed examples written: the Trainer applies the graph to the raw examples as it reads them
+        # (trainer_module/inputs.py), once (held in memory) or in the one epoch of large data.
+        materialize=False,
         disable_statistics=True,  # StatisticsGen already describes the data; this halves Transform's time
         force_tf_compat_v1=preprocessing.FORCE_TF_COMPAT_V1,  # TF1 graph tracing: a quarter faster here
         # TFT's analyzer cache reuses the analysis of spans seen before. A plain folder is one span, so a
@@ -215,8 +218,7 @@ def _transform(examples, schema_gen, analyzer_cache: Optional[Resolver], both_sp
         analyzer_cache=analyzer_cache.outputs["cache"] if analyzer_cache is not None else None,
         disable_analyzer_cache=analyzer_cache is None,
         # With spans the model trains on every row of the window, so both splits are analysed.
-        splits_config=transform_pb2.SplitsConfig(analyze=[TRAIN_SPLIT, EVAL_SPLIT], transform=[TRAIN_SPLIT, EVAL_SPLIT])
-        if both_splits else None,
+        splits_config=transform_pb2.SplitsConfig(analyze=[TRAIN_SPLIT, EVAL_SPLIT]) if both_splits else None,
     )
 
 
@@ -233,7 +235,7 @@ def _pusher(config: configs.PipelineConfig, evaluator, serving_validator) -> Pus
     )
 
 
-def _tuning(config: configs.PipelineConfig, transform, schema_gen):
+def _tuning(config: configs.PipelineConfig, training_examples, transform, schema_gen):
     """TFX's Tuner (`run --tune`); else, locally, the last tuning's result if there is one; None on Kubeflow."""
     if config.tune:
         # Imported here: TFX's Tuner loads KerasTuner (and Keras 3), which no other run needs.
@@ -241,7 +243,7 @@ def _tuning(config: configs.PipelineConfig, transform, schema_gen):
 
         return Tuner(
             tuner_fn=configs.TUNER_FN,
-            examples=transform.outputs["transformed_examples"],
+            examples=training_examples,
             transform_graph=transform.outputs["transform_graph"],
             schema=schema_gen.outputs["schema"],
             train_args=trainer_pb2.TrainArgs(num_steps=config.tune_steps),  # per trial

@@ -2,7 +2,7 @@
 
 The search space is `SEARCH_SPACE` (edit it here); the budget is `custom_config["tune_trials"]`
 (`run --tune --tune-trials N`). Each trial builds and trains the model exactly as `run_fn` does
-(`trainer_module.model`, `training.train_with_fit`) for the Tuner's steps, on the transformed training split,
+(`trainer_module.model`, `training.train_with_fit`) for the Tuner's steps, on the training split through Transform's graph,
 and is scored by its AUC on the eval split (`val_auc`, from the last validation round).
 
 KerasTuner's own `run_trial` would call `model.fit` with Keras 3 callbacks on this `tf_keras` model;

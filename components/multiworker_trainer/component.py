@@ -1,8 +1,11 @@
 """TFX's Trainer with two more (optional) inputs: the raw examples and their statistics.
 
-- `raw_examples` (ExampleGen's output): the executor hands the raw eval split to `run_fn` as
-  `custom_config["raw_eval_files"]`, where it calibrates the int8 TF Lite model and evaluates each
-  TF Lite model on raw features beside the SavedModel;
+- `raw_examples` (ExampleGen's output of this run, when the model trains on other examples: a window of
+  earlier spans): the executor hands its raw eval split (else the eval split of `examples`, raw too: Transform
+  writes no transformed examples) to `run_fn` as `custom_config["raw_eval_files"]`, where it calibrates the
+  int8 TF Lite model and evaluates each TF Lite model on raw features beside the SavedModel. One artifact
+  under two keys would be recorded under one only: ML Metadata keeps one input event per artifact and
+  execution, so the Trainer's `examples` would be lost from its lineage;
 - `statistics` (StatisticsGen's output): the executor stores the train split's statistics inside
   the exported SavedModel, as `assets.extra/training_statistics.pb` (a model server ignores it), so
   every model, once pushed, carries the statistics of the data it was trained on: the next run's

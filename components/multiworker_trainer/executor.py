@@ -111,8 +111,8 @@ class MultiWorkerExecutor(trainer_executor.GenericExecutor):
 
 
 def with_raw_eval_files(input_dict, exec_properties):
-    """exec_properties whose custom_config names the raw eval split (`raw_examples` input), for run_fn."""
-    raw = input_dict.get("raw_examples") or []
+    """exec_properties whose custom_config names the raw eval split (`raw_examples` input, else `examples`), for run_fn."""
+    raw = input_dict.get("raw_examples") or input_dict.get(standard_component_specs.EXAMPLES_KEY) or []
     if not raw:
         return exec_properties
     pattern = os.path.join(artifact_utils.get_split_uri(raw, records.EVAL_SPLIT), "*")

@@ -2,7 +2,7 @@
 
 A Trainer whose `train_args.num_steps` is unset (0) trains for `custom_config["epochs"]` passes over
 its training split (None: `trainer_module.training_length`'s default policy). The executor counts
-the rows of the split it was given (the transformed examples), turns epochs into steps of the
+the rows of the split it was given (raw examples: Transform writes no transformed ones), turns epochs into steps of the
 global batch (per-replica batch x workers), and puts that step count into the exec properties
 before `run_fn` (in process, or on every worker) rebuilds its FnArgs, so every worker runs the same
 number of steps. An explicit `num_steps` (`--train-steps`) is kept as given.

@@ -39,7 +39,7 @@ def test_compile_tune_puts_the_tuner_before_the_trainer_and_the_trainer_takes_it
     assert _param(spec, "Tuner", "tuner_fn") == "trainer_module.tuning.tuner_fn"
     assert json.loads(_param(spec, "Tuner", "train_args")) == {"num_steps": 40}  # per trial
     assert json.loads(_param(spec, "Tuner", "custom_config"))["tune_trials"] == 2
-    for key, producer in (("examples", "Transform"), ("transform_graph", "Transform"), ("schema", "ImportSchemaGen")):
+    for key, producer in (("examples", "CsvExampleGen"), ("transform_graph", "Transform"), ("schema", "ImportSchemaGen")):
         assert tasks["Tuner"]["inputs"]["artifacts"][key]["taskOutputArtifact"]["producerTask"] == producer
     assert tasks["Trainer"]["inputs"]["artifacts"]["hyperparameters"]["taskOutputArtifact"] == {
         "outputArtifactKey": "best_hyperparameters", "producerTask": "Tuner"}
