@@ -55,8 +55,9 @@ def _sharded(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 # A training split read more than once is parsed and transformed once and held in memory, up to this size.
 # Parsing tf.Examples (~46k rows/s alone, measured on the transformed ones) competes with the training steps
-# for the same two cores: model.fit of 500 steps of 256 on the default data's 10,036 rows (12.75 passes), same process, same
-# model, three alternated pairs: 10.3 / 12.3 / 9.6 s streamed, 6.8 / 7.2 / 6.8 s from memory (CPU 12.4 -> 8.3 s).
+# for the same two cores: model.fit of 500 steps of 256 on the default data's 10,036 rows (12.75 passes), same
+# process, same model, three alternated pairs: 10.3 / 12.3 / 9.6 s streamed, 6.8 / 7.2 / 6.8 s from memory
+# (CPU 12.4 -> 8.3 s).
 IN_MEMORY_MAX_BYTES = 1 << 30
 _READ_BATCH = 65_536  # rows per eager call of Transform's graph (each call costs ~0.5 s, whatever its size)
 
