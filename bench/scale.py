@@ -294,8 +294,9 @@ def write_markdown(results: dict) -> None:
         f"Measured {results['measured_at']} at commit `{results['commit']}` on {results['machine']['cpus']} cores"
         f" ({results['note']}). Command per size: `{results['runs'][0]['command']}` (fresh home, no cache), then"
         " the same again on unchanged input (2nd run). Component cells: seconds, CPU seconds of every process"
-        " while it ran (input rows / s). CPU s (/ cores): the run's CPU time over all its processes, and that"
-        " divided by the cores: no schedule of the same work on this machine ends sooner.",
+        " while it ran (input rows / s); StatisticsGen runs beside Transform, so their CPU cells overlap. CPU s"
+        " (/ cores): the run's CPU time over all its processes, and that divided by the cores: no schedule of the"
+        " same work on this machine ends sooner.",
         "",
         table(results),
         "",

@@ -1,4 +1,4 @@
-"""AnomaliesGate: stops the pipeline before Transform when ExampleValidator found anomalies.
+"""AnomaliesGate: stops the pipeline before training when ExampleValidator found anomalies.
 
 TFX's ExampleValidator only records anomalies; the pipeline would go on and train on the bad data.
 This gate reads them and fails with one line naming each split and feature, so bad data never

@@ -1,4 +1,4 @@
-"""DriftCheck: stops the pipeline before Transform when the data drifted from what the served model saw.
+"""DriftCheck: stops the pipeline before training when the data drifted from what the served model saw.
 
 The curated schema (ExampleValidator + AnomaliesGate) catches broken data, not a slow shift: fares
 50% higher or another payment-type mix are all valid values. This gate compares the statistics of

@@ -17,6 +17,8 @@ listed; re-implementing part of what an executor does is.
 - `splits_fingerprint`: ExampleGen's fingerprint of its input files.
 - `trainer_fn_args`: the FnArgs TFX's Trainer executor hands `run_fn`.
 - `tfxio_record_source`: the Beam source tfx_bsl's TFXIOs read record files with.
+- `local_pipeline_ir`, `launch_node`, `upstream_nodes`: what TFX's LocalDagRunner does before its loop and for
+  each node in it, for a runner that launches independent nodes at once (pipeline/concurrent_runner.py).
 
 The module is in `kubeflow/` because the lowest layer that needs it is there (each Kubeflow step's entry
 point defers `tfx.components` and skips the sdist); components and the pipeline import it from here.
@@ -282,3 +284,50 @@ def trainer_fn_args(input_dict: Dict[str, List[Any]], output_dict: Dict[str, Lis
 
     return trainer_executor.GenericExecutor()._GetFnArgs(input_dict, output_dict, exec_properties)  # noqa: SLF001
 
+
+
+# ---- the local orchestrator's launch of one node --------------------------------------------------------
+# `tfx/orchestration/local/local_dag_runner.py` at v1.16.0: `LocalDagRunner.run` compiles the pipeline
+# (`tfx_runner._make_pipeline_proto`), `run_with_ir` gives it a run id (lines 55-59) and then, in its loop
+# over the nodes in topological order (lines 87-110), builds one `launcher.Launcher` per node with a new
+# MLMD connection and calls `launch()`. The two functions below are those two steps, unchanged.
+
+def local_pipeline_ir(pipeline):
+    """The pipeline's IR (`pipeline_pb2.Pipeline`) compiled and given a run id, as LocalDagRunner runs it."""
+    import datetime
+
+    from tfx.dsl.compiler import constants
+    from tfx.orchestration.portable import runtime_parameter_utils, tfx_runner
+
+    ir = tfx_runner._make_pipeline_proto(pipeline)  # noqa: SLF001
+    runtime_parameter_utils.substitute_runtime_parameter(
+        ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: datetime.datetime.now().isoformat()})
+    return ir
+
+
+def upstream_nodes(ir) -> Dict[str, List[str]]:
+    """Node id -> the ids of the nodes it runs after, in the IR's (topological) order of the nodes."""
+    return {node.pipeline_node.node_info.id: list(node.pipeline_node.upstream_nodes) for node in ir.nodes}
+
+
+def launch_node(ir, node_id: str) -> None:
+    """Run one node of `ir` as LocalDagRunner's loop does: its driver, executor and publisher, with MLMD's
+    cache. A node skipped by a partial run is not launched."""
+    from tfx.orchestration import metadata
+    from tfx.orchestration.local import runner_utils
+    from tfx.orchestration.portable import launcher
+
+    deployment_config = runner_utils.extract_local_deployment_config(ir)
+    connection = deployment_config.metadata_connection_config
+    connection_config = getattr(connection, connection.WhichOneof("connection_config"))
+    node = next(n.pipeline_node for n in ir.nodes if n.pipeline_node.node_info.id == node_id)
+    if node.execution_options.HasField("skip"):
+        return
+    launcher.Launcher(
+        pipeline_node=node,
+        mlmd_connection=metadata.Metadata(connection_config),
+        pipeline_info=ir.pipeline_info,
+        pipeline_runtime_spec=ir.runtime_spec,
+        executor_spec=runner_utils.extract_executor_spec(deployment_config, node_id),
+        custom_driver_spec=runner_utils.extract_custom_driver_spec(deployment_config, node_id),
+    ).launch()

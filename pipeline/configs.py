@@ -113,10 +113,10 @@ class PipelineConfig:
     tune_trials: int = TUNE_TRIALS
     tune_steps: int = 500
 
-    # AnomaliesGate: stop before Transform when the data does not match the curated schema.
+    # AnomaliesGate: stop before training when the data does not match the curated schema.
     fail_on_anomalies: bool = True
 
-    # DriftCheck: stop before Transform when the data drifted from the served model's training data.
+    # DriftCheck: stop before training when the data drifted from the served model's training data.
     fail_on_drift: bool = True
     drift_thresholds: Tuple[Tuple[str, str, float, str], ...] = DRIFT_THRESHOLDS
 

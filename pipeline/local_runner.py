@@ -1,4 +1,7 @@
-"""`taxi-pipeline run`: the whole pipeline on this machine with TFX's LocalDagRunner and Beam's DirectRunner.
+"""`taxi-pipeline run`: the whole pipeline on this machine with TFX's launcher and Beam's DirectRunner.
+
+The nodes run as TFX's LocalDagRunner runs them, with the checks of the data in a second process beside
+the model's path (pipeline/concurrent_runner.py).
 
 The terminal shows one line per component (its duration, and whether it came from the cache) and a
 summary; TensorFlow, absl and Beam output goes to `<home>/logs/run-<time>.log`.
@@ -13,7 +16,8 @@ import time
 from pathlib import Path
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from pipeline import beam_parallelism, beam_runners, configs, freed_memory, home_lock, spans, stderr_redirect
+from pipeline import (beam_parallelism, beam_runners, concurrent_runner, configs, freed_memory, home_lock, spans,
+                      stderr_redirect)
 from pipeline.errors import ComponentFailed, UserError
 from pipeline.data_check import check_data_dir
 
@@ -154,41 +158,45 @@ class _ProgressHandler(logging.Handler):
         self.stream = stream
         self.read_roots = list(read_roots)  # where the components' input files are: data dir, pipeline root
         self.ticker = None
+        self.ticker_node = None
         self.started = {}
         self.cached = set()
-        self.current = None
+        self.running = {}  # thread id -> the node it runs: two lanes run nodes at once (pipeline/concurrent_runner.py)
 
     def emit(self, record):
         message = record.getMessage()
         if message.startswith("Component ") and message.endswith(" is running."):
-            self.current = message[len("Component "):-len(" is running.")]
-            self.started[self.current] = time.time()
+            node = message[len("Component "):-len(" is running.")]
+            self.running[record.thread] = node
+            self.started[node] = time.time()
             if self.stream and self.stream.isatty():
-                self.stream.write(f"  {self.current:<32} running…\r")
+                self.stream.write(f"  {node:<32} running…\r")
                 self.stream.flush()
                 if self.read_roots:  # rows read and rate, on the terminal only (never in the log)
                     from pipeline.progress import Ticker
 
                     self._stop_ticker()
-                    self.ticker = Ticker(self.stream, self.current, self.read_roots).start()
-        elif message.startswith("A cached execution") and self.current:
-            self.cached.add(self.current)
+                    self.ticker = Ticker(self.stream, node, self.read_roots).start()
+                    self.ticker_node = node
+        elif message.startswith(concurrent_runner.CACHED_PREFIX) and record.thread in self.running:
+            self.cached.add(self.running[record.thread])
         elif message.startswith("Component ") and message.endswith(" is finished."):
             node = message[len("Component "):-len(" is finished.")]
-            self._stop_ticker()
+            self.running.pop(record.thread, None)
+            if node == self.ticker_node:
+                self._stop_ticker()
             freed_memory.trim()
             seconds = time.time() - self.started.get(node, time.time())
             note = "cached" if node in self.cached else ""
-            self.current = None
             if self.stream:
                 self.stream.write(f"  {node:<32} {seconds:6.1f} s  {note}\n")
                 self.stream.flush()
-
 
     def _stop_ticker(self):
         if self.ticker is not None:
             self.ticker.stop()
             self.ticker = None
+            self.ticker_node = None
 
 
 @contextlib.contextmanager
@@ -223,38 +231,28 @@ def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path =
     if progress:
         progress.write(f"taxi-pipeline: data {config.data}\n  home {config.home}  (log: {log_file})\n"
                        f"  {beam_parallelism.describe(beam_parallelism.plan(config))}\n")
-    with quiet_logs(log_file, progress, (config.data, config.pipeline_root)) as components:
+    with quiet_logs(log_file, progress, (config.data, config.pipeline_root)):
         from tfx.orchestration import metadata as tfx_metadata  # not tfx.v1: see pipeline.pipeline's imports
-        from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-        from pipeline.pipeline import create_pipeline
-        from pipeline import run_view
+        from components.errors import bad_data_behind
+        from pipeline import pipeline as tfx_pipeline, run_view
 
         metadata = tfx_metadata.sqlite_metadata_connection_config(str(config.metadata_path))
         try:
             with beam_runners.workers_have_this_install():
-                LocalDagRunner().run(create_pipeline(config, metadata))
-        except Exception as err:
+                # The data checks run in a second process beside Transform and the Trainer (both cores).
+                concurrent_runner.run(lambda: tfx_pipeline.create_pipeline(config, metadata),
+                                      beside=tfx_pipeline.DATA_CHECKS, log_file=log_file)
+        except Exception as failure:
             logging.exception("pipeline failed")
-            where = f"{components.current} failed: " if components.current else ""
-            bad_data = _bad_data(err)
+            failed = isinstance(failure, concurrent_runner.NodeFailed)
+            err = failure.__cause__ if failed and failure.__cause__ is not None else failure
+            where = f"{failure.node} failed: " if failed else ""
+            bad_data = bad_data_behind(err)
             if bad_data is not None:  # the data's fault: bad input (exit 2), the component says how to go on
                 raise UserError(f"{where}{_first_line(bad_data)} (full trace: {log_file})") from err
             raise ComponentFailed(f"{where}{type(err).__name__}: {_first_line(err)} (full trace: {log_file})") from err
         return run_view.load(config.metadata_path, pipeline_root=config.pipeline_root)
-
-
-def _bad_data(err: BaseException):
-    """The components' BadDataError behind `err` (TFX may re-raise it wrapped), or None for any other failure."""
-    from components.errors import BadDataError
-
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, BadDataError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def _log_file(config: configs.PipelineConfig) -> Path:

@@ -1,9 +1,10 @@
 """`create_pipeline(config)`: the only place the components are wired.
 
-CsvExampleGen -> StatisticsGen -> ExampleValidator (against the curated schema) -> AnomaliesGate, and DriftCheck
-(against the data of the latest blessed model) -> Transform ->
-Trainer (one or several workers) -> Evaluator (against the latest blessed model) and ServingValidator
-(loads it in a model server, writes the model with warmup requests) -> Pusher (pushes that model).
+CsvExampleGen -> Transform (against the curated schema) -> Trainer (one or several workers) -> Evaluator
+(against the latest blessed model) and ServingValidator (loads it in a model server, writes the model with
+warmup requests) -> Pusher (pushes that model). Beside Transform, the data checks: CsvExampleGen ->
+StatisticsGen -> ExampleValidator (against the curated schema) -> AnomaliesGate, and DriftCheck (against the
+data of the latest blessed model); the Trainer waits for them, so nothing is trained on data they refuse.
 The local runner and the Kubeflow runner both build their pipeline here.
 """
 from typing import List, Optional
@@ -101,6 +102,11 @@ def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
     )
 
 
+# The nodes that check this run's data. Transform needs only the curated schema, so they run beside it (the local
+# runner: a second process, pipeline/concurrent_runner.py; Kubeflow: its own DAG) and the Trainer waits for them.
+DATA_CHECKS = ("StatisticsGen", "ExampleValidator", "AnomaliesGate", "DriftCheck")
+
+
 def create_components(config: configs.PipelineConfig) -> List:
     example_gen = _example_gen(config)
     beam = beam_parallelism.plan(config)  # each Beam component's processes, from the size of what it reads
@@ -130,8 +136,6 @@ def create_components(config: configs.PipelineConfig) -> List:
     analyzer_cache = _analyzer_cache(config)
     transform = _transform(training_examples, schema_gen, analyzer_cache, both_splits=window is not None)
     transform.with_beam_pipeline_args(beam["Transform"].beam_args)
-    transform.add_upstream_node(anomalies_gate)  # no Transform (nor anything after it) on bad data
-    transform.add_upstream_node(drift_check)  # ... nor on data that drifted, unless told to go on
     tuning = _tuning(config, training_examples, transform, schema_gen)
     trainer = Trainer(  # TFX's Trainer, also given the raw examples (TF Lite evaluation) and their statistics
         run_fn=configs.RUN_FN,
@@ -151,6 +155,9 @@ def create_components(config: configs.PipelineConfig) -> List:
         custom_config=config.trainer_custom_config(),
         custom_executor_spec=executor_spec.ExecutorClassSpec(MultiWorkerExecutor),
     )
+    for learner in (tuning, trainer) if config.tune else (trainer,):
+        learner.add_upstream_node(anomalies_gate)  # no training (nor anything after it) on bad data
+        learner.add_upstream_node(drift_check)  # ... nor on data that drifted, unless told to go on
     # TFX's Evaluator; a candidate that is its own baseline (a re-run on unchanged input) reuses its evaluation.
     evaluator = ReusingEvaluator(
         examples=example_gen.outputs["examples"],

@@ -145,7 +145,7 @@ class Drift:
             return f"not checked ({self.note or 'no features compared'})"
         if not self.drifted:
             return "none (vs the training data of the latest blessed model)"
-        verdict = "the run stopped before Transform" if self.stopped else "the run went on (--allow-drift)"
+        verdict = "the run stopped before training" if self.stopped else "the run went on (--allow-drift)"
         return (", ".join(f.text() for f in self.drifted)
                 + f" (vs the training data of the latest blessed model; {verdict})")
 

@@ -1,4 +1,4 @@
-"""Drift between runs: a run on shifted data stops before Transform, naming the drifted features.
+"""Drift between runs: a run on shifted data stops before training, naming the drifted features.
 
 The shared run (tests/conftest.py) is the first run: its model is the latest blessed one and carries
 the statistics of its training data. The second run sees the same 4,000 rows with fares x1.5 and half
@@ -55,7 +55,7 @@ def test_first_run_has_no_drift_report_to_fail_on(taxi_pipeline_result):
     assert report is not None and report["drifted"] == []
 
 
-def test_shifted_data_stops_before_transform_naming_the_drifted_features(shifted_home):
+def test_shifted_data_stops_before_training_naming_the_drifted_features(shifted_home):
     versions_before = sorted(p.name for p in shifted_home.serving_model_dir.iterdir())
     with pytest.raises(UserError) as caught:
         run_pipeline(shifted_home)
@@ -66,7 +66,7 @@ def test_shifted_data_stops_before_transform_naming_the_drifted_features(shifted
     assert float(found["payment_type"]) > 0.05 and float(found["fare"]) > 0.1
     result = run_results.load_run(shifted_home.metadata_path)
     assert result.nodes["DriftCheck"].state == "FAILED"
-    assert "Transform" not in result.nodes and "Trainer" not in result.nodes
+    assert "Trainer" not in result.nodes  # Transform may have run beside the check (pipeline/concurrent_runner.py)
     # The view finds the report the failed check wrote (ML Metadata records no outputs of a failed execution).
     view = run_view.load(shifted_home.metadata_path, pipeline_root=shifted_home.pipeline_root)
     assert view.drift is not None and view.drift.stopped
@@ -84,7 +84,8 @@ def test_the_same_data_with_the_check_relaxed_trains_and_pushes(shifted_home):
     distances = {r["feature"]: r["distance"] for r in report["features"]}
     # Untouched features barely move (only through the hash split, which hashes whole rows).
     assert distances["company"] < 0.02
-    assert result.nodes["Transform"].state == "COMPLETE" and result.nodes["Trainer"].state == "COMPLETE"
+    # Transform ran beside the check in the refused run (pipeline/concurrent_runner.py): MLMD's cache may give it.
+    assert result.nodes["Transform"].state in ("COMPLETE", "CACHED") and result.nodes["Trainer"].state == "COMPLETE"
     assert result.push is not None and result.push.destination.startswith(str(relaxed.serving_model_dir))
     assert result.drift is not None and not result.drift.stopped and len(result.drift.drifted) == 2
 

@@ -2,9 +2,10 @@
 
 One module per library holds those uses:
 - TFX: `kubeflow/tfx_internals.py` (the lazy `tfx.components`, the Beam sdist, the Evaluator's blessing,
-  the output folder layout, ExampleGen's fingerprint, the Trainer's FnArgs); TFX's file and folder names
-  the components read are in `trainer_module/records.py`. The lazy `tfx.components` is checked against
-  TFX by tests/test_layers.py (building the pipeline loads no other component; the package's names work);
+  the output folder layout, ExampleGen's fingerprint, the Trainer's FnArgs, the local orchestrator's launch of a
+  node); TFX's file and folder names the components read are in `trainer_module/records.py`. The lazy
+  `tfx.components` is checked against TFX by tests/test_layers.py (building the pipeline loads no other
+  component; the package's names work);
 - TF-Transform: `components/analysis_reuse.py` (the analyzer cache's folder per dataset);
   `trainer_module/transform_probe.py` reads TFT's constants through its public layer alone, relying on
   what its outputs mean, which is checked here too;
@@ -479,3 +480,28 @@ def test_tfxio_record_source_replaces_the_source_tfx_bsls_record_tfxios_read_wit
     assert seen == [[pattern]]
     build()
     assert seen == [[pattern]]  # restored
+
+
+def test_launch_node_does_what_local_dag_runners_loop_does():
+    """LocalDagRunner compiles the pipeline with `tfx_runner._make_pipeline_proto`, gives it a run id and launches
+    each node with a `launcher.Launcher` built from the deployment config: the steps tfx_internals.local_pipeline_ir
+    and tfx_internals.launch_node copy (pipeline/concurrent_runner.py runs them two lanes at a time)."""
+    import inspect
+    import re
+
+    from tfx.orchestration.local import local_dag_runner
+    from tfx.orchestration.portable import launcher, tfx_runner
+
+    assert callable(getattr(tfx_runner, "_make_pipeline_proto", None)), "tfx_runner._make_pipeline_proto is gone"
+    source = inspect.getsource(local_dag_runner.LocalDagRunner.run_with_ir)
+    for step in ("runtime_parameter_utils.substitute_runtime_parameter", "PIPELINE_RUN_ID_PARAMETER_NAME",
+                 "runner_utils.extract_local_deployment_config", "runner_utils.extract_executor_spec",
+                 "runner_utils.extract_custom_driver_spec", "launcher.Launcher(", ".launch()",
+                 "execution_options.HasField('skip')"):
+        assert step in source, f"LocalDagRunner.run_with_ir no longer has {step}: revisit tfx_internals.launch_node"
+    built_with = set(re.findall(r"(\w+)=", source[source.index("launcher.Launcher("):source.index(".launch()")]))
+    assert built_with == {"pipeline_node", "mlmd_connection", "pipeline_info", "pipeline_runtime_spec",
+                          "executor_spec", "custom_driver_spec"}, built_with
+    assert set(inspect.signature(launcher.Launcher).parameters) >= built_with
+    ours = inspect.getsource(tfx_internals.launch_node)
+    assert all(f"{name}=" in ours for name in built_with)

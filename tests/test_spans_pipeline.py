@@ -90,7 +90,7 @@ def test_the_corrupt_quarter_is_refused_and_nothing_is_pushed_for_it(replay):
     before, after = replay["versions"]
     assert before and after == before
     view = _runs_by_span(replay["home"])["2013-07-01"]
-    assert view.state("AnomaliesGate") == "FAILED" and "Transform" not in view.nodes
+    assert view.state("AnomaliesGate") == "FAILED" and "Trainer" not in view.nodes  # Transform ran beside the gate
     assert last.returncode in (0, 1), last.stderr[-2000:]
 
 

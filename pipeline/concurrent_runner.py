@@ -1,0 +1,298 @@
+"""Runs a TFX pipeline on this machine as TFX's LocalDagRunner does, with the checks of the data beside the model.
+
+LocalDagRunner launches one node at a time in topological order (its loop carries "TODO(b/171319478): ...
+multi-threaded execution so that independent components can be run in parallel"). This runner launches each
+node exactly as that loop does (`kubeflow.tfx_internals.launch_node`: the node's driver, executor, publisher
+and MLMD's cache), in two lanes at once:
+
+- this process runs every node but the `beside` ones, in topological order (ExampleGen, Transform, the
+  Trainer, the Evaluator, the Pusher ...);
+- a second process runs the `beside` nodes, in the same order (StatisticsGen, ExampleValidator and the gates:
+  `pipeline.pipeline.DATA_CHECKS`). It is spawned when the run starts, so that its imports (TensorFlow,
+  TFDV, TFX) overlap what this process does first, and it ends after its last node.
+
+A node starts once every node it runs after is finished, in either lane. Both lanes write the run's ML
+Metadata (SQLite: MLMD's busy handler waits for the other writer, `sqlite_metadata_source.cc`, and its Python
+client retries an aborted call, `metadata_store.py`'s `_call`) and the run's log file.
+
+Why a process and not a thread: the Beam components' per-row work is Python that holds the GIL, so two of them
+in one process take turns on one core.
+
+When a node fails, this process launches no further node and waits for the other lane. That lane goes on with
+the nodes whose upstream nodes all finished, so that bad data is named by its check: if a check refused the
+data, the run's error is the check's (`BadDataError`), not whatever the bad data did to Transform beside it.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import traceback
+from pathlib import Path
+from typing import Callable, Collection, Dict, List, Optional, Set
+
+# What the launcher logs when MLMD's cache gives a node's outputs (tfx/orchestration/portable/launcher.py,
+# v1.16.0 line 428); the local run's progress marks such a node "cached".
+CACHED_PREFIX = "A cached execution"
+
+
+class NodeFailed(Exception):
+    """A node of the pipeline failed; the cause is its error (`__cause__`)."""
+
+    def __init__(self, node: str):
+        super().__init__(f"{node} failed")
+        self.node = node
+
+
+class SideNodeError(RuntimeError):
+    """A node in the second process failed with an error that is not the data's: its type and message (the
+    trace is in the run's log)."""
+
+
+def run(build: Callable[[], object], beside: Collection[str] = (), log_file: Optional[Path] = None) -> None:
+    """Run every node of the TFX Pipeline `build()` returns, the `beside` ones in a second process.
+
+    The second process starts before `build` is called: its imports overlap the building of the pipeline.
+    Raises NodeFailed (its cause: the node's error) for the failure the run is reported by, the data's first.
+    """
+    from kubeflow import tfx_internals
+
+    side_lane = _SideLane(log_file) if beside else None
+    try:
+        ir = tfx_internals.local_pipeline_ir(build())
+    except BaseException:
+        if side_lane is not None:
+            side_lane.close()
+        raise
+    upstream = tfx_internals.upstream_nodes(ir)
+    order = list(upstream)
+    board = _Board(upstream)
+    if side_lane is not None:
+        side_lane.start(ir, [node for node in order if node in beside], board)
+    try:
+        _run_lane(ir, [n for n in order if n not in beside], board)
+    except BaseException:
+        board.abort()
+        raise
+    finally:
+        if side_lane is not None:
+            side_lane.join()
+    board.raise_failure()
+
+
+def _run_lane(ir, nodes: List[str], board: "_Board") -> None:
+    """This process's lane: each node in turn, once its upstream nodes are finished; none after a failure."""
+    from absl import logging as absl_logging
+
+    from kubeflow import tfx_internals
+
+    for node in nodes:
+        if not board.wait_until_ready(node, stop_on_failure=True):
+            board.skip(node)
+            continue
+        absl_logging.info("Component %s is running.", node)  # LocalDagRunner's lines, which the progress reads
+        try:
+            tfx_internals.launch_node(ir, node)
+        except Exception as err:  # noqa: BLE001  (reported once the other lane has stopped)
+            absl_logging.exception("%s failed", node)
+            board.finish(node, err)
+            continue
+        absl_logging.info("Component %s is finished.", node)
+        board.finish(node)
+
+
+class _Board:
+    """Which nodes are finished, failed or skipped; lanes wait on it for a node's upstream nodes."""
+
+    def __init__(self, upstream: Dict[str, List[str]]):
+        self.upstream = upstream
+        self.changed = threading.Condition()
+        self.done: Set[str] = set()
+        self.not_done: Set[str] = set()  # failed or skipped: what depends on them never runs
+        self.failures: List[tuple] = []  # (node, error) in the order they happened
+        self.aborted = False
+
+    def wait_until_ready(self, node: str, stop_on_failure: bool) -> bool:
+        """Wait until `node` can run (True) or never will (False: an upstream node did not finish, or, with
+        `stop_on_failure`, any node failed)."""
+        with self.changed:
+            while True:
+                if (self.aborted or self.not_done.intersection(self.upstream[node])
+                        or (stop_on_failure and self.failures)):
+                    return False
+                if self.done.issuperset(self.upstream[node]):
+                    return True
+                self.changed.wait()
+
+    def finish(self, node: str, error: Optional[BaseException] = None) -> None:
+        with self.changed:
+            if error is None:
+                self.done.add(node)
+            else:
+                self.not_done.add(node)
+                self.failures.append((node, error))
+            self.changed.notify_all()
+
+    def skip(self, node: str) -> None:
+        with self.changed:
+            self.not_done.add(node)
+            self.changed.notify_all()
+
+    def abort(self) -> None:
+        """This process is stopping (an interrupt): no lane starts another node."""
+        with self.changed:
+            self.aborted = True
+            self.changed.notify_all()
+
+    def raise_failure(self) -> None:
+        """Raise the failure the run is reported by: a refusal of the data first, else the first failure."""
+        from components.errors import bad_data_behind
+
+        if not self.failures:
+            return
+        node, error = next(((n, e) for n, e in self.failures if bad_data_behind(e)), self.failures[0])
+        raise NodeFailed(node) from error
+
+
+class _SideLane:
+    """The second process and the thread here that hands it its nodes, one at a time, when they are ready."""
+
+    def __init__(self, log_file: Optional[Path]):
+        context = multiprocessing.get_context("spawn")  # this process may hold TensorFlow's threads: no fork
+        self.conn, child_conn = context.Pipe()
+        self.process = context.Process(target=_side_process, name="pipeline-data-checks",
+                                       args=(child_conn, str(log_file or "")))
+        self.process.start()
+        child_conn.close()
+        self.thread = None
+
+    def start(self, ir, nodes: List[str], board: _Board) -> None:
+        """Send the process the pipeline, and hand it `nodes` as they become ready."""
+        try:
+            self.conn.send(ir.SerializeToString())
+        except OSError:
+            pass  # the process is gone: the first node's launch reports it
+        self.thread = threading.Thread(target=self._run, args=(nodes, board), name="side-lane", daemon=True)
+        self.thread.start()
+
+    def _run(self, nodes: List[str], board: _Board) -> None:
+        from absl import logging as absl_logging
+
+        try:
+            for node in nodes:
+                if not board.wait_until_ready(node, stop_on_failure=False):
+                    board.skip(node)
+                    continue
+                absl_logging.info("Component %s is running.", node)
+                error = self._launch(node)
+                board.finish(node, error)
+                if error is None:
+                    absl_logging.info("Component %s is finished.", node)
+        finally:
+            self.close()
+
+    def _launch(self, node: str) -> Optional[BaseException]:
+        """Have the second process run `node`; its error, or None."""
+        from components.errors import BadDataError
+
+        try:
+            self.conn.send(node)
+            reply = self.conn.recv()
+            if reply[0] == "cached":
+                logging.getLogger("absl").info("%s of %s is used.", CACHED_PREFIX, node)
+                reply = self.conn.recv()
+        except (EOFError, OSError) as err:
+            self.process.join(timeout=5)
+            return SideNodeError(f"the process running the data checks ended (exit code {self.process.exitcode}) "
+                                 f"while running {node}: {err or type(err).__name__}")
+        if reply[0] == "finished":
+            return None
+        _, bad_data, kind, message = reply
+        return BadDataError(message) if bad_data else SideNodeError(f"{kind}: {message}")
+
+    def close(self) -> None:
+        """Tell the process to end, and wait for it (a minute at most, then it is terminated)."""
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.process.join(timeout=60)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+        self.conn.close()
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+
+class _CacheSeen(logging.Handler):
+    """In the second process: whether the launcher took the running node's outputs from MLMD's cache."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.seen = False
+
+    def emit(self, record):
+        if record.getMessage().startswith(CACHED_PREFIX):
+            self.seen = True
+
+
+def _side_process(conn, log_file: str) -> None:
+    """The second process: import what its nodes need, receive the pipeline's IR, then run each node it is
+    sent, answer ("cached",) when MLMD's cache served it, then ("finished",) or ("failed", bad data?, error
+    type, message); end when sent None or when the run's process is gone."""
+    import os
+
+    import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow, tfx.components deferred)
+    from absl import logging as absl_logging
+
+    if log_file:  # its logs, and what TensorFlow's C++ and Beam write to fds 1 and 2, go to the run's log
+        fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    root = logging.getLogger()
+    handler = logging.StreamHandler()  # fd 2: the log file
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [data checks]: %(message)s"))
+    cache_seen = _CacheSeen()
+    root.handlers = [handler, cache_seen]
+    root.setLevel(logging.INFO)
+    absl_logging.set_verbosity(absl_logging.INFO)
+    logging.captureWarnings(True)
+
+    from components.errors import bad_data_behind
+    from kubeflow import tfx_internals
+    from tfx.proto.orchestration import pipeline_pb2
+    # What StatisticsGen and the checks load, while the run's process still builds the pipeline.
+    import tensorflow_data_validation  # noqa: F401
+    from tfx.orchestration.portable import launcher  # noqa: F401
+
+    try:
+        ir_bytes = conn.recv()
+    except (EOFError, OSError):
+        return
+    if ir_bytes is None:  # the pipeline was not built
+        return
+    ir = pipeline_pb2.Pipeline.FromString(ir_bytes)
+    with tfx_internals.tfx_sdist_skipped():  # as pipeline.beam_runners.workers_have_this_install in the run
+        while True:
+            try:
+                node = conn.recv()
+            except EOFError:
+                return
+            if node is None:
+                return
+            cache_seen.seen = False
+            try:
+                tfx_internals.launch_node(ir, node)
+            except Exception as err:  # noqa: BLE001  (the run's process reports it)
+                logging.error("%s failed:\n%s", node, traceback.format_exc())
+                bad_data = bad_data_behind(err)
+                cause = bad_data or err
+                conn.send(("failed", bad_data is not None, type(cause).__name__, str(cause)))
+                continue
+            if cache_seen.seen:
+                conn.send(("cached",))
+            conn.send(("finished",))
