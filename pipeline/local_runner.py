@@ -240,9 +240,11 @@ def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path =
         metadata = tfx_metadata.sqlite_metadata_connection_config(str(config.metadata_path))
         try:
             with beam_runners.workers_have_this_install():
-                # The data checks run in a second process beside Transform and the Trainer (both cores).
+                # The data checks run in a second process beside Transform and the Trainer (both cores); it
+                # imports TFDV while this process builds the pipeline and runs CsvExampleGen.
                 concurrent_runner.run(lambda: tfx_pipeline.create_pipeline(config, metadata),
-                                      beside=tfx_pipeline.DATA_CHECKS, log_file=log_file)
+                                      beside=tfx_pipeline.DATA_CHECKS, preload=("tensorflow_data_validation",),
+                                      log_file=log_file)
         except Exception as failure:
             logging.exception("pipeline failed")
             failed = isinstance(failure, concurrent_runner.NodeFailed)
