@@ -118,6 +118,8 @@ def _NumberedCsvToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, An
 class Executor(csv_gen.Executor):
     """The Arrow CsvExampleGen executor, writing row numbers and the schema's FLOAT features as floats."""
 
+    writes_in_process = False  # its records come from its own transform, through TFX's Beam path
+
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return _NumberedCsvToExample
 

@@ -17,6 +17,8 @@ listed; re-implementing part of what an executor does is.
 - `splits_fingerprint`: ExampleGen's fingerprint of its input files.
 - `trainer_fn_args`: the FnArgs TFX's Trainer executor hands `run_fn`.
 - `tfxio_record_source`: the Beam source tfx_bsl's TFXIOs read record files with.
+- `example_gen_split`: the split TFX's ExampleGen puts a record in (components/arrow_csv_example_gen.py writes
+  the splits itself on the DirectRunner).
 - `local_pipeline_ir`, `launch_node`, `upstream_nodes`: what TFX's LocalDagRunner does before its loop and for
   each node in it, for a runner that launches independent nodes at once (pipeline/concurrent_runner.py).
 
@@ -331,3 +333,14 @@ def launch_node(ir, node_id: str) -> None:
         executor_spec=runner_utils.extract_executor_spec(deployment_config, node_id),
         custom_driver_spec=runner_utils.extract_custom_driver_spec(deployment_config, node_id),
     ).launch()
+
+
+# ---- ExampleGen's hash split ----------------------------------------------------------------------------
+
+def example_gen_split(record: bytes, buckets: List[int], split_config) -> int:
+    """The index of the split TFX's ExampleGen puts a serialized record in: its own partition function
+    (`base_example_gen_executor._PartitionFn`: sha256 of the record, modulo the buckets), which its Beam path
+    applies with `beam.Partition`. `buckets`: the cumulative hash buckets of the splits, as that path makes them."""
+    from tfx.components.example_gen import base_example_gen_executor
+
+    return base_example_gen_executor._PartitionFn(record, len(buckets), buckets, split_config)  # noqa: SLF001

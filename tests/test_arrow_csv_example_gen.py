@@ -7,12 +7,15 @@ from pathlib import Path
 import pytest
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from components import arrow_csv_example_gen
 from pipeline.beam_runners import workers_have_this_install
 from tests_support import write_sample
 
 
-def _run(executor_class, data: Path, out: Path) -> dict:
-    """Runs an ExampleGen executor as the component would (2:1 hash split); split -> sorted serialized examples."""
+def _run(executor_class, data: Path, out: Path, artifact_out: dict = None, order_out: dict = None) -> dict:
+    """Runs an ExampleGen executor as the component would (2:1 hash split); split -> sorted serialized examples.
+    `artifact_out` gets the output artifact's custom properties and each split's file names; `order_out` each
+    split's records in the order written."""
     import tensorflow as tf
     from tfx.proto import example_gen_pb2
     from tfx.types import standard_artifacts
@@ -39,6 +42,13 @@ def _run(executor_class, data: Path, out: Path) -> dict:
         files = sorted(str(p) for p in (out / f"Split-{split}").glob("*.gz"))
         records = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files, "GZIP")]
         splits[split] = sorted(r.SerializeToString(deterministic=True) for r in records)
+        if order_out is not None:
+            order_out[split] = [r.SerializeToString(deterministic=True) for r in records]
+        if artifact_out is not None:
+            artifact_out[split] = sorted(Path(f).name for f in files)
+    if artifact_out is not None:
+        artifact_out["properties"] = {key: examples.get_custom_property(key)
+                                      for key in examples.mlmd_artifact.custom_properties}
     return splits
 
 
@@ -66,20 +76,62 @@ def test_same_examples_in_the_same_splits_as_tfx_csv_example_gen(tmp_path, kind)
         data.mkdir()
         (data / "edge.csv").write_text(EDGE_CSV)
         rows = 4
-    ours = _run(arrow_csv_example_gen.Executor, data, tmp_path / "ours")
-    theirs = _run(tfx_csv.Executor, data, tmp_path / "tfx")
+    ours_written, theirs_written = {}, {}
+    ours = _run(arrow_csv_example_gen.Executor, data, tmp_path / "ours", ours_written)
+    theirs = _run(tfx_csv.Executor, data, tmp_path / "tfx", theirs_written)
     assert sum(len(v) for v in ours.values()) == rows  # every row, once
     assert ours == theirs  # byte for byte (deterministic serialization), split by split
+    # The same artifact properties (payload and file format) and file names as TFX's Beam path writes.
+    assert ours_written == theirs_written, (ours_written, theirs_written)
 
 
-def test_column_types_follow_tfx_bsl_inference():
-    import pyarrow as pa
+class BeamPathExecutor(arrow_csv_example_gen.Executor):
+    """The Arrow executor through TFX's Beam path (GenerateExamplesByBeam, WriteSplit), as on other runners."""
 
-    from components.arrow_csv_example_gen import FLOAT, INT, STRING, UNKNOWN, column_type
+    writes_in_process = False
 
-    assert column_type(pa.array(["1", "", "-3"])) == INT
-    assert column_type(pa.array(["1", "2.5"])) == FLOAT
-    assert column_type(pa.array(["", ""])) == UNKNOWN
-    assert column_type(pa.array(["1", "abc"])) == STRING
-    assert column_type(pa.array([" 12", "3"])) == INT  # Python's int() takes spaces; Arrow does not
-    assert column_type(pa.array(["99999999999999999999"])) == STRING  # beyond int64: tfx_bsl says STRING
+
+def test_the_beam_path_writes_the_same_splits_as_the_in_process_path(tmp_path):
+    from components import arrow_csv_example_gen
+
+    data = tmp_path / "data"
+    write_sample(data / "part-1.csv", rows=1200)
+    assert _run(BeamPathExecutor, data, tmp_path / "beam") == _run(arrow_csv_example_gen.Executor, data, tmp_path / "ours")
+
+
+def test_the_in_process_path_only_on_the_direct_runner():
+    from components import arrow_csv_example_gen
+    from tfx.proto import example_gen_pb2
+    from tfx.utils import proto_utils
+
+    hashed = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=2),
+        example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)]))
+    props = {"input_config": proto_utils.proto_to_json(example_gen_pb2.Input(
+                 splits=[example_gen_pb2.Input.Split(name="single_split", pattern="*")])),
+             "output_config": proto_utils.proto_to_json(hashed)}
+    plan = arrow_csv_example_gen._in_process_plan
+    assert plan(props, ["--direct_num_workers=1"]) is not None
+    assert plan(props, ["--runner=PortableRunner", "--job_endpoint=localhost:8099"]) is None
+    by_feature = example_gen_pb2.Output()
+    by_feature.CopyFrom(hashed)
+    by_feature.split_config.partition_feature_name = "company"
+    assert plan({**props, "output_config": proto_utils.proto_to_json(by_feature)}, []) is None
+
+
+def test_each_split_is_shuffled_not_in_the_csvs_order(tmp_path):
+    """TFX's WriteSplit reshuffles every record before writing; a split written in the CSV's order would feed a
+    sorted CSV to the Trainer (and to the validation batches) in that order."""
+    import tensorflow as tf
+
+    from components import arrow_csv_example_gen
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "sorted.csv").write_text("row,value\n" + "".join(f"{i},{i % 7}\n" for i in range(1500)))
+    order = {}
+    splits = _run(arrow_csv_example_gen.Executor, data, tmp_path / "ours", order_out=order)
+    for split, records in order.items():
+        rows = [tf.train.Example.FromString(r).features.feature["row"].int64_list.value[0] for r in records]
+        assert len(rows) == len(splits[split]) > 100
+        assert rows != sorted(rows), split  # not the input's order
