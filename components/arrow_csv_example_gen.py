@@ -2,8 +2,7 @@
 
 TFX's CsvExampleGen executor parses each line in Python and builds each tf.Example proto cell by
 cell (about 4,500 rows/s here). This executor keeps the component (same spec, outputs, split
-config, payload format, driver) and TFX's base ExampleGen executor (hash split, WriteSplit), and
-replaces only the CSV-to-record step:
+config, payload format, driver) and replaces the CSV-to-record step:
 
 - column types are inferred over every row of the split with CsvExampleGen's rule (tfx_bsl's
   `ColumnTypeInferrer`: INT if every non-empty cell is an int64, else FLOAT if every one is a
@@ -14,12 +13,17 @@ replaces only the CSV-to-record step:
   in tf.Example's wire format (varints and lengths in numpy, concatenation in Arrow): a missing
   cell is an empty list of the column's type, as CsvExampleGen writes it.
 
+On Beam's DirectRunner it also splits and writes the records in its own process (TFX's partition
+function, a shuffle per split, TensorFlow's TFRecord writer: see "the DirectRunner's case" below);
+on any other runner TFX's base ExampleGen executor does (hash split, WriteSplit) through Beam.
+
 Why not tfx_bsl's `RecordBatchToExamples`: it writes the feature map in hash order, and
 CsvExampleGen's hash split keys on the *deterministic* serialization (map sorted by key), so its
 bytes would put rows in other splits. The bytes written here are that deterministic serialization,
 so every row lands in the split CsvExampleGen would put it in; the test compares both executors'
 outputs byte for byte, split by split. Every block's rows read are checked against the examples
-written from it, and counted (Beam counter `ArrowCsvExampleGen/rows`).
+written from it, and counted (Beam counter `ArrowCsvExampleGen/rows` on the Beam path; in the log
+on the DirectRunner's).
 """
 from __future__ import annotations
 
