@@ -24,5 +24,5 @@ setuptools.setup(
     extras_require={"test": ["pytest", "kubernetes-validate", "import-linter", "prometheus_client", "moto[s3]",
                              "flask", "flask-cors",
                              "hypothesis==6.155.2"]},  # the serving fuzzer (tests/serving/test_serving_fuzz.py)
-    entry_points={"console_scripts": ["taxi-pipeline=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["taxi-pipeline=pipeline.cli:console_main"]},
 )
