@@ -67,9 +67,15 @@ def _pid(folder: Path, name: str) -> int:
     return int((folder / name).read_text())
 
 
-def test_the_nodes_beside_run_in_a_second_process_at_the_same_time(tmp_path):
-    marks = tmp_path / "marks"
-    marks.mkdir()
+@pytest.fixture
+def marks(tmp_path) -> Path:
+    """Where the nodes leave their marks."""
+    folder = tmp_path / "marks"
+    folder.mkdir()
+    return folder
+
+
+def test_the_nodes_beside_run_in_a_second_process_at_the_same_time(tmp_path, marks):
     m = str(marks)
     nodes = {
         "Source": Mark(folder=m, name="Source"),
@@ -91,9 +97,7 @@ def test_the_nodes_beside_run_in_a_second_process_at_the_same_time(tmp_path):
     assert "[data checks]" in log  # the second process's log lines are in the run's log
 
 
-def test_bad_data_beside_is_the_runs_error_and_nothing_after_it_runs(tmp_path):
-    marks = tmp_path / "marks"
-    marks.mkdir()
+def test_bad_data_beside_is_the_runs_error_and_nothing_after_it_runs(tmp_path, marks):
     m = str(marks)
     nodes = {
         "Source": Mark(folder=m, name="Source"),
@@ -110,9 +114,7 @@ def test_bad_data_beside_is_the_runs_error_and_nothing_after_it_runs(tmp_path):
     assert not (marks / "Train").exists()
 
 
-def test_a_bug_beside_names_the_node_and_stops_what_comes_after(tmp_path):
-    marks = tmp_path / "marks"
-    marks.mkdir()
+def test_a_bug_beside_names_the_node_and_stops_what_comes_after(tmp_path, marks):
     m = str(marks)
     nodes = {
         "Source": Mark(folder=m, name="Source"),
@@ -129,9 +131,7 @@ def test_a_bug_beside_names_the_node_and_stops_what_comes_after(tmp_path):
     assert "Traceback" in (tmp_path / "run.log").read_text()  # the second process's trace, in the run's log
 
 
-def test_a_rerun_takes_the_nodes_beside_from_mlmds_cache_and_says_so(tmp_path, caplog):
-    marks = tmp_path / "marks"
-    marks.mkdir()
+def test_a_rerun_takes_the_nodes_beside_from_mlmds_cache_and_says_so(tmp_path, marks, caplog):
     nodes = {"Source": Mark(folder=str(marks), name="Source"), "Check": Mark(folder=str(marks), name="Check")}
     build = lambda: _pipeline(tmp_path, nodes, [("Source", "Check")], cache=True)  # noqa: E731
     concurrent_runner.run(build, beside={"Check"})
