@@ -169,13 +169,13 @@ class _ProgressHandler(logging.Handler):
             node = message[len("Component "):-len(" is running.")]
             self.running[record.thread] = node
             self.started[node] = time.time()
-            if self.stream and self.stream.isatty():
+            # One live line at a time: a node starting beside another (the data checks) gets none.
+            if self.stream and self.stream.isatty() and self.ticker is None:
                 self.stream.write(f"  {node:<32} running…\r")
                 self.stream.flush()
                 if self.read_roots:  # rows read and rate, on the terminal only (never in the log)
                     from pipeline.progress import Ticker
 
-                    self._stop_ticker()
                     self.ticker = Ticker(self.stream, node, self.read_roots).start()
                     self.ticker_node = node
         elif message.startswith(concurrent_runner.CACHED_PREFIX) and record.thread in self.running:
