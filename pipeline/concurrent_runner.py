@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import traceback
 from pathlib import Path
@@ -166,7 +167,7 @@ class _SideLane:
         context = multiprocessing.get_context("spawn")  # this process may hold TensorFlow's threads: no fork
         self.conn, child_conn = context.Pipe()
         self.process = context.Process(target=_side_process, name="pipeline-data-checks",
-                                       args=(child_conn, str(log_file or ""), tuple(preload)))
+                                       args=(child_conn, str(log_file or ""), tuple(preload), os.getpid()))
         self.process.start()
         child_conn.close()
         self.thread = None
@@ -244,14 +245,16 @@ class _CacheSeen(logging.Handler):
             self.seen = True
 
 
-def _side_process(conn, log_file: str, preload: Tuple[str, ...]) -> None:
+def _side_process(conn, log_file: str, preload: Tuple[str, ...], parent_pid: int) -> None:
     """The second process: import what its nodes need, receive the pipeline's IR, then run each node it is
     sent, answer ("cached",) when MLMD's cache served it, then ("finished",) or ("failed", bad data?, error
     type, message); end when sent None or when the run's process is gone."""
-    import os
-
     import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow, tfx.components deferred)
     from absl import logging as absl_logging
+
+    from components.multiworker_trainer.worker import die_with_parent
+
+    die_with_parent(parent_pid)  # a run killed with -9 leaves no process writing to its home
 
     if log_file:  # its logs, and what TensorFlow's C++ and Beam write to fds 1 and 2, go to the run's log
         fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -140,3 +140,50 @@ def test_a_rerun_takes_the_nodes_beside_from_mlmds_cache_and_says_so(tmp_path, m
         concurrent_runner.run(build, beside={"Check"})
     assert not (marks / "Check").exists()  # not run again
     assert any(r.getMessage() == f"{concurrent_runner.CACHED_PREFIX} of Check is used." for r in caplog.records)
+
+
+@component
+def Sleep(folder: Parameter[str], name: Parameter[str]):
+    """Mark `name` and sleep: a node still running when its run is killed."""
+    Path(folder, name).write_text(str(os.getpid()))
+    time.sleep(PATIENCE_S)
+
+
+def test_a_run_killed_with_sigkill_leaves_no_second_process(tmp_path, marks):
+    """`kill -9` of a run's process ends its second process too (PDEATHSIG): nothing goes on writing to its home."""
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.path[:0] = {paths!r}\n"
+        "from pathlib import Path\n"
+        "import test_concurrent_runner as t\n"
+        "from pipeline import concurrent_runner\n"
+        "m = {marks!r}\n"
+        "nodes = {{'Model': t.Sleep(folder=m, name='Model'), 'Check': t.Sleep(folder=m, name='Check')}}\n"
+        "concurrent_runner.run(lambda: t._pipeline(Path({tmp!r}), nodes), beside={{'Check'}})\n"
+    ).format(paths=sys.path, marks=str(marks), tmp=str(tmp_path))
+    run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(marks / "Check", "the test")
+        _wait_for(marks / "Model", "the test")
+        side = _pid(marks, "Check")
+        assert side != run.pid
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+        deadline = time.time() + 30
+        while time.time() < deadline and _alive(side):
+            time.sleep(0.1)
+        assert not _alive(side), "the second process outlived its run"
+    finally:
+        if run.poll() is None:
+            run.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
