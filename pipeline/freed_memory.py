@@ -1,6 +1,7 @@
 """Heap memory a component freed, given back to the system: the local runner calls `trim` after each component.
 
-Every component of a local run executes in the run's own process (TFX's LocalDagRunner), and glibc keeps
+Every component of a local run but the data checks executes in the run's own process
+(pipeline/concurrent_runner.py; the data checks' process ends after them), and glibc keeps
 what Python and Beam free on its heap rather than returning it: after CsvExampleGen on 1M rows the process
 held 1.52 GiB, 0.72 GiB after `malloc_trim(0)` (`python` running the ExampleGen executor alone, 2026-12-06).
 That held memory adds to the peak of everything after it, e.g. the Evaluator's worker processes. glibc's
