@@ -29,6 +29,7 @@ the check's refusal (`BadDataError`) before any other failure.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing
 import os
@@ -273,7 +274,7 @@ def _side_process(conn, log_file: str, preload: Tuple[str, ...], parent_pid: int
     from components.errors import bad_data_behind
     from kubeflow import tfx_internals
     from tfx.proto.orchestration import pipeline_pb2
-    import importlib
+
     for module in ("tfx.orchestration.portable.launcher", *preload):  # while the run's process builds the pipeline
         importlib.import_module(module)
 
