@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Union
 
 import kfp_backend as kb
 
@@ -259,11 +259,11 @@ class LocalKfp:
         return TaskResult(name, executor_input, outcome.get("executorOutput", {}),
                           {k: v["record"] for k, v in recorded.items()}, result.stdout, outcome["downloaded"])
 
-    def run(self, stop_after: Optional[str] = None) -> Dict[str, TaskResult]:
-        """Every task in dependency order (or up to `stop_after` and what it needs)."""
+    def run(self, stop_after: Union[None, str, Sequence[str]] = None) -> Dict[str, TaskResult]:
+        """Every task in dependency order (or up to the task(s) `stop_after` and what they need)."""
         order = self.order()
         if stop_after:
-            needed, todo = set(), [stop_after]
+            needed, todo = set(), [stop_after] if isinstance(stop_after, str) else list(stop_after)
             tasks = self.spec["root"]["dag"]["tasks"]
             while todo:
                 name = todo.pop()
