@@ -329,7 +329,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 # partition, WriteSplit's Reshuffle, the TFRecord sink): at 1M rows (`python -m bench.scale`, 2026-12-07) most of
 # CsvExampleGen's 44 s went to Beam's per-record work (py-spy: element decoding 15%, the runner's buffers 13%,
 # the sink's per-record writes and CRCs 18%), and the runner held every record at once (3.1 GB peak).
-# Here each record goes to the split TFX's own partition function gives it (tfx_internals.example_gen_split),
+# Here each record goes to the split TFX's own partition function gives it (tfx_internals.example_gen_splitter),
 # each split's records are shuffled (as WriteSplit's Reshuffle scrambles them: a model reading a split in order
 # would otherwise see a sorted CSV's order) with a fixed seed, and written by TensorFlow's TFRecord writer
 # (local files, gs://, s3:// through tensorflow-io) into the file WriteSplit would name.
@@ -380,18 +380,12 @@ def _write_in_process(examples_artifacts, exec_properties: Dict[str, Any], input
     pattern, files, column_names = split_files(exec_properties, input_config.splits[0].pattern)
     log.info("Processing input csv data %s to TFExample with Arrow, in this process.", pattern)
     kinds = _merge_types(kinds for path in files for kinds in _InferTypes(column_names).process(path))
+    split_of = tfx_internals.example_gen_splitter(buckets, split_config)
     splits: List[List[bytes]] = [[] for _ in names]
-    rows = 0
+    encoder = _Encode(column_names)  # the Beam path's encoding, with its check that every row read is encoded
     for path in files:
-        for batch in read_batches(path, column_names):
-            records = encode(batch, kinds)
-            if len(records) != batch.num_rows:  # every row counted: no row may be dropped on the way
-                raise RuntimeError(f"{path}: {batch.num_rows} rows read but {len(records)} examples encoded")
-            rows += len(records)
-            for record in records:
-                splits[tfx_internals.example_gen_split(record, buckets, split_config)].append(record)
-    if sum(len(records) for records in splits) != rows:
-        raise RuntimeError(f"{pattern}: {rows} rows read but {sum(map(len, splits))} examples split")
+        for record in encoder.process(path, kinds):
+            splits[split_of(record)].append(record)
     shuffle = random.Random(SHUFFLE_SEED).shuffle
     for name, records in zip(names, splits):
         shuffle(records)

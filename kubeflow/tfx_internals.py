@@ -17,7 +17,7 @@ listed; re-implementing part of what an executor does is.
 - `splits_fingerprint`: ExampleGen's fingerprint of its input files.
 - `trainer_fn_args`: the FnArgs TFX's Trainer executor hands `run_fn`.
 - `tfxio_record_source`: the Beam source tfx_bsl's TFXIOs read record files with.
-- `example_gen_split`: the split TFX's ExampleGen puts a record in (components/arrow_csv_example_gen.py writes
+- `example_gen_splitter`: the split TFX's ExampleGen puts a record in (components/arrow_csv_example_gen.py writes
   the splits itself on the DirectRunner).
 - `local_pipeline_ir`, `launch_node`, `upstream_nodes`: what TFX's LocalDagRunner does before its loop and for
   each node in it, for a runner that launches independent nodes at once (pipeline/concurrent_runner.py).
@@ -337,10 +337,14 @@ def launch_node(ir, node_id: str) -> None:
 
 # ---- ExampleGen's hash split ----------------------------------------------------------------------------
 
-def example_gen_split(record: bytes, buckets: List[int], split_config) -> int:
-    """The index of the split TFX's ExampleGen puts a serialized record in: its own partition function
-    (`base_example_gen_executor._PartitionFn`: sha256 of the record, modulo the buckets), which its Beam path
-    applies with `beam.Partition`. `buckets`: the cumulative hash buckets of the splits, as that path makes them."""
+def example_gen_splitter(buckets: List[int], split_config) -> Callable[[bytes], int]:
+    """record -> the index of the split TFX's ExampleGen puts that serialized record in: its own partition
+    function (`base_example_gen_executor._PartitionFn`: sha256 of the record, modulo the buckets), which its Beam
+    path applies with `beam.Partition`. `buckets`: the cumulative hash buckets of the splits, as that path makes
+    them."""
+    import functools
+
     from tfx.components.example_gen import base_example_gen_executor
 
-    return base_example_gen_executor._PartitionFn(record, len(buckets), buckets, split_config)  # noqa: SLF001
+    return functools.partial(base_example_gen_executor._PartitionFn, num_partitions=len(buckets),  # noqa: SLF001
+                             buckets=buckets, split_config=split_config)

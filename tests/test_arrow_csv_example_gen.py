@@ -65,8 +65,6 @@ line",8,99999999999999999999
 def test_same_examples_in_the_same_splits_as_tfx_csv_example_gen(tmp_path, kind):
     from tfx.components.example_gen.csv_example_gen import executor as tfx_csv
 
-    from components import arrow_csv_example_gen
-
     data = tmp_path / "data"
     if kind == "taxi sample":
         write_sample(data / "part-1.csv", rows=1500)
@@ -92,15 +90,12 @@ class BeamPathExecutor(arrow_csv_example_gen.Executor):
 
 
 def test_the_beam_path_writes_the_same_splits_as_the_in_process_path(tmp_path):
-    from components import arrow_csv_example_gen
-
     data = tmp_path / "data"
     write_sample(data / "part-1.csv", rows=1200)
     assert _run(BeamPathExecutor, data, tmp_path / "beam") == _run(arrow_csv_example_gen.Executor, data, tmp_path / "ours")
 
 
 def test_the_in_process_path_only_on_the_direct_runner():
-    from components import arrow_csv_example_gen
     from tfx.proto import example_gen_pb2
     from tfx.utils import proto_utils
 
@@ -123,8 +118,6 @@ def test_each_split_is_shuffled_not_in_the_csvs_order(tmp_path):
     """TFX's WriteSplit reshuffles every record before writing; a split written in the CSV's order would feed a
     sorted CSV to the Trainer (and to the validation batches) in that order."""
     import tensorflow as tf
-
-    from components import arrow_csv_example_gen
 
     data = tmp_path / "data"
     data.mkdir()
