@@ -29,6 +29,7 @@ the check's refusal (`BadDataError`) before any other failure.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import multiprocessing
@@ -78,7 +79,7 @@ def run(build: Callable[[], object], beside: Collection[str] = (), log_file: Opt
     if side_lane is not None:
         side_lane.start(ir, [node for node in order if node in beside], board)
     try:
-        _run_lane(ir, [n for n in order if n not in beside], board)
+        _run_lane([n for n in order if n not in beside], board, functools.partial(_launch_here, ir))
     except BaseException:
         board.abort()
         raise
@@ -88,25 +89,33 @@ def run(build: Callable[[], object], beside: Collection[str] = (), log_file: Opt
     board.raise_failure()
 
 
-def _run_lane(ir, nodes: List[str], board: "_Board") -> None:
-    """This process's lane: each node in turn, once its upstream nodes are finished."""
+def _run_lane(nodes: List[str], board: "_Board", launch: Callable[[str], Optional[BaseException]]) -> None:
+    """One lane: each node in turn, once its upstream nodes are finished; `launch` runs it and returns its error."""
     from absl import logging as absl_logging
-
-    from kubeflow import tfx_internals
 
     for node in nodes:
         if not board.wait_until_ready(node):
             board.skip(node)
             continue
         absl_logging.info("Component %s is running.", node)  # LocalDagRunner's lines, which the progress reads
-        try:
-            tfx_internals.launch_node(ir, node)
-        except Exception as err:  # noqa: BLE001  (reported once the other lane has stopped)
-            absl_logging.exception("%s failed", node)
-            board.finish(node, err)
-            continue
-        absl_logging.info("Component %s is finished.", node)
-        board.finish(node)
+        error = launch(node)
+        board.finish(node, error)
+        if error is None:
+            absl_logging.info("Component %s is finished.", node)
+
+
+def _launch_here(ir, node: str) -> Optional[BaseException]:
+    """Run `node` in this process; its error, or None (reported once the other lane has stopped)."""
+    from absl import logging as absl_logging
+
+    from kubeflow import tfx_internals
+
+    try:
+        tfx_internals.launch_node(ir, node)
+    except Exception as err:  # noqa: BLE001
+        absl_logging.exception("%s failed", node)
+        return err
+    return None
 
 
 class _Board:
@@ -183,18 +192,8 @@ class _SideLane:
         self.thread.start()
 
     def _run(self, nodes: List[str], board: _Board) -> None:
-        from absl import logging as absl_logging
-
         try:
-            for node in nodes:
-                if not board.wait_until_ready(node):
-                    board.skip(node)
-                    continue
-                absl_logging.info("Component %s is running.", node)
-                error = self._launch(node)
-                board.finish(node, error)
-                if error is None:
-                    absl_logging.info("Component %s is finished.", node)
+            _run_lane(nodes, board, self._launch)
         finally:
             self.close()
 
