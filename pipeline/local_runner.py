@@ -158,7 +158,6 @@ class _ProgressHandler(logging.Handler):
         self.stream = stream
         self.read_roots = list(read_roots)  # where the components' input files are: data dir, pipeline root
         self.ticker = None
-        self.ticker_node = None
         self.started = {}
         self.cached = set()
         self.running = {}  # thread id -> the node it runs: two lanes run nodes at once (pipeline/concurrent_runner.py)
@@ -177,13 +176,12 @@ class _ProgressHandler(logging.Handler):
                     from pipeline.progress import Ticker
 
                     self.ticker = Ticker(self.stream, node, self.read_roots).start()
-                    self.ticker_node = node
         elif message.startswith(concurrent_runner.CACHED_PREFIX) and record.thread in self.running:
             self.cached.add(self.running[record.thread])
         elif message.startswith("Component ") and message.endswith(" is finished."):
             node = message[len("Component "):-len(" is finished.")]
             self.running.pop(record.thread, None)
-            if node == self.ticker_node:
+            if self.ticker is not None and self.ticker.node == node:
                 self._stop_ticker()
             freed_memory.trim()
             seconds = time.time() - self.started.get(node, time.time())
@@ -196,7 +194,6 @@ class _ProgressHandler(logging.Handler):
         if self.ticker is not None:
             self.ticker.stop()
             self.ticker = None
-            self.ticker_node = None
 
 
 @contextlib.contextmanager
