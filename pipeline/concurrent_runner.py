@@ -17,8 +17,10 @@ Transform beside (its process importing what the pipeline's module imports, 1,25
 scikit-learn's among them, would otherwise be imported during Transform).
 
 A node starts once every node it runs after is finished, in either lane. Both lanes write the run's ML
-Metadata (SQLite: MLMD's busy handler waits for the other writer, `sqlite_metadata_source.cc`, and its Python
-client retries an aborted call, `metadata_store.py`'s `_call`) and the run's log file.
+Metadata and the run's log file. Two SQLite writers are what MLMD provides for: its SQLite source waits for the
+other writer (`ml_metadata/metadata_store/sqlite_metadata_source.cc`, busy handler `WaitThenRetry`: 10 waits of
+100-300 ms; read at google/ml-metadata commit 0164404), and its Python client retries a call aborted by "database
+is locked" (ml-metadata 1.16.0, `metadata_store.py` `MetadataStore._call`: 5 attempts, random waits averaging 2 s).
 
 Why a process and not a thread: the Beam components' per-row work is Python that holds the GIL, so two of them
 in one process take turns on one core.
