@@ -7,9 +7,10 @@ and MLMD's cache), in two lanes at once:
 
 - this process runs every node but the `beside` ones, in topological order (ExampleGen, Transform, the
   Trainer, the Evaluator, the Pusher ...);
-- a second process runs the `beside` nodes, in the same order (StatisticsGen, ExampleValidator and the gates:
-  `pipeline.pipeline.DATA_CHECKS`). It is spawned when the run starts, so that its imports (TensorFlow,
-  TFX, the `preload` modules) overlap what this process does first, and it ends after its last node.
+- a second process runs the `beside` nodes, in the same order (`pipeline.pipeline.nodes_beside`: StatisticsGen,
+  ExampleValidator and the gates; and the ServingValidator while the Evaluator runs here, when the Evaluator
+  has no Beam workers of its own). It is spawned when the run starts, so that its imports (TensorFlow, TFX,
+  the `preload` modules) overlap what this process does first, and it ends after its last node.
 
 Why the data checks and not Transform beside: on the default data (`taxi-pipeline run`, fresh home, two
 alternated pairs, 2026-12-07) the run took 37.8 and 38.2 s with the checks beside, 39.4 and 39.7 s with
@@ -178,7 +179,7 @@ class _SideLane:
     def __init__(self, log_file: Optional[Path], preload: Collection[str]):
         context = multiprocessing.get_context("spawn")  # this process may hold TensorFlow's threads: no fork
         self.conn, child_conn = context.Pipe()
-        self.process = context.Process(target=_side_process, name="pipeline-data-checks",
+        self.process = context.Process(target=_side_process, name="pipeline-beside",
                                        args=(child_conn, str(log_file or ""), tuple(preload), os.getpid()))
         self.process.start()
         child_conn.close()
@@ -211,7 +212,7 @@ class _SideLane:
                 reply = self.conn.recv()
         except (EOFError, OSError) as err:
             self.process.join(timeout=5)
-            return SideNodeError(f"the process running the data checks ended (exit code {self.process.exitcode}) "
+            return SideNodeError(f"the second process ended (exit code {self.process.exitcode}) "
                                  f"while running {node}: {err or type(err).__name__}")
         if reply[0] == "finished":
             return None
@@ -265,7 +266,7 @@ def _side_process(conn, log_file: str, preload: Tuple[str, ...], parent_pid: int
         os.close(fd)
     root = logging.getLogger()
     handler = logging.StreamHandler()  # fd 2: the log file
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [data checks]: %(message)s"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [beside]: %(message)s"))
     cache_seen = _CacheSeen()
     root.handlers = [handler, cache_seen]
     root.setLevel(logging.INFO)

@@ -168,7 +168,7 @@ class _ProgressHandler(logging.Handler):
             node = message[len("Component "):-len(" is running.")]
             self.running[record.thread] = node
             self.started[node] = time.time()
-            # One live line at a time: a node starting beside another (the data checks) gets none.
+            # One live line at a time: a node starting beside another (the second process's) gets none.
             if self.stream and self.stream.isatty() and self.ticker is None:
                 self.stream.write(f"  {node:<32} running…\r")
                 self.stream.flush()
@@ -237,11 +237,12 @@ def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path =
         metadata = tfx_metadata.sqlite_metadata_connection_config(str(config.metadata_path))
         try:
             with beam_runners.workers_have_this_install():
-                # The data checks run in a second process beside Transform and the Trainer (both cores); it
-                # imports TFDV while this process builds the pipeline and runs CsvExampleGen.
+                # The data checks run in a second process beside Transform and the Trainer (both cores), and
+                # the ServingValidator beside the Evaluator; it imports TFDV while this process builds the
+                # pipeline and runs CsvExampleGen.
                 concurrent_runner.run(lambda: tfx_pipeline.create_pipeline(config, metadata),
-                                      beside=tfx_pipeline.DATA_CHECKS, preload=("tensorflow_data_validation",),
-                                      log_file=log_file)
+                                      beside=tfx_pipeline.nodes_beside(config),
+                                      preload=("tensorflow_data_validation",), log_file=log_file)
         except Exception as failure:
             logging.exception("pipeline failed")
             failed = isinstance(failure, concurrent_runner.NodeFailed)

@@ -58,6 +58,26 @@ def test_with_spans_the_new_span_counts_and_for_transform_the_window(tmp_path):
     assert beam_parallelism.bytes_read(first, "Transform") == 100  # a home's first span trains on itself
 
 
+def test_the_serving_check_runs_beside_the_evaluator_only_when_the_evaluator_has_no_workers_of_its_own(tmp_path):
+    from pipeline.pipeline import DATA_CHECKS, SERVING_CHECK, create_components, nodes_beside
+
+    threshold = beam_parallelism.PARALLEL_MIN_BYTES["Evaluator"]
+    for sub in ("s", "l", "m"):
+        (tmp_path / sub).mkdir()
+    small, large = _config(tmp_path / "s", 3 * threshold - 3), _config(tmp_path / "l", 3 * threshold + 3)
+    assert nodes_beside(small) == (*DATA_CHECKS, SERVING_CHECK)
+    assert nodes_beside(large) == DATA_CHECKS
+    assert nodes_beside(_config(tmp_path / "m", 10, beam_mode="multi_processing")) == DATA_CHECKS
+    # Beside the Evaluator: it needs neither the Evaluator nor anything after it, and the Pusher needs it.
+    components = {c.id: c for c in create_components(small)}
+
+    def producers(node):
+        return {channel.producer_component_id for channel in components[node].inputs.values()}
+
+    assert producers(SERVING_CHECK) == {"CsvExampleGen", "Trainer"}
+    assert SERVING_CHECK in producers("Pusher")
+
+
 def test_the_pipeline_gives_each_beam_component_its_processes(tmp_path):
     from pipeline.pipeline import create_components
 
@@ -66,7 +86,7 @@ def test_the_pipeline_gives_each_beam_component_its_processes(tmp_path):
     assert components["Evaluator"].executor_spec.beam_pipeline_args[-2:] == SEVERAL
     for name in ("CsvExampleGen", "StatisticsGen", "Transform"):  # the pipeline's options: in this process
         assert components[name].executor_spec.beam_pipeline_args == [], name
-    assert config.beam_pipeline_args() == ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    assert config.beam_pipeline_args()[:2] == ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
     forced = {c.id: c for c in create_components(_config(tmp_path, 1000, beam_mode="multi_processing"))}
     for name in beam_parallelism.BEAM_COMPONENTS:
         assert forced[name].executor_spec.beam_pipeline_args[-2:] == SEVERAL, name

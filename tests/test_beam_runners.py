@@ -9,9 +9,10 @@ from pipeline.beam_runners import BeamConfigError, pipeline_args, workers_have_t
 
 
 def test_direct_runner_is_the_default_in_process_or_multi_process():
-    assert configs.PipelineConfig().beam_pipeline_args() == ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    assert configs.PipelineConfig().beam_pipeline_args() == [
+        "--direct_running_mode=in_memory", "--direct_num_workers=1", "--pickle_library=cloudpickle"]
     assert configs.PipelineConfig(beam_mode="multi_processing", beam_workers=3).beam_pipeline_args() == [
-        "--direct_running_mode=multi_processing", "--direct_num_workers=3"]
+        "--direct_running_mode=multi_processing", "--direct_num_workers=3", "--pickle_library=cloudpickle"]
 
 
 def test_portable_runner_against_a_job_service_and_a_worker_pool():
@@ -19,11 +20,11 @@ def test_portable_runner_against_a_job_service_and_a_worker_pool():
                                     beam_environment="EXTERNAL", beam_environment_config="localhost:50000",
                                     beam_options=("sdk_worker_parallelism=1",))
     assert config.beam_pipeline_args() == [
-        "--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=EXTERNAL",
+        "--runner=PortableRunner", "--pickle_library=cloudpickle", "--job_endpoint=localhost:8099", "--environment_type=EXTERNAL",
         "--environment_config=localhost:50000", "--job_server_timeout=86400", "--sdk_worker_parallelism=1"]
     # No image and no environment: LOOPBACK (workers in this process, which has our modules).
     assert pipeline_args("portable", job_endpoint="localhost:8099") == [
-        "--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=LOOPBACK",
+        "--runner=PortableRunner", "--pickle_library=cloudpickle", "--job_endpoint=localhost:8099", "--environment_type=LOOPBACK",
         "--job_server_timeout=86400"]
 
 
@@ -48,8 +49,21 @@ def test_bad_settings_are_config_errors_with_the_flag_to_give():
     # A given option replaces the preset's value, and the Spark preset takes a worker image.
     assert pipeline_args("SparkRunner", image="img", options=["spark_master_url=spark://m:7077", "environment_type=PROCESS",
                                                               'environment_config={"command": "/opt/apache/beam/boot"}']) == [
-        "--runner=SparkRunner", "--environment_type=PROCESS", '--environment_config={"command": "/opt/apache/beam/boot"}',
+        "--runner=SparkRunner", "--pickle_library=cloudpickle", "--environment_type=PROCESS", '--environment_config={"command": "/opt/apache/beam/boot"}',
         "--job_server_timeout=86400", "--spark_master_url=spark://m:7077"]
+
+
+def test_every_preset_pickles_with_cloudpickle_unless_told_otherwise():
+    """Beam reads `pickle_library` from the options it is given (apache_beam/options/pipeline_options.py) and sets
+    its pickler from them at submission and in every SDK worker (apache_beam/runners/worker/sdk_worker_main.py)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+    presets = [configs.PipelineConfig().beam_pipeline_args(), pipeline_args("portable", job_endpoint="h:1"),
+               pipeline_args("FlinkRunner", image="img", options=["flink_master=h:8081"])]
+    for args in presets:
+        assert PipelineOptions(args).view_as(SetupOptions).pickle_library == "cloudpickle", args
+    dill = configs.PipelineConfig(beam_options=("pickle_library=dill",)).beam_pipeline_args()
+    assert PipelineOptions(dill).view_as(SetupOptions).pickle_library == "dill"
 
 
 class BeamExecutor(BaseBeamExecutor):

@@ -94,7 +94,7 @@ def test_the_nodes_beside_run_in_a_second_process_at_the_same_time(tmp_path, mar
     train = (marks / "Train").stat().st_mtime_ns
     assert train >= (marks / "Model.done").stat().st_mtime_ns and train >= (marks / "Check.done").stat().st_mtime_ns
     log = (tmp_path / "run.log").read_text()
-    assert "[data checks]" in log  # the second process's log lines are in the run's log
+    assert "[beside]" in log  # the second process's log lines are in the run's log
 
 
 def test_bad_data_beside_is_the_runs_error_and_nothing_after_it_runs(tmp_path, marks):
