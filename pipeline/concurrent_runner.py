@@ -255,7 +255,7 @@ def _side_process(conn, log_file: str, preload: Tuple[str, ...], parent_pid: int
     import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow, tfx.components deferred)
     from absl import logging as absl_logging
 
-    from components.multiworker_trainer.worker import die_with_parent
+    from trainer_module.child_processes import die_with_parent
 
     die_with_parent(parent_pid)  # a run killed with -9 leaves no process writing to its home
 

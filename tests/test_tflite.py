@@ -136,6 +136,33 @@ def test_int8_calibration_sees_the_string_inputs(tmp_path):
     np.testing.assert_allclose(answers, [-4.9, 5.1, 0.1], atol=0.1)
 
 
+def test_a_model_taking_strings_is_never_full_integer_which_the_converter_confirms(tmp_path):
+    """tflite_export._full_integer does not try the int8-only conversion of a model with a string input; here
+    the converter itself refuses one (a string hashed to a bucket, the Transform's kind of string op)."""
+    import tensorflow as tf
+
+    from trainer_module import tflite_export
+
+    class Hashing(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="s"),
+                                      tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, s, x):
+            bucket = tf.cast(tf.strings.to_hash_bucket_fast(s, 3), tf.float32)
+            return {tflite_export.OUTPUT_KEY: tf.reshape(bucket + x, [-1, 1])}
+
+    module = Hashing()
+    tf.saved_model.save(module, str(tmp_path), signatures={tflite_export.SIGNATURE: module.serve})
+    columns = {"s": np.array([b"a", b"b", b"c"] * 10, dtype=object), "x": np.ones(30, np.float32)}
+    strict = tflite_export._converter(str(tmp_path))  # pylint: disable=protected-access
+    strict.optimizations = [tf.lite.Optimize.DEFAULT]
+    strict.representative_dataset = tflite_export._representative(columns, 20)  # pylint: disable=protected-access
+    strict.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with pytest.raises(Exception):
+        strict.convert()
+    verdict = tflite_export._full_integer(str(tmp_path), columns)  # pylint: disable=protected-access
+    assert verdict.startswith("not possible: the inputs s are strings"), verdict
+
+
 def test_only_string_ops_without_a_builtin_are_select_tf_ops(model_dir):
     from trainer_module import tflite_export
 
@@ -185,3 +212,21 @@ def test_predict_cli_runs_the_tflite_model_locally(model_dir, raw_rows, tmp_path
     missing = subprocess.run([sys.executable, "-m", "pipeline.cli", "predict", "--tflite", str(tmp_path / "nope"),
                               str(rows_file)], capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_a_converter_process_that_dies_fails_the_export_clearly_and_leaves_nothing(tmp_path):
+    """The conversion runs in tflite_export.converter_process; if that process ends, the Trainer fails with a
+    TFLiteExportError saying so, and neither the model's tflite/ folder nor the local folders are left."""
+    import os
+
+    from trainer_module import tflite_export
+
+    local, staging, out = tmp_path / "local", tmp_path / "staging", tmp_path / "tflite"
+    local.mkdir()
+    staging.mkdir()
+    with tflite_export.converter_process() as helper:
+        job = helper.submit(os._exit, 7)
+        export = tflite_export.LiteExport(str(out), str(local), str(staging), {}, None, None, None, job)
+        with pytest.raises(tflite_export.TFLiteExportError, match="converter's process ended"):
+            export.finish(str(tmp_path / "saved_model"))
+    assert not local.exists() and not staging.exists() and not out.exists()

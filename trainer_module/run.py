@@ -33,15 +33,19 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     task = task_of(strategy)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     global_batch = int(settings.batch_size) * strategy.num_replicas_in_sync
-
-    train_ds = inputs.training_input(fn_args, tf_transform_output, settings, global_batch)
-    eval_ds = inputs.validation_input(fn_args, tf_transform_output, global_batch)
-    model, warm, steps = build_model(strategy, settings, tf_transform_output, fn_args.base_model, fn_args.train_steps)
-    started = time.time()
-    history = training.train(settings.training_loop, strategy, model, train_ds, eval_ds, steps, fn_args.eval_steps,
-                             global_batch)
-    seconds = time.time() - started
-    serving_graph = save(model, tf_transform_output, settings, task["is_chief"], fn_args.serving_model_dir)
+    # The chief converts its TF Lite models in a second process while it saves the SavedModel; started now,
+    # that process imports TensorFlow while this one reads the data and trains.
+    with tflite_export.converter_process(task["is_chief"] and settings.tflite) as lite_helper:
+        train_ds = inputs.training_input(fn_args, tf_transform_output, settings, global_batch)
+        eval_ds = inputs.validation_input(fn_args, tf_transform_output, global_batch)
+        model, warm, steps = build_model(strategy, settings, tf_transform_output, fn_args.base_model,
+                                         fn_args.train_steps)
+        started = time.time()
+        history = training.train(settings.training_loop, strategy, model, train_ds, eval_ds, steps,
+                                 fn_args.eval_steps, global_batch)
+        seconds = time.time() - started
+        serving_graph = save(model, tf_transform_output, settings, task["is_chief"], fn_args.serving_model_dir,
+                             lite_helper)
 
     steps_run = training.steps_trained(steps)
     report = {
@@ -73,23 +77,32 @@ def build_model(strategy, settings: TrainingSettings, tf_transform_output, base_
     return model, warm, steps
 
 
-def save(model, tf_transform_output, settings: TrainingSettings, is_chief: bool, serving_model_dir: str) -> dict:
+def save(model, tf_transform_output, settings: TrainingSettings, is_chief: bool, serving_model_dir: str,
+         lite_helper=None) -> dict:
     """Exports the model (every worker: saving runs collective ops; only the chief's copy is kept) and, on the
-    chief, its TF Lite models; returns the record of what serving_default runs."""
+    chief, its TF Lite models (converted in `lite_helper`, tflite_export.converter_process, while the SavedModel
+    is saved); returns the record of what serving_default runs."""
     # Every worker decides alike (same Transform, same rows), so every worker saves the same signatures.
     dense, serving_graph = export.serving_preprocessing(tf_transform_output, settings.raw_eval_files)
-    save_dir = serving_model_dir if is_chief else tempfile.mkdtemp(prefix="worker-model-")
-    try:
-        export.export(model, tf_transform_output, save_dir, dense)
-    finally:
-        if not is_chief:
-            shutil.rmtree(save_dir, ignore_errors=True)
+    lite = None
     if is_chief and settings.tflite:
         # The raw eval split (raw_eval_files, set by the trainer executor) calibrates the int8 model and
         # evaluates every TF Lite model beside the SavedModel.
-        tflite_export.export_tflite(tflite_export.undistributed_copy(model, tf_transform_output), tf_transform_output,
-                                    save_dir, export.tflite_dir(serving_model_dir),
-                                    settings.raw_eval_files, preprocessing=dense)
+        lite = tflite_export.start_export(tflite_export.undistributed_copy(model, tf_transform_output),
+                                          tf_transform_output, export.tflite_dir(serving_model_dir),
+                                          settings.raw_eval_files, preprocessing=dense, helper=lite_helper)
+    save_dir = serving_model_dir if is_chief else tempfile.mkdtemp(prefix="worker-model-")
+    try:
+        export.export(model, tf_transform_output, save_dir, dense)
+    except BaseException:
+        if lite is not None:
+            lite.discard()
+        raise
+    finally:
+        if not is_chief:
+            shutil.rmtree(save_dir, ignore_errors=True)
+    if lite is not None:
+        lite.finish(save_dir)
     return serving_graph
 
 

@@ -6,7 +6,7 @@ log file. The launcher returns when all exit 0. When one fails, or the deadline 
 every worker (SIGTERM to the group, then SIGKILL) and raises with the cause from that worker's
 log: a surviving MultiWorkerMirroredStrategy worker would otherwise wait forever in a collective.
 Workers are stopped on every way out of `run`, including KeyboardInterrupt and SIGTERM, and
-kill themselves if this process dies (see worker.die_with_parent): no orphans.
+kill themselves if this process dies (see trainer_module.child_processes): no orphans.
 """
 from __future__ import annotations
 

@@ -9,45 +9,19 @@ can quote the cause instead of a whole traceback.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
 import os
-import signal
 import sys
-import threading
-import time
 import traceback
 
 import components  # noqa: F401  (pins TF_USE_LEGACY_KERAS before TensorFlow loads)
+from trainer_module.child_processes import die_with_parent
 
 ERROR_MARKER = "TRAINER_WORKER_ERROR:"
 PARENT_PID_ENV = "TRAINER_WORKER_PARENT_PID"
-_PR_SET_PDEATHSIG = 1
 
 log = logging.getLogger("trainer_worker")
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Ends this worker if the launching process goes away, even by SIGKILL: no orphans.
-
-    Linux's PDEATHSIG covers the normal case; a watcher thread covers the race where the parent
-    died before the signal was armed, and systems without prctl.
-    """
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (AttributeError, OSError):
-        pass
-
-    def watch():
-        while True:
-            if os.getppid() != parent_pid:
-                os._exit(3)
-            time.sleep(1.0)
-
-    if os.getppid() != parent_pid:
-        os._exit(3)
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def run(spec: str) -> None:
