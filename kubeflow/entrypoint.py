@@ -82,11 +82,13 @@ def _object_store_uri(args: List[str]) -> Optional[str]:
     return None
 
 
-def _no_tfx_sdist_for_workers() -> None:
+def _beam_step_settings() -> None:
     """A Beam step's workers run this image (the DirectRunner in this container, DOCKER and Dataflow
     workers the pipeline image), so TFX's sdist of itself, built per Beam step (2-4 s and a 49 MB copy
-    of TFX in /tmp; pipeline/beam_runners.py: workers_have_this_install), is skipped for the step."""
+    of TFX in /tmp; pipeline/beam_runners.py: workers_have_this_install), is skipped for the step; and Beam
+    works out each DoFn's state and timer specs once (tfx_internals.memoize_dofn_specs), as in a local run."""
     tfx_internals.skip_tfx_sdist()  # for the rest of this process: one step
+    tfx_internals.memoize_dofn_specs()
 
 
 def main(argv: List[str]) -> int:
@@ -109,7 +111,7 @@ def main(argv: List[str]) -> int:
         uri = _object_store_uri(args)
         if uri:  # fail in seconds, in one line, rather than after the AWS SDKs' retries
             object_store.check_reachable(uri)
-        _no_tfx_sdist_for_workers()
+        _beam_step_settings()
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)

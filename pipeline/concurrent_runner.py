@@ -287,7 +287,8 @@ def _side_process(conn, log_file: str, preload: Tuple[str, ...], parent_pid: int
     if ir_bytes is None:  # the pipeline was not built
         return
     ir = pipeline_pb2.Pipeline.FromString(ir_bytes)
-    with tfx_internals.tfx_sdist_skipped():  # as pipeline.beam_runners.workers_have_this_install in the run
+    # As in the run's process (pipeline/local_runner.py).
+    with tfx_internals.tfx_sdist_skipped(), tfx_internals.dofn_specs_memoized():
         while True:
             try:
                 node = conn.recv()

@@ -505,3 +505,72 @@ def test_launch_node_does_what_local_dag_runners_loop_does():
     assert set(inspect.signature(launcher.Launcher).parameters) >= built_with
     ours = inspect.getsource(tfx_internals.launch_node)
     assert all(f"{name}=" in ours for name in built_with)
+
+
+# ---- Beam: each DoFn's state and timer specs, worked out once (tfx_internals.memoize_dofn_specs) ------------
+
+def test_beams_callers_look_up_get_dofn_specs_on_its_module_at_each_call():
+    """memoize_dofn_specs replaces the module attribute: Beam's callers must reach it through the module."""
+    import importlib.util
+
+    def source(module: str) -> str:  # the .py beside a Cython build (runners/common is compiled)
+        return Path(importlib.util.find_spec(module).origin).with_suffix("").with_suffix(".py").read_text()
+
+    userstate = source("apache_beam.transforms.userstate")
+    for function in ("is_stateful_dofn", "validate_stateful_dofn"):
+        body = userstate.split(f"def {function}(", 1)[1].split("\ndef ", 1)[0]
+        assert "get_dofn_specs(dofn)" in body, function
+    for module in ("apache_beam.transforms.core", "apache_beam.runners.common",
+                   "apache_beam.runners.direct.direct_runner", "apache_beam.runners.worker.bundle_processor"):
+        text = source(module)
+        assert "from apache_beam.transforms.userstate import get_dofn_specs" not in text, module
+        assert "import get_dofn_specs" not in text and "import is_stateful_dofn" not in text, module
+    assert "userstate.get_dofn_specs(self.fn)" in source("apache_beam.transforms.core")
+
+
+def test_memoized_dofn_specs_are_beams_own_once_per_dofn_object():
+    import apache_beam as beam
+    from apache_beam.coders import VarIntCoder
+    from apache_beam.transforms import userstate
+    from apache_beam.transforms.timeutil import TimeDomain
+
+    class Stateful(beam.DoFn):
+        SEEN = userstate.BagStateSpec("seen", VarIntCoder())
+        LATER = userstate.TimerSpec("later", TimeDomain.WATERMARK)
+
+        def process(self, element, seen=beam.DoFn.StateParam(SEEN), later=beam.DoFn.TimerParam(LATER)):
+            yield element
+
+        @userstate.on_timer(LATER)
+        def fire(self):
+            pass
+
+    class Plain(beam.DoFn):
+        def process(self, element):
+            yield element
+
+    original = userstate.get_dofn_specs
+    calls = []
+
+    def counted(dofn):
+        calls.append(dofn)
+        return original(dofn)
+
+    userstate.get_dofn_specs = counted
+    try:
+        stateful, plain = Stateful(), Plain()
+        expected = original(stateful)
+        with tfx_internals.dofn_specs_memoized():
+            for _ in range(3):
+                assert userstate.get_dofn_specs(stateful) == expected
+                assert userstate.is_stateful_dofn(stateful) and not userstate.is_stateful_dofn(plain)
+                userstate.validate_stateful_dofn(stateful)
+            specs = userstate.get_dofn_specs(stateful)
+            specs[0].clear()  # the caller's own sets: the next answer is whole
+            assert userstate.get_dofn_specs(stateful) == expected
+            assert userstate.get_dofn_specs(Stateful()) == expected  # another object: asked again
+        assert calls.count(stateful) == 1 and calls.count(plain) == 1 and len(calls) == 3
+        assert userstate.get_dofn_specs is counted  # undone on leaving
+    finally:
+        userstate.get_dofn_specs = original
+    assert {spec.name for spec in expected[0]} == {"seen"} and {spec.name for spec in expected[1]} == {"ts-later"}
