@@ -96,7 +96,7 @@ def config_from_args(args) -> configs.PipelineConfig:
 # on one intra-op thread unless the environment says otherwise: the run's parallelism is its processes, one busy
 # per core. TensorFlow reads the variable when it first runs an op, and child processes inherit it. The default
 # (one thread per core) made the Trainer's `fit` on the default data take either 3.9-4.1 s or 6.2 s (8 runs:
-# 5 and 3, 2026-12-07, on 2 cores); with one thread 3.6-3.9 s in each of 4 runs, and Transform and the
+# 4 and 4, 2026-12-07, on 2 cores); with one thread 3.6-3.9 s in each of 4 runs, and Transform and the
 # Evaluator no slower (`taxi-pipeline run`, the Trainer's `workers/worker-0.json` examples_per_second).
 INTRA_OP_THREADS_ENV = "TF_NUM_INTRAOP_THREADS"
 
