@@ -117,24 +117,28 @@ def skip_tfx_sdist() -> Callable[[], None]:
     """
     from tfx.utils import dependency_utils
 
-    original = dependency_utils.make_beam_dependency_flags
-
     def as_given(beam_pipeline_args: Sequence[str]) -> List[str]:
         log.info("Beam workers run this installation: no TFX sdist added to %s", beam_pipeline_args)
         return list(beam_pipeline_args)
 
-    dependency_utils.make_beam_dependency_flags = as_given
+    return _replaced(dependency_utils, "make_beam_dependency_flags", as_given)
 
-    def undo() -> None:
-        dependency_utils.make_beam_dependency_flags = original
 
-    return undo
+def tfx_sdist_skipped():
+    """`skip_tfx_sdist` within the block."""
+    return _undone_on_exit(skip_tfx_sdist)
+
+
+def _replaced(module, name: str, replacement) -> Callable[[], None]:
+    """Set `module.name` to `replacement`; returns the function that puts the original back."""
+    original = getattr(module, name)
+    setattr(module, name, replacement)
+    return lambda: setattr(module, name, original)
 
 
 @contextlib.contextmanager
-def tfx_sdist_skipped() -> Iterator[None]:
-    """`skip_tfx_sdist` within the block."""
-    undo = skip_tfx_sdist()
+def _undone_on_exit(apply: Callable[[], Callable[[], None]]) -> Iterator[None]:
+    undo = apply()
     try:
         yield
     finally:
@@ -175,22 +179,12 @@ def memoize_dofn_specs() -> Callable[[], None]:
         state_specs, timer_specs = hit[1]
         return set(state_specs), set(timer_specs)  # the caller's own sets, as Beam's function returns
 
-    userstate.get_dofn_specs = get_dofn_specs
-
-    def undo() -> None:
-        userstate.get_dofn_specs = original
-
-    return undo
+    return _replaced(userstate, "get_dofn_specs", get_dofn_specs)
 
 
-@contextlib.contextmanager
-def dofn_specs_memoized() -> Iterator[None]:
+def dofn_specs_memoized():
     """`memoize_dofn_specs` within the block."""
-    undo = memoize_dofn_specs()
-    try:
-        yield
-    finally:
-        undo()
+    return _undone_on_exit(memoize_dofn_specs)
 
 
 # ---- TFXIO's record-file source -------------------------------------------------------------------------
