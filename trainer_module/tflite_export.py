@@ -1,7 +1,7 @@
 """TF Lite versions of the exported model, for phones and boards, and how they compare with the SavedModel.
 
 `start_export(model, tf_transform_output, out_dir, raw_eval_pattern, helper=converter_process())`, then
-`.finish(saved_model_dir)` once the SavedModel is saved (or `export_tflite`, both at once), converts the
+`.finish(saved_model_dir)` once the SavedModel is saved, converts the
 `serving_raw` computation (one `[batch]` tensor per raw feature in, the probability out) into the files
 below. The preprocessing inside is TF-Transform's, rebuilt from TF Lite builtins on dense columns
 (`dense_preprocessing.DensePreprocessing`: 147 ops instead of TF-Transform's sparse-tensor graph of 451,
@@ -328,7 +328,7 @@ def single_example_latency_ms(predict_one, columns: Mapping[str, np.ndarray], ru
     return float(np.median(times) * 1000.0)
 
 
-# ---- metadata, evaluation, and the one call run_fn makes --------------------------------------------
+# ---- metadata and evaluation --------------------------------------------------------------------------
 
 def metadata(dtypes: Mapping[str, tf.dtypes.DType], conversion: Mapping[str, object]) -> Dict[str, object]:
     inputs = []
@@ -407,13 +407,6 @@ def compare(saved_model: Dict[str, object], lite: Mapping[str, Dict[str, object]
         models[kind]["accuracy_within_tolerance"] = bool(
             abs(models[kind]["accuracy"] - saved_model["accuracy"]) <= ACCURACY_TOLERANCE)
     return {"rows": int(rows), "signature": SIGNATURE, "accuracy_tolerance": ACCURACY_TOLERANCE, "models": models}
-
-
-def evaluate(out_dir: str, saved_model_dir: str, columns: Mapping[str, np.ndarray], labels: np.ndarray,
-             latency_runs: int = LATENCY_RUNS) -> Dict[str, object]:
-    """Accuracy, AUC, size and single-example latency of the SavedModel and each TF Lite model."""
-    return compare(evaluate_saved_model(saved_model_dir, columns, labels, latency_runs),
-                   evaluate_lite(out_dir, columns, labels, latency_runs), len(labels))
 
 
 def weight_bytes(path: str) -> int:
@@ -566,14 +559,6 @@ def start_export(model, tf_transform_output, out_dir: str, raw_eval_pattern: Opt
         export.discard()
         raise
     return export
-
-
-def export_tflite(model, tf_transform_output, saved_model_dir: str, out_dir: str,
-                  raw_eval_pattern: Optional[str] = None, eval_limit: Optional[int] = EVAL_ROWS,
-                  preprocessing: Optional[DensePreprocessing] = None) -> Dict[str, object]:
-    """`start_export` then `finish`, all in this process, for a model already saved in `saved_model_dir`."""
-    return start_export(model, tf_transform_output, out_dir, raw_eval_pattern, eval_limit,
-                        preprocessing).finish(saved_model_dir)
 
 
 def _write_json(path: str, payload) -> None:
