@@ -86,7 +86,8 @@ def test_the_pipeline_gives_each_beam_component_its_processes(tmp_path):
     assert components["Evaluator"].executor_spec.beam_pipeline_args[-2:] == SEVERAL
     for name in ("CsvExampleGen", "StatisticsGen", "Transform"):  # the pipeline's options: in this process
         assert components[name].executor_spec.beam_pipeline_args == [], name
-    assert config.beam_pipeline_args()[:2] == ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    assert config.beam_pipeline_args() == ["--direct_running_mode=in_memory", "--direct_num_workers=1",
+                                           "--pickle_library=cloudpickle"]
     forced = {c.id: c for c in create_components(_config(tmp_path, 1000, beam_mode="multi_processing"))}
     for name in beam_parallelism.BEAM_COMPONENTS:
         assert forced[name].executor_spec.beam_pipeline_args[-2:] == SEVERAL, name
