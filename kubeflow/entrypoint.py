@@ -85,10 +85,9 @@ def _object_store_uri(args: List[str]) -> Optional[str]:
 def _beam_step_settings() -> None:
     """A Beam step's workers run this image (the DirectRunner in this container, DOCKER and Dataflow
     workers the pipeline image), so TFX's sdist of itself, built per Beam step (2-4 s and a 49 MB copy
-    of TFX in /tmp; pipeline/beam_runners.py: workers_have_this_install), is skipped for the step; and Beam
+    of TFX in /tmp; pipeline/beam_runners.py: beam_steps), is skipped for the step; and Beam
     works out each DoFn's state and timer specs once (tfx_internals.memoize_dofn_specs), as in a local run."""
-    tfx_internals.skip_tfx_sdist()  # for the rest of this process: one step
-    tfx_internals.memoize_dofn_specs()
+    tfx_internals.patch_beam_steps()  # for the rest of this process: one step
 
 
 def main(argv: List[str]) -> int:

@@ -7,7 +7,7 @@ Transform, Trainer, Pusher, ExampleGen) is TFX's documented way of customising a
 listed; re-implementing part of what an executor does is.
 
 - `defer_tfx_components`: `tfx.components`' package `__init__` runs only when one of its names is used.
-- `skip_tfx_sdist`, `tfx_sdist_skipped`: TFX's Beam executors stop packaging TFX for their workers.
+- `skip_tfx_sdist`: TFX's Beam executors stop packaging TFX for their workers.
 - `write_blessing`: the blessing TFX's Evaluator executor writes for a validation result.
 - `write_infra_blessing`, `stamped_model_dir`, `warmup_file`: the InfraBlessing TFX's InfraValidator writes
   and its Pusher reads, with the model to push inside.
@@ -17,7 +17,8 @@ listed; re-implementing part of what an executor does is.
 - `splits_fingerprint`: ExampleGen's fingerprint of its input files.
 - `trainer_fn_args`: the FnArgs TFX's Trainer executor hands `run_fn`.
 - `tfxio_record_source`: the Beam source tfx_bsl's TFXIOs read record files with.
-- `memoize_dofn_specs`, `dofn_specs_memoized`: Beam works out each DoFn's state and timer specs once.
+- `memoize_dofn_specs`: Beam works out each DoFn's state and timer specs once.
+- `patch_beam_steps`, `beam_steps_patched`: both of the above, which every Beam step of the project runs with.
 - `example_gen_splitter`: the split TFX's ExampleGen puts a record in (components/arrow_csv_example_gen.py writes
   the splits itself on the DirectRunner).
 - `local_pipeline_ir`, `launch_node`, `upstream_nodes`: what TFX's LocalDagRunner does before its loop and for
@@ -112,7 +113,7 @@ def skip_tfx_sdist() -> Callable[[], None]:
     Given any pipeline options, TFX's `BaseBeamExecutor.__init__` calls
     `dependency_utils.make_beam_dependency_flags`, which, unless an option names the workers'
     dependencies, copies the installed `tfx` tree to a new `/tmp` folder, builds an sdist of it and adds
-    `--extra_package=<that sdist>` (pipeline/beam_runners.py: `workers_have_this_install` says why none
+    `--extra_package=<that sdist>` (pipeline/beam_runners.py: `beam_steps` says why none
     of the project's workers needs it). This replaces that function for as long as it is not undone.
     """
     from tfx.utils import dependency_utils
@@ -122,11 +123,6 @@ def skip_tfx_sdist() -> Callable[[], None]:
         return list(beam_pipeline_args)
 
     return _replaced(dependency_utils, "make_beam_dependency_flags", as_given)
-
-
-def tfx_sdist_skipped():
-    """`skip_tfx_sdist` within the block."""
-    return _undone_on_exit(skip_tfx_sdist)
 
 
 def _replaced(module, name: str, replacement) -> Callable[[], None]:
@@ -182,9 +178,24 @@ def memoize_dofn_specs() -> Callable[[], None]:
     return _replaced(userstate, "get_dofn_specs", get_dofn_specs)
 
 
-def dofn_specs_memoized():
-    """`memoize_dofn_specs` within the block."""
-    return _undone_on_exit(memoize_dofn_specs)
+# ---- What every Beam step runs with ----------------------------------------------------------------------
+
+def patch_beam_steps() -> Callable[[], None]:
+    """`skip_tfx_sdist` and `memoize_dofn_specs`: what every Beam step of the project runs with (a local run's
+    two processes, batch scoring, each Kubeflow step); returns the function that undoes both."""
+    undo_sdist = skip_tfx_sdist()
+    undo_specs = memoize_dofn_specs()
+
+    def undo() -> None:
+        undo_specs()
+        undo_sdist()
+
+    return undo
+
+
+def beam_steps_patched():
+    """`patch_beam_steps` within the block."""
+    return _undone_on_exit(patch_beam_steps)
 
 
 # ---- TFXIO's record-file source -------------------------------------------------------------------------

@@ -22,12 +22,11 @@ Every preset also writes `pickle_library=cloudpickle` (see `PICKLE_LIBRARY`).
 Further `--beam-option NAME=VALUE` pairs are appended as `--NAME=VALUE` (e.g. `max_num_workers=20`,
 `flink_version=1.18`, `parallelism=4`); a pair naming an option a preset writes replaces its value.
 
-Since every preset's workers already have this installation, `workers_have_this_install` stops
-TFX from packaging itself for them on every Beam component (see there).
+Since every preset's workers already have this installation, `beam_steps` stops TFX from packaging
+itself for them on every Beam component (see there).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -146,24 +145,25 @@ def pipeline_args(runner: str, *, beam_mode: str = "auto", beam_workers: int = 1
     return [f"--{k}={v}" for k, v in args.items()]
 
 
-@contextlib.contextmanager
-def workers_have_this_install():
-    """Within: TFX's Beam executors take the pipeline options as given, without an sdist of TFX itself.
+def beam_steps():
+    """Within: what every Beam step of a local run runs with (`tfx_internals.beam_steps_patched`).
 
-    Given any pipeline options, TFX's `BaseBeamExecutor` calls `dependency_utils.make_beam_dependency_flags`,
-    which, unless an option names the workers' dependencies (extra_packages, setup_file, sdk_container_image,
-    ...), copies the installed 48 MB `tfx` tree into a new `/tmp/tmp*/` folder, runs `setup.py sdist` on it
-    and adds `--extra_package=<that sdist>`; the folder is never deleted. Measured on the default run
-    (4 Beam components): 2.1-2.5 s each, about 10 s of the run, and 196 MB left in /tmp per run (700 such
-    folders, 34 GB, had filled this machine's disk). The sdist is of no use to any preset here: the
-    DirectRunner's workers are this process or its children, LOOPBACK's this process, EXTERNAL/PROCESS
-    workers run from this repository's venv and DOCKER/Dataflow workers the pipeline image, all with this
-    same TFX (the presets refuse workers that could not import our modules, tensorflow/tfx#4948).
+    - TFX's Beam executors take the pipeline options as given, without an sdist of TFX itself. Given any
+      pipeline options, TFX's `BaseBeamExecutor` calls `dependency_utils.make_beam_dependency_flags`, which,
+      unless an option names the workers' dependencies (extra_packages, setup_file, sdk_container_image,
+      ...), copies the installed 48 MB `tfx` tree into a new `/tmp/tmp*/` folder, runs `setup.py sdist` on it
+      and adds `--extra_package=<that sdist>`; the folder is never deleted. Measured on the default run
+      (4 Beam components): 2.1-2.5 s each, about 10 s of the run, and 196 MB left in /tmp per run (700 such
+      folders, 34 GB, had filled this machine's disk). The sdist is of no use to any preset here: the
+      DirectRunner's workers are this process or its children, LOOPBACK's this process, EXTERNAL/PROCESS
+      workers run from this repository's venv and DOCKER/Dataflow workers the pipeline image, all with this
+      same TFX (the presets refuse workers that could not import our modules, tensorflow/tfx#4948).
+    - Beam works out each DoFn's state and timer specs once (`tfx_internals.memoize_dofn_specs`: a second
+      of Transform's 9 on the default data).
     """
     from kubeflow import tfx_internals
 
-    with tfx_internals.tfx_sdist_skipped():
-        yield
+    return tfx_internals.beam_steps_patched()
 
 
 def add_arguments(parser) -> None:

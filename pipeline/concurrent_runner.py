@@ -288,7 +288,7 @@ def _side_process(conn, log_file: str, preload: Tuple[str, ...], parent_pid: int
         return
     ir = pipeline_pb2.Pipeline.FromString(ir_bytes)
     # As in the run's process (pipeline/local_runner.py).
-    with tfx_internals.tfx_sdist_skipped(), tfx_internals.dofn_specs_memoized():
+    with tfx_internals.beam_steps_patched():
         while True:
             try:
                 node = conn.recv()

@@ -243,12 +243,11 @@ def run_pipeline(config: configs.PipelineConfig, progress=None, log_file: Path =
         from tfx.orchestration import metadata as tfx_metadata  # not tfx.v1: see pipeline.pipeline's imports
 
         from components.errors import bad_data_behind
-        from kubeflow import tfx_internals
         from pipeline import pipeline as tfx_pipeline, run_view
 
         metadata = tfx_metadata.sqlite_metadata_connection_config(str(config.metadata_path))
         try:
-            with beam_runners.workers_have_this_install(), tfx_internals.dofn_specs_memoized():
+            with beam_runners.beam_steps():
                 # The data checks run in a second process beside Transform and the Trainer (both cores), and
                 # the ServingValidator beside the Evaluator; it imports TFDV while this process builds the
                 # pipeline and runs CsvExampleGen.

@@ -100,7 +100,6 @@ def run_scoring(config: configs.PipelineConfig, scoring, log_file: Path, progres
             from tfx.orchestration import metadata as tfx_metadata  # not tfx.v1: see pipeline.pipeline's imports
             from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-            from kubeflow import tfx_internals
             from pipeline import beam_runners
             from pipeline.score_pipeline import create_score_pipeline
 
@@ -108,7 +107,7 @@ def run_scoring(config: configs.PipelineConfig, scoring, log_file: Path, progres
             built = create_score_pipeline(SCORING_PIPELINE_NAME, str(pipeline_root), str(input_copy),
                                           str(config.serving_model_dir), metadata, config.beam_pipeline_args())
             try:
-                with beam_runners.workers_have_this_install(), tfx_internals.dofn_specs_memoized():
+                with beam_runners.beam_steps():
                     LocalDagRunner().run(built)
             except Exception as err:
                 logging.exception("scoring failed")

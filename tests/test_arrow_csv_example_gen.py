@@ -8,7 +8,7 @@ import pytest
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from components import arrow_csv_example_gen
-from pipeline.beam_runners import workers_have_this_install
+from pipeline.beam_runners import beam_steps
 from tests_support import write_sample
 
 
@@ -33,7 +33,7 @@ def _run(executor_class, data: Path, out: Path, artifact_out: dict = None, order
         "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
         "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
     }
-    with workers_have_this_install():  # as the pipeline runs it: no sdist of TFX left in /tmp per call
+    with beam_steps():  # as the pipeline runs it: no sdist of TFX left in /tmp per call
         executor_class(executor_class.Context(beam_pipeline_args=["--direct_num_workers=1"])).Do(
             {}, {"examples": [examples]}, props)
     assert json.loads(examples.split_names) == ["train", "eval"]

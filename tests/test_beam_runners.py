@@ -5,7 +5,7 @@ import pytest
 from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
 
 from pipeline import configs
-from pipeline.beam_runners import BeamConfigError, pipeline_args, workers_have_this_install
+from pipeline.beam_runners import BeamConfigError, pipeline_args, beam_steps
 
 
 def test_direct_runner_is_the_default_in_process_or_multi_process():
@@ -82,7 +82,7 @@ def test_beam_components_do_not_package_tfx_for_workers_that_have_it(tmp_path, m
         context = BaseBeamExecutor.Context(beam_pipeline_args=args, tmp_dir=str(tmp_path / "executor"), unique_id="1")
         return BeamExecutor(context)._beam_pipeline_args
 
-    with workers_have_this_install():
+    with beam_steps():
         given = executor_args()
     assert given[:len(args)] == args and not [a for a in given if a.startswith("--extra_package")]
     assert list(tmp_path.glob("*/build/tfx")) == []

@@ -223,10 +223,13 @@ def test_skipping_the_sdist_is_what_tfxs_beam_executors_call():
     from tfx.utils import dependency_utils
 
     args = ["--direct_num_workers=1"]
-    with tfx_internals.tfx_sdist_skipped():
+    undo = tfx_internals.skip_tfx_sdist()
+    try:
         executor = _BeamExecutor(_BeamExecutor.Context(beam_pipeline_args=args))
         assert not [a for a in executor._beam_pipeline_args if a.startswith("--extra_package")], \
             executor._beam_pipeline_args
+    finally:
+        undo()
     called = []
     original = dependency_utils.make_beam_dependency_flags
     dependency_utils.make_beam_dependency_flags = lambda given: called.append(list(given)) or list(given)
@@ -560,7 +563,7 @@ def test_memoized_dofn_specs_are_beams_own_once_per_dofn_object():
     try:
         stateful, plain = Stateful(), Plain()
         expected = original(stateful)
-        with tfx_internals.dofn_specs_memoized():
+        with tfx_internals.beam_steps_patched():  # the sdist skipped beside it changes nothing here
             for _ in range(3):
                 assert userstate.get_dofn_specs(stateful) == expected
                 assert userstate.is_stateful_dofn(stateful) and not userstate.is_stateful_dofn(plain)

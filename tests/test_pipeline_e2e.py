@@ -26,7 +26,7 @@ def test_every_component_ran_and_the_model_was_pushed(taxi_pipeline_result):
     assert (version_dir / "saved_model.pb").exists() and (version_dir / "variables").is_dir()
     # Only complete, numeric versions are visible to model servers: no staging directory is left behind.
     assert [p.name for p in config.serving_model_dir.iterdir() if not p.name.isdigit()] == []
-    # No Beam component packaged TFX for its workers (pipeline/beam_runners.py: workers_have_this_install).
+    # No Beam component packaged TFX for its workers (pipeline/beam_runners.py: beam_steps).
     log = "\n".join(p.read_text(errors="replace") for p in config.log_dir.glob("run-*.log"))
     assert "Beam workers run this installation" in log and "tfx_ephemeral" not in log
 
