@@ -8,7 +8,7 @@ import importlib
 import sys
 
 BENCHMARKS = ("pipeline_vs_reference", "training_throughput", "serving_latency", "serving_graph", "serving_warmup", "new_connection",
-              "serving_hostile", "serving_fuzz", "scale", "spans", "evaluator_processes")
+              "serving_hostile", "serving_fuzz", "scale", "spans", "span_cost", "evaluator_processes")
 
 
 def main(argv=None) -> int:
