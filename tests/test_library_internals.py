@@ -563,7 +563,11 @@ def test_memoized_dofn_specs_are_beams_own_once_per_dofn_object():
     try:
         stateful, plain = Stateful(), Plain()
         expected = original(stateful)
-        with tfx_internals.beam_steps_patched():  # the sdist skipped beside it changes nothing here
+        from tfx.utils import dependency_utils
+
+        flags = dependency_utils.make_beam_dependency_flags
+        with tfx_internals.beam_steps_patched():  # both patches every Beam step runs with
+            assert dependency_utils.make_beam_dependency_flags is not flags
             for _ in range(3):
                 assert userstate.get_dofn_specs(stateful) == expected
                 assert userstate.is_stateful_dofn(stateful) and not userstate.is_stateful_dofn(plain)
@@ -573,7 +577,8 @@ def test_memoized_dofn_specs_are_beams_own_once_per_dofn_object():
             assert userstate.get_dofn_specs(stateful) == expected
             assert userstate.get_dofn_specs(Stateful()) == expected  # another object: asked again
         assert calls.count(stateful) == 1 and calls.count(plain) == 1 and len(calls) == 3
-        assert userstate.get_dofn_specs is counted  # undone on leaving
+        assert userstate.get_dofn_specs is counted  # both undone on leaving
+        assert dependency_utils.make_beam_dependency_flags is flags
     finally:
         userstate.get_dofn_specs = original
     assert {spec.name for spec in expected[0]} == {"seen"} and {spec.name for spec in expected[1]} == {"ts-later"}
