@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import faulthandler
 import logging
 import os
 import signal
@@ -36,6 +37,12 @@ BACKENDS = ("auto", "standin", "tfserving")
 # 5 ms, 321-337 at 1-2 ms (fewer loop wake-ups per request). `python -m bench.serving_latency` carries
 # the 5 ms server beside the default one.
 GIL_SWITCH_INTERVAL_MS = 1.0
+# From SIGTERM/SIGINT to the process's exit, at most this long. Kubernetes sends SIGKILL a pod's
+# terminationGracePeriodSeconds (30 by default) after SIGTERM; a server that is stopping gets that long
+# and no more, so it must not hang. A stop that overruns the deadline (a thread that does not end, in the
+# stop or in the interpreter's exit, which joins non-daemon threads) writes every thread's stack to stderr
+# and exits 1: faulthandler's watchdog, a C thread that fires even while Python's threads are stuck.
+STOP_DEADLINE_S = 25.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -305,18 +312,21 @@ def run_standin(options, extra_processes: int = 0, child_argv=None,
     rest = f", REST http://{options.host}:{server.rest_port}/v1/models/<name>" if server.rest_port else ""
     if server.rest_port and options.prometheus_path:
         rest += f", metrics http://{options.host}:{server.rest_port}{options.prometheus_path}"
-    print(f"stand-in model server: {models} on gRPC {options.host}:{server.grpc_port}{rest} (Ctrl-C stops)",
-          flush=True)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    try:  # the line below says the server is up: a signal from then on stops it as below
+        print(f"stand-in model server: {models} on gRPC {options.host}:{server.grpc_port}{rest} (Ctrl-C stops)",
+              flush=True)
         while not stop.wait(0.5):
             pass
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        processes.stop_children(children)
+        # Armed until the process ends: this function's caller exits after it (the `serve` commands).
+        faulthandler.dump_traceback_later(STOP_DEADLINE_S, exit=True)
+        processes.ask_children_to_stop(children)  # they stop while this process does
         server.stop()
+        processes.stop_children(children, timeout_s=STOP_DEADLINE_S / 2)
     print("model server stopped", flush=True)
     return 0
 

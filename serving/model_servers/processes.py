@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import List, Sequence
 
 log = logging.getLogger("serving")
@@ -41,13 +42,20 @@ def start_children(count: int, argv: Sequence[str], port: int) -> List[subproces
     return children
 
 
-def stop_children(children: Sequence[subprocess.Popen], timeout_s: float = 20.0) -> None:
+def ask_children_to_stop(children: Sequence[subprocess.Popen]) -> None:
+    """SIGTERM to each child still running: each stops as the first process does, side by side with it."""
     for child in children:
         if child.poll() is None:
             child.terminate()
+
+
+def stop_children(children: Sequence[subprocess.Popen], timeout_s: float = 20.0) -> None:
+    """Each child asked to stop and waited for, all within `timeout_s`; one still running then is killed."""
+    ask_children_to_stop(children)
+    deadline = time.monotonic() + timeout_s
     for child in children:
         try:
-            child.wait(timeout_s)
+            child.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()

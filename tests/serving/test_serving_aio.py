@@ -128,7 +128,7 @@ def _cmdline(pid) -> list:
         return []
 
 
-def test_grpc_processes_share_the_port_and_stop_together(testdata):
+def test_grpc_processes_share_the_port_and_stop_together(testdata, tmp_path):
     """--grpc_processes=2: a second whole server process answers on the same port (SO_REUSEPORT),
     shown by freezing the first one (SIGSTOP) and still getting half_plus_two's 3.0 for 2.0 on
     fresh connections; SIGTERM to the first stops both."""
@@ -145,11 +145,12 @@ def test_grpc_processes_share_the_port_and_stop_together(testdata):
     from serving_helpers import REPO_ROOT
 
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    server = subprocess.Popen([sys.executable, "-m", "serving.model_servers.main", "--backend=standin", "--port=0",
-                               "--rest_api_port=0", "--model_name=half",
-                               f"--model_base_path={testdata / 'saved_model_half_plus_two_cpu'}",
-                               "--grpc_processes=2", "--grpc_aio"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=str(REPO_ROOT))
+    with open(tmp_path / "stderr", "w") as stderr:  # the server's own copy stays open
+        server = subprocess.Popen([sys.executable, "-m", "serving.model_servers.main", "--backend=standin", "--port=0",
+                                   "--rest_api_port=0", "--model_name=half",
+                                   f"--model_base_path={testdata / 'saved_model_half_plus_two_cpu'}",
+                                   "--grpc_processes=2", "--grpc_aio"],
+                                  env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=str(REPO_ROOT))
     child = None
     try:
         port = None
@@ -200,7 +201,7 @@ def test_grpc_processes_share_the_port_and_stop_together(testdata):
         finally:
             os.kill(server.pid, signal.SIGCONT)
         server.send_signal(signal.SIGTERM)
-        assert server.wait(60) == 0
+        assert server.wait(60) == 0, (tmp_path / "stderr").read_text()[-20000:]  # a stop past the deadline: stacks
         deadline = time.monotonic() + 60
         while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
             with open(f"/proc/{child}/stat") as f:

@@ -243,3 +243,38 @@ def test_tls(tmp_path, testdata):
         with ServingClient(f"localhost:{server.grpc_port}", timeout_s=5) as plain:  # no TLS: refused
             with pytest.raises(grpc.RpcError):
                 plain.status("default")
+
+
+def test_a_stop_that_hangs_ends_at_the_deadline_with_the_stuck_stack(testdata, tmp_path):
+    """SIGTERM to a server whose stop never returns (ModelServer.stop patched to block, the deadline set to
+    3 s): the process still ends, with exit 1, and stderr names where it was stuck. Kubernetes would kill
+    it anyway after its grace period; this way the log says why."""
+    script = ("import sys, threading\n"
+              "from serving.model_servers import main, server\n"
+              "main.STOP_DEADLINE_S = 3.0\n"
+              "def stuck_stop(self, *args):\n"
+              "    threading.Event().wait()\n"
+              "server.ModelServer.stop = stuck_stop\n"
+              "sys.exit(main._standalone(sys.argv[1:]))\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO_ROOT))
+    stderr = open(tmp_path / "stderr", "w+")  # a file: a pipe left unread while stdout is read fills and blocks
+    server = subprocess.Popen([sys.executable, "-c", script, "--backend=standin", "--port=0", "--rest_api_port=0",
+                               "--model_name=half", f"--model_base_path={testdata / 'saved_model_half_plus_two_cpu'}"],
+                              env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=str(REPO_ROOT))
+    try:
+        lines = [server.stdout.readline()]
+        while lines[-1] and "on gRPC" not in lines[-1]:
+            lines.append(server.stdout.readline())
+        assert "on gRPC" in lines[-1], lines
+        server.send_signal(signal.SIGTERM)
+        out, _ = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        stderr.seek(0)
+        err = stderr.read()
+        stderr.close()
+    assert server.returncode == 1, err
+    assert "Timeout (0:00:03)!" in err and "in stuck_stop" in err and "in run_standin" in err, err
+    assert "model server stopped" not in out
