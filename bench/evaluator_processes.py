@@ -26,7 +26,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from bench import results_md
+from bench.scale import MemorySampler, children_cpu_seconds, commit
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "evaluator_processes.json"
@@ -97,12 +97,9 @@ def _evaluate(home: Path, out: Path, variant: str, workers: int) -> dict:
 def measure_once(home: Path, variant: str, workers: int, workdir: Path) -> dict:
     """One evaluation in a fresh process: its wall time and the CPU time of it and its worker processes."""
     out = Path(tempfile.mkdtemp(prefix=f"{variant}-", dir=workdir))
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_before = usage.ru_utime + usage.ru_stime
+    cpu_before = children_cpu_seconds()
     started = time.time()
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    from bench.scale import MemorySampler
-
     proc = subprocess.Popen([sys.executable, "-m", "bench.evaluator_processes", "--one", variant, "--home", str(home),
                              "--out", str(out), "--workers", str(workers)], cwd=str(REPO), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -111,9 +108,8 @@ def measure_once(home: Path, variant: str, workers: int, workdir: Path) -> dict:
     wall = time.time() - started
     if proc.returncode != 0:
         raise RuntimeError(f"the {variant} evaluation failed:\n{stderr[-3000:]}")
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads((out / "result.json").read_text())
-    return {**result, "wall_seconds": round(wall, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime - cpu_before, 1),
+    return {**result, "wall_seconds": round(wall, 1), "cpu_seconds": round(children_cpu_seconds() - cpu_before, 1),
             "peak_rss_bytes": memory.peak(), "peak_pss_bytes": memory.peak_pss()}
 
 
@@ -165,11 +161,6 @@ def bench_size(home: Path, rows: int, repeats: int, workers: int, workdir: Path,
             "metrics_compared": len(reference),
         }
     return out
-
-
-def _commit() -> str:
-    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=str(REPO), capture_output=True, text=True)
-    return proc.stdout.strip() or "unknown"
 
 
 def _gib(variant: dict) -> str:
@@ -232,7 +223,7 @@ def main(argv=None) -> int:
             variants = ["before"] + [v for v in args.variants if v != "before"]
             sizes.append(bench_size(home, rows, args.repeats, args.workers, Path(tmp), variants))
     for size in sizes:
-        size.update(measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"), commit=_commit(), repeats=args.repeats,
+        size.update(measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"), commit=commit(), repeats=args.repeats,
                     workers=args.workers, load_before=load)
     # Sizes measured now replace the same sizes measured before; the others are kept (each says when).
     earlier = json.loads(RESULTS.read_text())["sizes"] if RESULTS.exists() else []

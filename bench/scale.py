@@ -172,24 +172,27 @@ class MemorySampler:
         return round(max(values) - min(values), 1) if len(values) > 1 else None
 
 
-def run_once(data: Path, home: Path, log: Path, extra: List[str]) -> dict:
+def run_once(data: Path, home: Path, log: Path, extra: List[str], accepted=(0,)) -> dict:
+    """One `taxi-pipeline run` under the memory sampler: wall and CPU seconds (every process of the run),
+    peak summed RSS/PSS, exit status; an exit not in `accepted` raises (a span not blessed exits 1)."""
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, "-m", "pipeline.cli", "run", "--home", str(home), "--data", str(data), *extra]
-    started, cpu_before = time.time(), _children_cpu_seconds()
+    started, cpu_before = time.time(), children_cpu_seconds()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
         with MemorySampler(proc.pid) as memory:
             rc = proc.wait()
     wall = time.time() - started
-    if rc != 0:
+    if rc not in accepted:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {rc}); see {log}")
-    cpu = _children_cpu_seconds() - cpu_before  # every process of the run, reaped (Beam, trainer workers...)
+    cpu = children_cpu_seconds() - cpu_before  # every process of the run, reaped (Beam, trainer workers...)
     return {"wall_seconds": round(wall, 1), "peak_rss_bytes": memory.peak(), "peak_pss_bytes": memory.peak_pss(),
-            "memory": memory, "cmd": cmd,
+            "memory": memory, "cmd": cmd, "returncode": rc, "log": str(log),
             "cpu_seconds": round(cpu, 1)}
 
 
-def _children_cpu_seconds() -> float:
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's reaped children so far."""
     import resource
 
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -250,7 +253,8 @@ def measure(rows: int, cache: Path, workdir: Path, extra: List[str], second_run:
 
 # ---- reporting ----------------------------------------------------------------------------------------
 
-def _commit() -> str:
+def commit() -> str:
+    """The checkout's short commit ('unknown' outside git)."""
     try:
         return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, check=True).stdout.strip()
@@ -327,7 +331,7 @@ def main(argv=None) -> int:
     load = os.getloadavg()
     results = {
         "benchmark": "scale", "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "commit": _commit(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "commit": commit(),
         "note": args.note or f"load average at the end {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}",
         "runs": runs, "time_ratio_1m_100k": ratio,
     }

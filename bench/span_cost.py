@@ -26,7 +26,6 @@ import argparse
 import itertools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,17 +59,9 @@ def cut_into_spans(source: Path, out: Path, spans: int) -> list:
 
 
 def run(data: Path, home: Path, log: Path, *extra: str) -> dict:
-    """One `taxi-pipeline run`: exit status, wall and CPU seconds (every process of the run), peak summed RSS."""
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--home", str(home), "--data", str(data), *extra]
-    started, cpu_before = time.time(), scale._children_cpu_seconds()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
-        with scale.MemorySampler(proc.pid) as memory:
-            returncode = proc.wait()
-    return {"returncode": returncode, "wall_seconds": round(time.time() - started, 1),
-            "cpu_seconds": round(scale._children_cpu_seconds() - cpu_before, 1),
-            "peak_rss_bytes": memory.peak(), "log": str(log)}
+    """One `taxi-pipeline run` (bench/scale.py's run_once): exit 0, or 1 (a span not blessed, not pushed)."""
+    result = scale.run_once(data, home, log, list(extra), accepted=(0, 1))
+    return {key: result[key] for key in ("returncode", "wall_seconds", "cpu_seconds", "peak_rss_bytes", "log")}
 
 
 def newest_run(home: Path) -> dict:
@@ -116,9 +107,10 @@ def main(argv=None) -> int:
     span_args = ("--window", str(args.window), "--allow-drift")
 
     print(f"history: spans 1..{args.spans - 1} ({sum(counts[:-1]):,} rows), one run each", flush=True)
-    history = run(data, work / "home", work / "history.log", *span_args)
-    if history["returncode"] not in (0, 1):
-        print(f"the history's runs failed (exit {history['returncode']}): {history['log']}", file=sys.stderr)
+    try:
+        history = run(data, work / "home", work / "history.log", *span_args)
+    except RuntimeError as err:
+        print(f"the history's runs failed: {err}", file=sys.stderr)
         return 1
 
     new = data / f"span-{args.spans}"
@@ -143,7 +135,7 @@ def main(argv=None) -> int:
         "the from-scratch run ingested every row": scratch["rows_ingested"] == sum(counts),
         f"one span costs at most {TARGET}x from scratch (wall)": ratio <= TARGET,
     }
-    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "commit": _commit(), "rows": args.rows, "spans": counts,
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "commit": scale.commit(), "rows": args.rows, "spans": counts,
               "window": args.window, "history": history, "added": added, "scratch": scratch,
               "ratio_wall": round(ratio, 3), "ratio_cpu": round(added["cpu_seconds"] / scratch["cpu_seconds"], 3),
               "checks": checks}
@@ -158,10 +150,6 @@ def main(argv=None) -> int:
         print(f"  {'ok  ' if ok else 'FAIL'} {check}")
     print(f"results: {RESULTS}  (work folder {work})")
     return 0 if all(checks.values()) else 1
-
-
-def _commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
 
 
 if __name__ == "__main__":
