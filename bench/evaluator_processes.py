@@ -10,6 +10,9 @@ process per measurement, alternating the variants `--repeats` times:
 - `two`: the pipeline's EvalConfig now, `--workers` processes with the records dealt out among them
   (components/dealt_records.py; `--beam-mode multi_processing`, and `auto` above pipeline/beam_parallelism.py's
   threshold).
+- `baseline_every_metric`: as `one`, with the model given again as the baseline (every run but a home's first
+  has one), every metric computed for both models (the pipeline's EvalConfig before 2026-12-07);
+- `baseline`: the same with the pipeline's EvalConfig now (the baseline measured for its AUC threshold only).
 
 Reported: wall seconds, CPU seconds and peak summed RSS and PSS of all the processes (bench/scale.py's
 sampler), and whether every metric of every slice equals `before`'s within 1e-6 (the same metrics by
@@ -39,7 +42,7 @@ from bench.scale import MemorySampler, children_cpu_seconds, commit
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "evaluator_processes.json"
-VARIANTS = ("before", "one", "two")
+VARIANTS = ("before", "one", "two", "baseline_every_metric", "baseline")
 TOLERANCE = 1e-6
 
 
@@ -58,6 +61,7 @@ def newest_output(store, type_name: str, producer: str):
 def _evaluate(home: Path, out: Path, variant: str, workers: int) -> dict:
     """TFX's Evaluator executor on `home`'s last model and ExampleGen examples (the eval split)."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow_model_analysis as tfma
     from tfx.components.evaluator import executor as tfx_evaluator
     from tfx.types import standard_artifacts
     from tfx.utils import proto_utils
@@ -73,6 +77,10 @@ def _evaluate(home: Path, out: Path, variant: str, workers: int) -> dict:
     beam = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
     if variant == "before":
         config.ClearField("options")
+    if variant == "baseline_every_metric":  # one spec, no model_names: every metric for both models
+        every = tfma.MetricsSpec(metrics=[m for spec in config.metrics_specs for m in spec.metrics])
+        del config.metrics_specs[:]
+        config.metrics_specs.append(every)
     if variant == "two":
         beam = ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
     props["eval_config"] = proto_utils.proto_to_json(config)
@@ -84,9 +92,11 @@ def _evaluate(home: Path, out: Path, variant: str, workers: int) -> dict:
         beam_pipeline_args=beam, tmp_dir=str(out / "tmp"), unique_id="bench"))
     started = time.time()
     with dealt_records.dealt_among_workers(beam):
-        executor.Do({"examples": [newest_output(store, "Examples", "CsvExampleGen")],
-                     "model": [newest_output(store, "Model", "Trainer")]},
-                    {"evaluation": [evaluation], "blessing": [blessing]}, props)
+        model = newest_output(store, "Model", "Trainer")
+        inputs = {"examples": [newest_output(store, "Examples", "CsvExampleGen")], "model": [model]}
+        if variant.startswith("baseline"):
+            inputs["baseline_model"] = [model]
+        executor.Do(inputs, {"evaluation": [evaluation], "blessing": [blessing]}, props)
     wall = time.time() - started
     metrics = {f"{slice_name}:{name}": value  # NaN where a metric is undefined (no positive prediction in a slice)
                for slice_name, values in run_view.candidate_metrics(evaluation.uri).items()
@@ -192,7 +202,7 @@ def write_markdown(results: dict) -> None:
         f"On {results['machine']['cpus']} cores; alternated repeats per variant, each a fresh process running TFX's "
         "Evaluator executor on one run's model and eval split. `before`: one process with TFMA's default metrics; "
         "`one`: the pipeline's EvalConfig, one process; `two`: the same on two processes, the records dealt out "
-        "among them (components/dealt_records.py; until 2026-12-07, a shuffle of TFMA's record batches). CPU: all processes. Sizes above 100k rows run with `--home` "
+        "among them (components/dealt_records.py; until 2026-12-07, a shuffle of TFMA's record batches). `baseline_every_metric` / `baseline`: as `one`, with the model also given as its baseline, every metric for both models / the baseline measured for its AUC threshold only (the pipeline since 2026-12-07). CPU: all processes. Sizes above 100k rows run with `--home` "
         "on a finished run's home (`--variants before two --repeats 1`).",
         "",
         table(results),

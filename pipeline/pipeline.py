@@ -79,13 +79,21 @@ def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
             tfma.SlicingSpec(feature_keys=["payment_type"]),
         ],
         metrics_specs=[
-            tfma.MetricsSpec(
+            tfma.MetricsSpec(  # every model: the baseline's AUC is what the change threshold compares with
                 metrics=[
                     tfma.MetricConfig(class_name="ExampleCount"),
                     tfma.MetricConfig(
                         class_name="AUC",
                         per_slice_thresholds=[tfma.PerSliceMetricThreshold(slicing_specs=overall, threshold=auc_threshold)],
                     ),
+                ]
+            ),
+            # The candidate only: nothing reads the baseline's (pipeline/run_view.py reads the candidate's metrics
+            # and its diffs), and TFMA computes each metric one example at a time, per model and slice. With no
+            # baseline TFMA renames "candidate" to the one model's "" (config_util.update_eval_config_with_defaults).
+            tfma.MetricsSpec(
+                model_names=[tfma.CANDIDATE_KEY],
+                metrics=[
                     tfma.MetricConfig(
                         class_name="BinaryAccuracy",
                         per_slice_thresholds=[
@@ -96,8 +104,8 @@ def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
                     tfma.MetricConfig(class_name="Recall"),
                     tfma.MetricConfig(class_name="Calibration"),
                     tfma.MetricConfig(class_name="CalibrationPlot"),
-                ]
-            )
+                ],
+            ),
         ],
     )
 

@@ -430,6 +430,37 @@ def test_report_data_names_each_thresholded_metric_as_tfma_does():
     assert "accuracy_at_half" in ours
 
 
+@pytest.mark.parametrize("has_baseline", [True, False])
+def test_the_baseline_model_is_measured_only_for_its_threshold(has_baseline):
+    """The pipeline's eval config, as TFX's Evaluator has TFMA complete it (with or without a baseline model):
+    the baseline gets ExampleCount and AUC (the change threshold's other side), the candidate every metric; with
+    no baseline TFMA renames the candidate-only spec's model to the one model's "", so nothing is lost (what it
+    saves: `python -m bench evaluator_processes`, variants `baseline_every_metric` and `baseline`)."""
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.metrics import metric_specs
+
+    from pipeline import configs
+    from pipeline.pipeline import eval_config
+
+    config = tfma.utils.update_eval_config_with_defaults(eval_config(configs.PipelineConfig()),
+                                                         has_baseline=has_baseline, rubber_stamp=True)
+    tfma.utils.verify_eval_config(config)
+    measured = {}
+    for computation in metric_specs.to_computations(config.metrics_specs, eval_config=config):
+        for key in computation.keys:
+            if not key.name.startswith("_"):
+                measured.setdefault(key.model_name, set()).add(key.name)
+    every = {"example_count", "auc", "binary_accuracy", "precision", "recall", "calibration", "calibration_plot"}
+    thresholds = {(k.name, k.model_name, k.is_diff)
+                  for k in tfma.metrics.metric_thresholds_from_metrics_specs(config.metrics_specs, config)}
+    if has_baseline:
+        assert measured == {tfma.CANDIDATE_KEY: every, tfma.BASELINE_KEY: {"example_count", "auc"}}
+        assert ("auc", tfma.CANDIDATE_KEY, True) in thresholds  # the change threshold is still applied
+    else:
+        assert measured == {"": every}
+        assert thresholds == {("auc", "", False), ("binary_accuracy", "", False)}
+
+
 # ---- TFDV ----------------------------------------------------------------------------------------------
 
 def test_skew_statistics_of_an_in_memory_batch():
