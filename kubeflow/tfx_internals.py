@@ -17,6 +17,8 @@ listed; re-implementing part of what an executor does is.
 - `splits_fingerprint`: ExampleGen's fingerprint of its input files.
 - `trainer_fn_args`: the FnArgs TFX's Trainer executor hands `run_fn`.
 - `tfxio_record_source`: the Beam source tfx_bsl's TFXIOs read record files with.
+- `analyzer_cache_read_while_built`, `analyzer_cache_source`: the Beam source TFX's Transform reads TF-Transform's
+  analyzer cache entries with.
 - `memoize_dofn_specs`: Beam works out each DoFn's state and timer specs once.
 - `patch_beam_steps`, `beam_steps_patched`: both of the above, which every Beam step of the project runs with.
 - `example_gen_splitter`: the split TFX's ExampleGen puts a record in (components/arrow_csv_example_gen.py writes
@@ -218,6 +220,67 @@ def tfxio_record_source(replacement: Callable[[Any], Any]) -> Iterator[None]:
         yield
     finally:
         record_based_tfxio.ReadTfRecord = original
+
+
+# ---- TF-Transform's analyzer cache, read while the pipeline is built ------------------------------------
+
+# Above this many bytes of (compressed) cache files, an entry is read by Beam as TFX would: a Create embeds its
+# records in the pipeline graph, which every Beam worker is sent and which runners limit (Dataflow's job graph to
+# 10 MB). The taxi pipeline's entries are 0.3-2 KB each (quantile sketches, vocabularies of a few hundred values).
+CACHE_ENTRY_IN_GRAPH_MAX_BYTES = 64 << 10
+
+
+@contextlib.contextmanager
+def analyzer_cache_read_while_built() -> Iterator[None]:
+    """Within the block, TFX's Transform reads its analyzer cache through `analyzer_cache_source()`.
+
+    TFX's Transform executor runs a `TransformProcessor` it builds itself, whose `_RunBeamImpl` asks its static
+    `_GetCacheSource()` for the PTransform class to read each cache entry with (None: TF-Transform's default,
+    Beam's ReadFromTFRecord) and hands it to `tensorflow_transform.beam.analyzer_cache.ReadAnalysisCacheFromFS`
+    as `source`; the executor gives no way to choose it.
+    """
+    from tfx.components.transform import executor as transform_executor
+
+    processor = transform_executor.TransformProcessor
+    original = processor.__dict__["_GetCacheSource"]
+    processor._GetCacheSource = staticmethod(analyzer_cache_source)
+    try:
+        yield
+    finally:
+        processor._GetCacheSource = original
+
+
+def analyzer_cache_source():
+    """A PTransform class that reads one analyzer cache entry, built with the entry's file pattern and applied
+    to the pipeline as TF-Transform's ReadAnalysisCacheFromFS does with its `source`.
+
+    It reads a small entry's files while the pipeline is built and gives their records as one Create,
+    the same bytes ReadFromTFRecord gives (Beam's own TFRecord framing, compression from the file name); a
+    larger entry it leaves to ReadFromTFRecord. Each cached dataset has about 20 entries (one per analyzer
+    accumulator), and each ReadFromTFRecord is several Beam stages, run one after the other."""
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    class ReadCacheEntry(beam.PTransform):
+        def __init__(self, file_pattern: str):
+            super().__init__()
+            self._pattern = file_pattern
+
+        def expand(self, pbegin):
+            files = FileSystems.match([self._pattern])[0].metadata_list
+            if sum(f.size_in_bytes for f in files) > CACHE_ENTRY_IN_GRAPH_MAX_BYTES:
+                return pbegin | "ReadFromTFRecord" >> beam.io.ReadFromTFRecord(self._pattern)
+            records = []
+            for f in sorted(files, key=lambda f: f.path):
+                with FileSystems.open(f.path) as handle:  # CompressionTypes.AUTO: .gz is gzip, as ReadFromTFRecord
+                    record = _TFRecordUtil.read_record(handle)
+                    while record is not None:
+                        records.append(record)
+                        record = _TFRecordUtil.read_record(handle)
+            return pbegin | "CreateFromFiles" >> beam.Create(records, reshuffle=False)
+
+    return ReadCacheEntry
 
 
 # ---- the Evaluator's blessing ---------------------------------------------------------------------------

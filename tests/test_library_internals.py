@@ -398,6 +398,44 @@ def test_transform_probe_reads_constants_that_reproduce_tfts_own_layer(transform
     assert worst, "no output compared"
 
 
+@pytest.mark.parametrize("in_graph_max_bytes", [tfx_internals.CACHE_ENTRY_IN_GRAPH_MAX_BYTES, 0])
+def test_analyzer_cache_source_reads_what_tft_wrote(tmp_path, monkeypatch, in_graph_max_bytes):
+    """tfx_internals.analyzer_cache_read_while_built: TFX's Transform hands its processor's `_GetCacheSource()`
+    to TF-Transform's ReadAnalysisCacheFromFS, which builds it with each entry's file pattern; a cache TF-Transform
+    wrote reads back through it as through TFX's default (Beam's ReadFromTFRecord), whether read while the
+    pipeline is built (small entries) or left to ReadFromTFRecord (over the size limit, here 0)."""
+    import inspect
+
+    import apache_beam as beam
+    from apache_beam.testing import util as beam_test_util
+    from tensorflow_transform.beam import analyzer_cache
+    from tfx.components.transform import executor as transform_executor
+
+    processor = transform_executor.TransformProcessor
+    assert "self._GetCacheSource()" in inspect.getsource(processor._RunBeamImpl), \
+        "TFX's Transform no longer reads the analyzer cache through TransformProcessor._GetCacheSource"
+    assert "TransformProcessor()" in inspect.getsource(transform_executor.Executor.Do)
+    assert processor._GetCacheSource() is None  # TFX's default: TF-Transform's, ReadFromTFRecord
+    with tfx_internals.analyzer_cache_read_while_built():
+        source = processor._GetCacheSource()
+    assert source is not None and processor._GetCacheSource() is None
+    monkeypatch.setattr(tfx_internals, "CACHE_ENTRY_IN_GRAPH_MAX_BYTES", in_graph_max_bytes)
+    keys = (analyzer_cache.DatasetKey("span_1_train"), analyzer_cache.DatasetKey("span_1_eval"))
+    entries = {keys[0]: {b"\x8a": [b"[1, 2, 3]", b"[4]"], b"\x8b": [b""]}, keys[1]: {b"\x8c": [bytes(range(256))] * 3}}
+    with beam.Pipeline() as p:
+        _ = {key: analyzer_cache.DatasetCache(
+                {entry: p | f"Create{key.key}{i}" >> beam.Create(values)
+                 for i, (entry, values) in enumerate(e.items())},
+                p | f"Metadata{key.key}" >> beam.Create([analyzer_cache.DatasetCacheMetadata(7)]))
+             for key, e in entries.items()} | analyzer_cache.WriteAnalysisCacheToFS(p, str(tmp_path), keys)
+    with beam.Pipeline() as p:
+        read = p | analyzer_cache.ReadAnalysisCacheFromFS(str(tmp_path), keys, source=source)
+        for key, e in entries.items():
+            for i, (entry, values) in enumerate(e.items()):
+                beam_test_util.assert_that(read[key].cache_dict[entry], beam_test_util.equal_to(values),
+                                           label=f"Assert{key.key}{i}")
+
+
 # ---- TFMA ----------------------------------------------------------------------------------------------
 
 def test_report_data_reads_the_eval_config_file_tfma_writes():
