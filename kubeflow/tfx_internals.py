@@ -226,7 +226,8 @@ def tfxio_record_source(replacement: Callable[[Any], Any]) -> Iterator[None]:
 
 # Above this many bytes of (compressed) cache files, an entry is read by Beam as TFX would: a Create embeds its
 # records in the pipeline graph, which every Beam worker is sent and which runners limit (Dataflow's job graph to
-# 10 MB). The taxi pipeline's entries are 0.3-2 KB each (quantile sketches, vocabularies of a few hundred values).
+# 10 MB). The taxi pipeline's entries were 0.3-2 KB each after 300-row spans: quantile sketches, and vocabularies
+# of a few hundred values, which grow with the distinct values, not the rows.
 CACHE_ENTRY_IN_GRAPH_MAX_BYTES = 64 << 10
 
 
